@@ -1,0 +1,171 @@
+//! `netpol-nflogd`: the node daemon. Parses flags, loads the configuration, runs the pipeline.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use netpol_nflog::config::{Config, Sink, SinkKind};
+use netpol_nflog::pipeline::{self, RunOptions};
+use netpol_nflog::render::Format;
+
+/// Turns the packets Kubernetes NetworkPolicies drop (kube-router / K3s NFLOG group 100) into
+/// ulogd2-compatible syslogemu lines and JSON records with Kubernetes context.
+///
+/// Every option can also be set in the configuration file (see config/netpol-nflogd.toml for all
+/// keys) and by the environment variable shown. Precedence: flag, environment, file, default.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about, after_help = "Signals: SIGHUP reopens the output files (logrotate); SIGTERM and SIGINT drain what the kernel still holds, flush, and exit 0.\n\nExit codes: 0 ok, 1 runtime failure (e.g. the NFLOG group is taken), 2 bad flags or configuration.")]
+struct Cli {
+    /// Configuration file (TOML). Without it, the embedded defaults are used.
+    #[arg(short, long, env = "NETPOL_NFLOG_CONFIG", global = true)]
+    config: Option<PathBuf>,
+
+    /// NFLOG group to read; repeat for several (default 100, kube-router's group).
+    #[arg(short, long = "group", env = "NETPOL_NFLOG_GROUPS", value_delimiter = ',', global = true)]
+    groups: Vec<u16>,
+
+    /// Hostname printed in syslogemu lines (default: short hostname, as ulogd2).
+    #[arg(long, env = "NETPOL_NFLOG_HOSTNAME", global = true)]
+    hostname: Option<String>,
+
+    /// Kubernetes node name for JSON records (default: $NODE_NAME, else the hostname).
+    #[arg(long, env = "NODE_NAME", global = true)]
+    node_name: Option<String>,
+
+    /// Write syslogemu lines to this file instead of the configured one; "" disables the file.
+    #[arg(long, env = "NETPOL_NFLOG_SYSLOGEMU_FILE", global = true)]
+    syslogemu_file: Option<std::ffi::OsString>,
+
+    /// Also write JSON records to this file.
+    #[arg(long, env = "NETPOL_NFLOG_JSON_FILE", global = true)]
+    json_file: Option<PathBuf>,
+
+    /// What to print on standard output: none, syslogemu or json (replaces the configured one).
+    #[arg(long, env = "NETPOL_NFLOG_STDOUT", value_parser = ["none", "syslogemu", "json"], global = true)]
+    stdout: Option<String>,
+
+    /// Switch the daemon's rate limits off (e.g. for benchmarks); kernel limits still apply.
+    #[arg(long, env = "NETPOL_NFLOG_NO_RATE_LIMIT", global = true)]
+    no_rate_limit: bool,
+
+    /// Socket receive buffer in bytes (SO_RCVBUFFORCE).
+    #[arg(long, env = "NETPOL_NFLOG_RCVBUF", global = true)]
+    rcvbuf: Option<usize>,
+
+    /// Write the final counters (received, written, suppressed, lost) as JSON here at exit.
+    #[arg(long, global = true)]
+    stats_file: Option<PathBuf>,
+
+    /// Log level of the daemon's own messages (error, warn, info, debug, trace).
+    #[arg(long, env = "NETPOL_NFLOG_LOG", default_value = "info", global = true)]
+    log_level: String,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Show the daemon at work with no cluster: creates a throwaway network namespace with
+    /// K3s-shaped NFLOG rules, sends traffic through them, prints what the real pipeline
+    /// writes, and removes everything it created. Needs root, iproute2 and iptables.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| "info".into()))
+        .with_target(false)
+        .init();
+    let cfg = match load_config(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("netpol-nflogd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(Command::Demo) = cli.command {
+        return match netpol_nflog::demo::run(cfg) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("netpol-nflogd demo: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("netpol-nflogd: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let opts = RunOptions {
+        stats_file: cli.stats_file.clone(),
+    };
+    match rt.block_on(pipeline::run(cfg, opts)) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("netpol-nflogd: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config, netpol_nflog::config::ConfigError> {
+    let mut cfg = match &cli.config {
+        Some(path) => Config::load(path)?,
+        None => Config::parse(netpol_nflog::config::DEFAULT_TOML, "embedded default")?,
+    };
+    if !cli.groups.is_empty() {
+        cfg.source.groups = cli.groups.clone();
+    }
+    if let Some(h) = &cli.hostname {
+        cfg.output.hostname = h.clone();
+    }
+    if let Some(n) = &cli.node_name {
+        cfg.output.node_name = n.clone();
+    }
+    if let Some(path) = &cli.syslogemu_file {
+        cfg.sinks.retain(|s| !(s.kind == SinkKind::File && s.format == Format::Syslogemu));
+        if !path.as_os_str().is_empty() {
+            cfg.sinks.push(Sink {
+                kind: SinkKind::File,
+                format: Format::Syslogemu,
+                path: Some(PathBuf::from(path)),
+            });
+        }
+    }
+    if let Some(path) = &cli.json_file {
+        cfg.sinks.push(Sink {
+            kind: SinkKind::File,
+            format: Format::Json,
+            path: Some(path.clone()),
+        });
+    }
+    if let Some(fmt) = &cli.stdout {
+        cfg.sinks.retain(|s| s.kind != SinkKind::Stdout);
+        let format = match fmt.as_str() {
+            "syslogemu" => Some(Format::Syslogemu),
+            "json" => Some(Format::Json),
+            _ => None,
+        };
+        if let Some(format) = format {
+            cfg.sinks.push(Sink {
+                kind: SinkKind::Stdout,
+                format,
+                path: None,
+            });
+        }
+    }
+    if cli.no_rate_limit {
+        cfg.limits.enabled = false;
+    }
+    if let Some(r) = cli.rcvbuf {
+        cfg.source.socket_receive_buffer = r;
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}

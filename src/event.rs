@@ -1,0 +1,66 @@
+//! The event that flows through the pipeline: one NFLOG message, decoded and attributed.
+//!
+//! It borrows the receive buffer ([`NflogMsg`]) and copies the small, fixed-size parts (decoded
+//! headers, interface names), so building one does not allocate.
+
+use std::sync::Arc;
+
+use crate::attribute::Attribution;
+use crate::decode::Packet;
+use crate::source::nflog::NflogMsg;
+
+/// An interface name (at most `IFNAMSIZ` bytes), stored inline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IfName {
+    len: u8,
+    bytes: [u8; 16],
+}
+
+impl IfName {
+    pub fn new(name: &[u8]) -> Self {
+        let mut bytes = [0u8; 16];
+        let len = name.len().min(16);
+        bytes[..len].copy_from_slice(&name[..len]);
+        IfName {
+            len: len as u8,
+            bytes,
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
+/// Wall-clock time of an event, as ulogd2 chooses it: the kernel's packet timestamp when it
+/// sent one, otherwise the time the daemon received the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Timestamp {
+    pub sec: i64,
+    pub usec: u32,
+}
+
+impl Timestamp {
+    pub fn now() -> Self {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Timestamp {
+            sec: d.as_secs() as i64,
+            usec: d.subsec_micros(),
+        }
+    }
+}
+
+/// One message, ready to render.
+#[derive(Debug, Clone)]
+pub struct Event<'a> {
+    pub msg: NflogMsg<'a>,
+    pub packet: Packet,
+    pub time: Timestamp,
+    pub indev: IfName,
+    pub outdev: IfName,
+    pub attribution: Attribution<'a>,
+    /// Kubernetes context, when the daemon watches the API.
+    pub context: Option<Arc<crate::attribute::KubeContext>>,
+}

@@ -1,0 +1,24 @@
+//! netpol-nflog: turns the packets a Kubernetes NetworkPolicy drops into logs people can act on.
+//!
+//! kube-router (and K3s, which embeds it) sends every dropped packet to NFLOG group 100. This crate
+//! reads that group and runs each message through a one-way pipeline:
+//!
+//! ```text
+//! source (NFLOG socket, pcap)  →  decode (packet headers)  →  attribute (policy, pods)
+//!     →  limit (per-policy rate limits)  →  render (syslogemu, JSON)  →  sinks (file, stdout, …)
+//! ```
+//!
+//! [`pipeline`] is the only module that knows the order of the stages; every other module is one
+//! stage and knows nothing of the others' I/O.
+
+pub mod attribute;
+pub mod config;
+pub mod decode;
+pub mod demo;
+pub mod event;
+pub mod limit;
+pub mod pipeline;
+pub mod render;
+pub mod sink;
+pub mod source;
+pub mod stats;

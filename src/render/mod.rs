@@ -1,0 +1,136 @@
+//! Rendering: an [`Event`] → one line of text appended to a buffer.
+//!
+//! Two formats: `syslogemu` (ulogd2 2.0.8's LOGEMU, byte for byte) and `json` (ulogd2's JSON
+//! names plus Kubernetes context). Renderers append to a caller-owned `Vec<u8>` so the hot path
+//! reuses one buffer and never allocates once it has grown.
+
+pub mod json;
+pub mod syslogemu;
+pub mod time;
+
+use serde::Deserialize;
+
+use crate::event::Event;
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// ulogd2-compatible syslogemu lines.
+    Syslogemu,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Renders events; holds what every line shares (hostname, node name, time cache).
+pub struct Renderer {
+    hostname: Vec<u8>,
+    node_name: Vec<u8>,
+    clock: time::LocalClock,
+}
+
+impl Renderer {
+    /// `hostname` is printed as ulogd2 does (cut at the first dot by the caller's choice);
+    /// `node_name` is the Kubernetes node, for JSON.
+    pub fn new(hostname: &str, node_name: &str) -> Self {
+        Renderer {
+            hostname: hostname.as_bytes().to_vec(),
+            node_name: node_name.as_bytes().to_vec(),
+            clock: time::LocalClock::new(),
+        }
+    }
+
+    /// Appends an RFC 3339 local timestamp (for records that are not events).
+    pub fn push_rfc3339(&mut self, t: crate::event::Timestamp, out: &mut Vec<u8>) {
+        self.clock.push_rfc3339(t, out);
+    }
+
+    pub fn render(&mut self, format: Format, ev: &Event<'_>, out: &mut Vec<u8>) {
+        match format {
+            Format::Syslogemu => syslogemu::render(ev, &self.hostname, &mut self.clock, out),
+            Format::Json => json::render(ev, &self.hostname, &self.node_name, &mut self.clock, out),
+        }
+    }
+}
+
+/// ulogd2's hostname: `gethostname()`, cut at the first `.`.
+pub fn short_hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: buf is valid for buf.len() bytes.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    if rc != 0 {
+        return "localhost".to_string();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = String::from_utf8_lossy(&buf[..end]).into_owned();
+    name.split('.').next().unwrap_or_default().to_string()
+}
+
+/// Appends bytes from outside (prefixes, interface names) to a text line so that they can never
+/// end the line or drive a terminal: control bytes (0x00-0x1f, 0x7f) become `\xHH`. Everything
+/// else, including UTF-8, is kept verbatim so ordinary prefixes stay identical to ulogd2's.
+pub fn push_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+    for &b in bytes {
+        if b < 0x20 || b == 0x7f {
+            out.extend_from_slice(&[b'\\', b'x', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+        } else {
+            out.push(b);
+        }
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+
+pub fn push_u64(out: &mut Vec<u8>, v: u64) {
+    let mut b = itoa::Buffer::new();
+    out.extend_from_slice(b.format(v).as_bytes());
+}
+
+/// Lower-case hex without padding (`%x`).
+pub(crate) fn push_hex(out: &mut Vec<u8>, v: u32) {
+    if v == 0 {
+        out.push(b'0');
+        return;
+    }
+    let digits = (32 - v.leading_zeros()).div_ceil(4);
+    for i in (0..digits).rev() {
+        out.push(HEX[((v >> (i * 4)) & 15) as usize]);
+    }
+}
+
+/// Two hex digits (`%02x` or `%02X`).
+pub(crate) fn push_hex2(out: &mut Vec<u8>, v: u8, upper: bool) {
+    let t = if upper { HEX_UPPER } else { HEX };
+    out.push(t[(v >> 4) as usize]);
+    out.push(t[(v & 15) as usize]);
+}
+
+/// `inet_ntop` formatting without allocating (Rust's Display matches it for both families).
+pub(crate) fn push_display(out: &mut Vec<u8>, v: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = write!(out, "{v}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_and_escape() {
+        let mut out = Vec::new();
+        push_hex(&mut out, 0);
+        out.push(b' ');
+        push_hex(&mut out, 0x2a);
+        out.push(b' ');
+        push_hex(&mut out, 0xdeadbeef);
+        out.push(b' ');
+        push_hex2(&mut out, 0x1e, true);
+        out.push(b' ');
+        push_escaped(&mut out, b"a\nb\x1b[31m\x7f\\");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "0 2a deadbeef 1E a\\x0ab\\x1b[31m\\x7f\\"
+        );
+    }
+}

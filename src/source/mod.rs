@@ -1,0 +1,4 @@
+//! Sources of NFLOG messages: the live netlink socket, and (for replay) pcap files.
+
+pub mod nflog;
+pub mod socket;
