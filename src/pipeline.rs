@@ -69,6 +69,7 @@ impl Processor {
 
     /// Handles one receive buffer; returns the sequence numbers of the ACKs/errors it held.
     pub fn handle_batch(&mut self, buf: &[u8], received: Timestamp, acks: &mut Vec<u32>) {
+        self.ifnames.set_now(Instant::now());
         for m in Messages::new(buf) {
             match m {
                 Ok(Netlink::Packet(body)) => self.handle_packet(body, received),
@@ -174,6 +175,14 @@ impl Processor {
             .enumerate()
             .filter(|(_, p)| p.chunk.lines > 0)
             .map(|(i, p)| (i, std::mem::take(&mut p.chunk)))
+    }
+
+    /// Drops the rendered lines but keeps the buffers' capacity (benchmarks).
+    pub fn discard_pending(&mut self) {
+        for p in &mut self.pending {
+            p.chunk.data.clear();
+            p.chunk.lines = 0;
+        }
     }
 
     pub fn limiter_mut(&mut self) -> &mut Limiter {

@@ -15,6 +15,8 @@ const TTL: Duration = Duration::from_secs(30);
 
 pub struct IfNames {
     cache: HashMap<u32, (IfName, Instant)>,
+    /// The time of the current batch: one clock read per batch, not two per message.
+    now: Instant,
 }
 
 impl Default for IfNames {
@@ -27,7 +29,13 @@ impl IfNames {
     pub fn new() -> Self {
         IfNames {
             cache: HashMap::new(),
+            now: Instant::now(),
         }
+    }
+
+    /// Sets the time against which cache entries expire (call once per batch).
+    pub fn set_now(&mut self, now: Instant) {
+        self.now = now;
     }
 
     /// The name of `index`; index 0 (no interface) is the empty name.
@@ -36,12 +44,12 @@ impl IfNames {
             return IfName::default();
         }
         if let Some((name, at)) = self.cache.get(&index) {
-            if at.elapsed() < TTL {
+            if self.now.saturating_duration_since(*at) < TTL {
                 return *name;
             }
         }
         let name = lookup(index);
-        self.cache.insert(index, (name, Instant::now()));
+        self.cache.insert(index, (name, self.now));
         name
     }
 }

@@ -7,6 +7,7 @@
 //! the same values but read [`Packet::ports`], which knows that a non-first fragment carries
 //! no ports.
 
+pub mod build;
 mod ip;
 mod transport;
 

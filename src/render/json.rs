@@ -10,7 +10,7 @@ use crate::decode::{protocol_name, Network, Transport};
 use crate::event::Event;
 
 use super::time::LocalClock;
-use super::{push_display, push_u64};
+use super::push_u64;
 
 /// Builds a JSON object field by field.
 struct Obj<'o> {
@@ -45,10 +45,13 @@ impl<'o> Obj<'o> {
         push_json_str(out, v);
     }
 
-    fn display(&mut self, k: &str, v: impl std::fmt::Display) {
+    fn ip(&mut self, k: &str, v: std::net::IpAddr) {
         let out = self.key(k);
         out.push(b'"');
-        push_display(out, v);
+        match v {
+            std::net::IpAddr::V4(a) => super::push_ipv4(out, a),
+            std::net::IpAddr::V6(a) => super::push_ipv6(out, a),
+        }
         out.push(b'"');
     }
 
@@ -143,8 +146,8 @@ fn network(ev: &Event<'_>, o: &mut Obj<'_>) {
     let p = &ev.packet;
     match p.network {
         Network::Ipv4(Some(h)) => {
-            o.display("src_ip", h.src);
-            o.display("dest_ip", h.dst);
+            o.ip("src_ip", h.src.into());
+            o.ip("dest_ip", h.dst.into());
             o.num("ip.protocol", h.protocol as u64);
             o.num("ip.tos", h.tos as u64);
             o.num("ip.ttl", h.ttl as u64);
@@ -154,8 +157,8 @@ fn network(ev: &Event<'_>, o: &mut Obj<'_>) {
             o.num("ip.fragoff", h.frag_off as u64);
         }
         Network::Ipv6(Some(h)) => {
-            o.display("src_ip", h.src);
-            o.display("dest_ip", h.dst);
+            o.ip("src_ip", h.src.into());
+            o.ip("dest_ip", h.dst.into());
             if let Some(next) = h.nexthdr {
                 o.num("ip.protocol", next as u64);
                 o.num("ip6.nexthdr", next as u64);
@@ -170,8 +173,8 @@ fn network(ev: &Event<'_>, o: &mut Obj<'_>) {
             }
         }
         Network::Arp(Some(a)) => {
-            o.display("arp.saddr.str", a.sender_ip);
-            o.display("arp.daddr.str", a.target_ip);
+            o.ip("arp.saddr.str", a.sender_ip.into());
+            o.ip("arp.daddr.str", a.target_ip.into());
             o.num("arp.operation", a.op as u64);
         }
         _ => {}
@@ -179,7 +182,12 @@ fn network(ev: &Event<'_>, o: &mut Obj<'_>) {
     match p.protocol() {
         Some(n) => match protocol_name(n) {
             Some(name) => o.str("protocol", name.as_bytes()),
-            None => o.display("protocol", n),
+            None => {
+                let out = o.key("protocol");
+                out.push(b'"');
+                push_u64(out, n as u64);
+                out.push(b'"');
+            }
         },
         None => {}
     }

@@ -106,15 +106,92 @@ pub(crate) fn push_hex2(out: &mut Vec<u8>, v: u8, upper: bool) {
     out.push(t[(v & 15) as usize]);
 }
 
-/// `inet_ntop` formatting without allocating (Rust's Display matches it for both families).
-pub(crate) fn push_display(out: &mut Vec<u8>, v: impl std::fmt::Display) {
-    use std::io::Write;
-    let _ = write!(out, "{v}");
+/// Dotted-quad IPv4, as `inet_ntop` writes it.
+pub fn push_ipv4(out: &mut Vec<u8>, a: std::net::Ipv4Addr) {
+    for (i, o) in a.octets().iter().enumerate() {
+        if i > 0 {
+            out.push(b'.');
+        }
+        push_u64(out, *o as u64);
+    }
+}
+
+/// IPv6 exactly as glibc's `inet_ntop` writes it (ulogd2 uses it): the first longest run of
+/// two or more zero groups becomes `::`, and `::a.b.c.d` / `::ffff:a.b.c.d` keep the embedded
+/// IPv4 address in dotted form. (Rust's `Display` differs for the `::a.b.c.d` form.)
+pub fn push_ipv6(out: &mut Vec<u8>, a: std::net::Ipv6Addr) {
+    let w = a.segments();
+    let (mut best, mut best_len) = (usize::MAX, 0usize);
+    let mut i = 0;
+    while i < 8 {
+        if w[i] == 0 {
+            let start = i;
+            while i < 8 && w[i] == 0 {
+                i += 1;
+            }
+            if i - start > best_len {
+                (best, best_len) = (start, i - start);
+            }
+        } else {
+            i += 1;
+        }
+    }
+    if best_len < 2 {
+        best = usize::MAX;
+    }
+    for i in 0..8 {
+        if best != usize::MAX && i >= best && i < best + best_len {
+            if i == best {
+                out.push(b':');
+            }
+            continue;
+        }
+        if i != 0 {
+            out.push(b':');
+        }
+        if i == 6 && best == 0 && (best_len == 6 || (best_len == 5 && w[5] == 0xffff)) {
+            let o = a.octets();
+            push_ipv4(out, std::net::Ipv4Addr::new(o[12], o[13], o[14], o[15]));
+            return;
+        }
+        push_hex(out, w[i] as u32);
+    }
+    if best != usize::MAX && best + best_len == 8 {
+        out.push(b':');
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_as_glibc_inet_ntop() {
+        let six = |s: &str| {
+            let mut out = Vec::new();
+            push_ipv6(&mut out, s.parse().unwrap());
+            String::from_utf8(out).unwrap()
+        };
+        for (input, want) in [
+            ("::", "::"),
+            ("::1", "::1"),
+            ("fd00:10:244::10", "fd00:10:244::10"),
+            ("1:0:0:2:0:0:0:3", "1:0:0:2::3"),
+            ("1:0:0:2:0:0:3:4", "1::2:0:0:3:4"),
+            ("1:2:3:4:5:6:7:0", "1:2:3:4:5:6:7:0"),
+            ("1:0:3:4:5:6:7:8", "1:0:3:4:5:6:7:8"),
+            ("fe80::", "fe80::"),
+            ("::ffff:10.1.2.3", "::ffff:10.1.2.3"),
+            ("::10.1.2.3", "::10.1.2.3"),
+            ("::0.0.0.2", "::2"),
+            ("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff", "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff"),
+        ] {
+            assert_eq!(six(input), want, "{input}");
+        }
+        let mut out = Vec::new();
+        push_ipv4(&mut out, "10.244.0.255".parse().unwrap());
+        assert_eq!(out, b"10.244.0.255");
+    }
 
     #[test]
     fn hex_and_escape() {

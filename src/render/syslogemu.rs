@@ -14,7 +14,28 @@ use crate::decode::{Icmp, Network, Transport};
 use crate::event::Event;
 
 use super::time::LocalClock;
-use super::{push_display, push_escaped, push_hex, push_hex2, push_u64};
+use super::{push_escaped, push_hex, push_hex2, push_ipv4, push_ipv6, push_u64};
+
+/// Either family, formatted as `inet_ntop` does.
+trait PushIp {
+    fn push_to(self, out: &mut Vec<u8>);
+}
+
+impl PushIp for std::net::Ipv4Addr {
+    fn push_to(self, out: &mut Vec<u8>) {
+        push_ipv4(out, self)
+    }
+}
+
+impl PushIp for std::net::Ipv6Addr {
+    fn push_to(self, out: &mut Vec<u8>) {
+        push_ipv6(out, self)
+    }
+}
+
+fn push_ip(out: &mut Vec<u8>, a: impl PushIp) {
+    a.push_to(out)
+}
 
 const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_TCP: u8 = 6;
@@ -82,9 +103,9 @@ fn ipv4(ev: &Event<'_>, h: Option<crate::decode::Ipv4Info>, out: &mut Vec<u8>) {
         return;
     };
     out.extend_from_slice(b"SRC=");
-    push_display(out, h.src);
+    push_ip(out, h.src);
     out.extend_from_slice(b" DST=");
-    push_display(out, h.dst);
+    push_ip(out, h.dst);
     out.extend_from_slice(b" LEN=");
     push_u64(out, h.tot_len as u64);
     // TOS without "0x", PREC with it; ECT(1) (bit 0) is masked away by IPTOS_TOS_MASK.
@@ -233,7 +254,7 @@ fn icmp(t: &Transport, out: &mut Vec<u8>) {
         5 => {
             // Stored in host byte order by ulogd2 2.0.8, so inet_ntop prints it byte-reversed.
             out.extend_from_slice(b"GATEWAY=");
-            push_display(out, std::net::Ipv4Addr::from(gateway.swap_bytes()));
+            push_ipv4(out, std::net::Ipv4Addr::from(gateway.swap_bytes()));
             out.push(b' ');
         }
         // Code 3 would print MTU only if the code were also 4: never.
@@ -243,12 +264,15 @@ fn icmp(t: &Transport, out: &mut Vec<u8>) {
 
 fn ipv6(ev: &Event<'_>, h: Option<crate::decode::Ipv6Info>, out: &mut Vec<u8>) {
     let Some(h) = h else {
+        // Every field is skipped when invalid, except the final switch on `ip6.nexthdr`,
+        // whose default branch prints the (zeroed) value.
+        out.extend_from_slice(b"PROTO=0 ");
         return;
     };
     out.extend_from_slice(b"SRC=");
-    push_display(out, h.src);
+    push_ip(out, h.src);
     out.extend_from_slice(b" DST=");
-    push_display(out, h.dst);
+    push_ip(out, h.dst);
     out.extend_from_slice(b" LEN=");
     push_u64(out, h.payload_len as u64 + 40);
     out.extend_from_slice(b" TC=");
@@ -308,9 +332,9 @@ fn ipv6(ev: &Event<'_>, h: Option<crate::decode::Ipv6Info>, out: &mut Vec<u8>) {
 fn arp(a: Option<crate::decode::ArpInfo>, out: &mut Vec<u8>) {
     if let Some(a) = a {
         out.extend_from_slice(b"SRC=");
-        push_display(out, a.sender_ip);
+        push_ipv4(out, a.sender_ip);
         out.extend_from_slice(b" DST=");
-        push_display(out, a.target_ip);
+        push_ipv4(out, a.target_ip);
         out.push(b' ');
     }
     out.extend_from_slice(b"PROTO=ARP ");

@@ -1,0 +1,67 @@
+//! Packet builders for tests, benches and fuzz seeds: IPv4/IPv6 headers with chosen fields.
+
+/// An IPv4 header (no options unless `options` is given) followed by `l4`.
+pub fn ipv4(proto: u8, id: u16, frag: u16, tos: u8, src: [u8; 4], dst: [u8; 4], l4: &[u8]) -> Vec<u8> {
+    ipv4_with_options(proto, id, frag, tos, src, dst, &[], l4)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn ipv4_with_options(proto: u8, id: u16, frag: u16, tos: u8, src: [u8; 4], dst: [u8; 4], options: &[u8], l4: &[u8]) -> Vec<u8> {
+    let ihl = 5 + options.len().div_ceil(4);
+    let total = ihl * 4 + l4.len();
+    let mut p = vec![0x40 | ihl as u8, tos];
+    p.extend_from_slice(&(total as u16).to_be_bytes());
+    p.extend_from_slice(&id.to_be_bytes());
+    p.extend_from_slice(&frag.to_be_bytes());
+    p.extend_from_slice(&[64, proto, 0, 0]);
+    p.extend_from_slice(&src);
+    p.extend_from_slice(&dst);
+    p.extend_from_slice(options);
+    p.resize(ihl * 4, 0);
+    p.extend_from_slice(l4);
+    p
+}
+
+/// An IPv6 header with `next` as next header, followed by `rest` (extension headers + L4).
+pub fn ipv6(next: u8, tc: u8, flow: u32, src: [u8; 16], dst: [u8; 16], rest: &[u8]) -> Vec<u8> {
+    let word = (6u32 << 28) | ((tc as u32) << 20) | (flow & 0xfffff);
+    let mut p = word.to_be_bytes().to_vec();
+    p.extend_from_slice(&(rest.len() as u16).to_be_bytes());
+    p.extend_from_slice(&[next, 64]);
+    p.extend_from_slice(&src);
+    p.extend_from_slice(&dst);
+    p.extend_from_slice(rest);
+    p
+}
+
+/// A TCP header with the given flags and no options.
+pub fn tcp(sport: u16, dport: u16, seq: u32, ack: u32, flags: u8, window: u16, urg: u16) -> Vec<u8> {
+    let mut t = Vec::with_capacity(20);
+    t.extend_from_slice(&sport.to_be_bytes());
+    t.extend_from_slice(&dport.to_be_bytes());
+    t.extend_from_slice(&seq.to_be_bytes());
+    t.extend_from_slice(&ack.to_be_bytes());
+    t.extend_from_slice(&[0x50, flags]);
+    t.extend_from_slice(&window.to_be_bytes());
+    t.extend_from_slice(&[0, 0]);
+    t.extend_from_slice(&urg.to_be_bytes());
+    t
+}
+
+/// A UDP header plus payload.
+pub fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut u = Vec::with_capacity(8 + payload.len());
+    u.extend_from_slice(&sport.to_be_bytes());
+    u.extend_from_slice(&dport.to_be_bytes());
+    u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    u.extend_from_slice(&[0, 0]);
+    u.extend_from_slice(payload);
+    u
+}
+
+/// An ICMP (or ICMPv6) header: type, code, and the second word.
+pub fn icmp(kind: u8, code: u8, rest: u32) -> Vec<u8> {
+    let mut i = vec![kind, code, 0, 0];
+    i.extend_from_slice(&rest.to_be_bytes());
+    i
+}

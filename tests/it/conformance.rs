@@ -1,0 +1,756 @@
+//! Real-kernel conformance: `netpol-nflogd` writes the same syslogemu lines as ulogd2 2.0.8.
+//!
+//! ulogd2 (Debian 12's `ulogd2`, the package the K3s documentation tells users to install) is the
+//! oracle. In private network namespaces the test installs NFLOG rules on OUTPUT, INPUT and
+//! FORWARD for IPv4 and IPv6 (prefixes as kube-router writes them, an empty prefix, a prefix with
+//! spaces, `--nflog-size` truncation, a mangle MARK), then:
+//!
+//! 1. runs ulogd2 bound to group 100 with the LOGEMU stack, sends the packet mix of
+//!    `tests/traffic/conformance.py`, waits for the kernel's 1 s NFLOG flush, stops ulogd;
+//! 2. runs `netpol-nflogd --syslogemu-file …`, sends the same packet mix, sends SIGTERM (the
+//!    daemon drains the kernel queue and exits 0);
+//! 3. compares both files line by line, in order, without the 15-character timestamp column.
+//!
+//! The traffic is byte-for-byte deterministic (fixed IP IDs, sequence numbers, ports, flow
+//! labels, MAC addresses; no kernel-generated replies reach a log rule), so two ulogd2 runs give
+//! identical files too; any difference is the daemon's. The topology:
+//!
+//! ```text
+//! peer: a1 10.77.1.2 fd00:77:1::2 ─veth─ a0 10.77.1.1 fd00:77:1::1 :router: b0 10.77.2.1 ─veth─ b1 10.77.2.2 :far
+//! ```
+//!
+//! The rules, ulogd and the daemon live in `router`; `peer` and `far` drop all input in
+//! raw/PREROUTING, and `router` drops what it logged on INPUT, so nothing answers.
+//!
+//! A second test checks what ulogd2 gets wrong: prefixes with control bytes (nft accepts a
+//! newline) must be escaped as `\xHH` and never split a line.
+//!
+//! Needs root, `ip`, `iptables-restore`, `ip6tables-restore`, `nft`, `unshare`, `setpriv`,
+//! `ulogd` (Debian `ulogd2`) and `/usr/bin/python3` with `python3-scapy`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+const GROUP: &str = "100";
+const HOSTNAME: &str = "ulogd-ref";
+const DAEMON: &str = env!("CARGO_BIN_EXE_netpol-nflogd");
+const PYTHON: &str = "/usr/bin/python3";
+const TRAFFIC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/traffic/conformance.py");
+const ULOGD_PLUGINS: &str = "/usr/lib/x86_64-linux-gnu/ulogd";
+
+/// Packets `conformance.py` writes (it prints `sent N`).
+const EXPECTED_SENT: usize = 316;
+/// Lines ulogd2 writes for them: every packet once, plus the extra OUTPUT rules (empty prefix,
+/// spaced prefix, three truncation rules, each for IPv4 and IPv6), minus the IPv4 fragments
+/// that INPUT sees reassembled (5 fragments → 2 datagrams).
+const EXPECTED_LINES: usize = EXPECTED_SENT + 10 - 3;
+/// The longest prefix kube-router writes is 63 bytes (NFLOG holds 64 with the NUL).
+const LONG_PREFIX: &str = "DROP by policy kube-system/a-very-long-network-policy-name-cut-";
+
+#[test]
+fn conformance_syslogemu_matches_ulogd2() {
+    assert_eq!(LONG_PREFIX.len(), 63);
+    let scratch = Scratch::new("conformance");
+    let topo = Topology::new(&scratch);
+    topo.install_rules();
+
+    // 1. The oracle.
+    let ulogd_out = scratch.path("ulogd.syslogemu");
+    let conf = scratch.path("ulogd.conf");
+    fs::write(&conf, ulogd_conf(&ulogd_out, &scratch.path("ulogd.log"))).expect("write ulogd.conf");
+    let mut ulogd = Proc::spawn(
+        "ulogd",
+        in_netns(&topo.router).args([
+            "unshare",
+            "--uts",
+            "sh",
+            "-c",
+            &format!("hostname {HOSTNAME} && exec ulogd -c {}", conf.display()),
+        ]),
+        &scratch.path("ulogd.stderr"),
+    );
+    wait_bound(&topo.router, &mut ulogd);
+    assert_eq!(topo.send_traffic(), EXPECTED_SENT, "packets sent to ulogd2");
+    // ulogd2 leaves the kernel defaults (flush after 1 s or 100 messages) and loses whatever is
+    // still queued when it stops: wait for the flush, then for the queue to be empty.
+    sleep(Duration::from_millis(1500));
+    wait_queue_empty(&topo.router);
+    sleep(Duration::from_millis(300));
+    let status = ulogd.terminate(Duration::from_secs(5));
+    assert!(status.success(), "ulogd exited with {status}");
+    wait_unbound(&topo.router);
+
+    // 2. The daemon, same traffic.
+    let ours_out = scratch.path("netpol-nflogd.syslogemu");
+    let stats = scratch.path("netpol-nflogd.stats.json");
+    let daemon_stderr = scratch.path("netpol-nflogd.stderr");
+    let mut daemon = Proc::spawn(
+        "netpol-nflogd",
+        in_netns(&topo.router)
+            .arg(DAEMON)
+            .args(daemon_args(&ours_out, &stats)),
+        &daemon_stderr,
+    );
+    wait_bound(&topo.router, &mut daemon);
+    assert_eq!(
+        topo.send_traffic(),
+        EXPECTED_SENT,
+        "packets sent to netpol-nflogd"
+    );
+    // No waiting here on purpose: SIGTERM must drain what the kernel still holds.
+    let status = daemon.terminate(Duration::from_secs(10));
+    let context = format!(
+        "files kept in {}\nnetpol-nflogd stderr:\n{}\nstats: {}",
+        scratch.dir.display(),
+        read_lossy(&daemon_stderr),
+        read_lossy(&stats),
+    );
+    assert!(
+        status.success(),
+        "netpol-nflogd exited with {status}\n{context}"
+    );
+
+    // 3. Compare.
+    let reference = fs::read(&ulogd_out).expect("read ulogd output");
+    let ours = fs::read(&ours_out)
+        .unwrap_or_else(|e| panic!("read {}: {e}\n{context}", ours_out.display()));
+    let reference = split_lines(&reference, "ulogd2");
+    let ours = split_lines(&ours, "netpol-nflogd");
+    assert_eq!(
+        reference.len(),
+        EXPECTED_LINES,
+        "ulogd2 wrote an unexpected number of lines; the reference run is broken, not the daemon ({})",
+        scratch.dir.display()
+    );
+    let strip = |lines: &[String]| {
+        lines
+            .iter()
+            .map(|l| l[16..].to_string())
+            .collect::<Vec<_>>()
+    };
+    let (reference, ours) = (strip(&reference), strip(&ours));
+    if reference != ours {
+        panic!(
+            "netpol-nflogd's syslogemu output differs from ulogd2's ({} vs {} lines; timestamps \
+             stripped; '-' ulogd2, '+' netpol-nflogd):\n{}\n{context}",
+            reference.len(),
+            ours.len(),
+            diff(&reference, &ours),
+        );
+    }
+}
+
+/// Prefixes ulogd2 would write raw (a newline splits the line, ESC drives the terminal) must come
+/// out as `\xHH`, one line per packet.
+#[test]
+fn conformance_hostile_prefixes_are_escaped() {
+    let scratch = Scratch::new("hostile");
+    let ns = scratch.netns("h");
+    run(Command::new("ip").args(["-n", &ns, "link", "set", "lo", "up"]));
+    // nft takes any byte inside the quotes, a newline included; iptables refuses the newline
+    // but takes the other control bytes.
+    let nft = "table inet hostile {\n\
+               \tchain out {\n\
+               \t\ttype filter hook output priority 0; policy accept;\n\
+               \t\tudp dport 9001 log group 100 prefix \"a\nb\"\n\
+               \t\tudp dport 9002 log group 100 prefix \"esc\x1b[31mred\"\n\
+               \t\tudp dport 9003 log group 100 prefix \"cr\rx\x07\x7f\"\n\
+               \t}\n\
+               }\n";
+    let nft_file = scratch.path("hostile.nft");
+    fs::write(&nft_file, nft).expect("write nft rules");
+    run(in_netns(&ns).args(["nft", "-f"]).arg(&nft_file));
+    run(in_netns(&ns).args([
+        "iptables",
+        "-A",
+        "OUTPUT",
+        "-p",
+        "udp",
+        "--dport",
+        "9004",
+        "-j",
+        "NFLOG",
+        "--nflog-group",
+        GROUP,
+        "--nflog-prefix",
+        "ipt\x1b]0;title\x07",
+    ]));
+
+    let out = scratch.path("hostile.syslogemu");
+    let stats = scratch.path("hostile.stats.json");
+    let stderr = scratch.path("hostile.stderr");
+    let mut daemon = Proc::spawn(
+        "netpol-nflogd",
+        in_netns(&ns).arg(DAEMON).args(daemon_args(&out, &stats)),
+        &stderr,
+    );
+    wait_bound(&ns, &mut daemon);
+    run(in_netns(&ns).args([
+        PYTHON,
+        "-c",
+        "import socket\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         for port in (9001, 9002, 9003, 9004):\n    s.sendto(b'x', ('127.0.0.1', port))\n",
+    ]));
+    let status = daemon.terminate(Duration::from_secs(10));
+    let context = format!("netpol-nflogd stderr:\n{}", read_lossy(&stderr));
+    assert!(
+        status.success(),
+        "netpol-nflogd exited with {status}\n{context}"
+    );
+
+    let bytes = fs::read(&out).unwrap_or_else(|e| panic!("read {}: {e}\n{context}", out.display()));
+    let text = String::from_utf8_lossy(&bytes);
+    assert_eq!(
+        bytes.iter().filter(|&&b| b == b'\n').count(),
+        4,
+        "one line per packet, none split by its prefix; the file:\n{text:?}\n{context}"
+    );
+    let lines = split_lines(&bytes, "netpol-nflogd");
+    for line in &lines {
+        assert!(
+            !line.bytes().any(|b| b < 0x20 || b == 0x7f),
+            "raw control byte in {line:?}"
+        );
+    }
+    for (port, prefix) in [
+        (9001, r"a\x0ab"),
+        (9002, r"esc\x1b[31mred"),
+        (9003, r"cr\x0dx\x07\x7f"),
+        (9004, r"ipt\x1b]0;title\x07"),
+    ] {
+        let expected = format!(" {HOSTNAME} {prefix} IN= OUT=lo MAC= SRC=127.0.0.1 DST=127.0.0.1 ");
+        let dpt = format!(" DPT={port} ");
+        let line = lines
+            .iter()
+            .find(|l| l.contains(&dpt))
+            .unwrap_or_else(|| panic!("no line for port {port}:\n{text}"));
+        assert_eq!(
+            &line[15..15 + expected.len()],
+            expected,
+            "escaped prefix for port {port}"
+        );
+    }
+}
+
+/// The namespaces and their addresses (see the module doc); `scratch` deletes them. `far` is
+/// only routed to, so it needs no field.
+struct Topology<'a> {
+    router: String,
+    peer: String,
+    _scratch: &'a Scratch,
+}
+
+impl<'a> Topology<'a> {
+    fn new(scratch: &'a Scratch) -> Topology<'a> {
+        let (router, peer, far) = (scratch.netns("r"), scratch.netns("p"), scratch.netns("f"));
+        // Fixed MAC addresses: INPUT and FORWARD lines print the whole Ethernet header.
+        for (dev, mac, ns, peer_dev, peer_mac, peer_ns) in [
+            (
+                "a0",
+                "02:77:00:00:01:01",
+                &router,
+                "a1",
+                "02:77:00:00:01:02",
+                &peer,
+            ),
+            (
+                "b0",
+                "02:77:00:00:02:01",
+                &router,
+                "b1",
+                "02:77:00:00:02:02",
+                &far,
+            ),
+        ] {
+            run(Command::new("ip").args([
+                "link", "add", dev, "netns", ns, "address", mac, "type", "veth", "peer", "name",
+                peer_dev, "netns", peer_ns, "address", peer_mac,
+            ]));
+        }
+        // auto_flowlabels=0: the IPv6 UDP sockets' packets get flow label 0, not a hash.
+        // send_redirects=0, static neighbours, nodad: the kernel sends nothing of its own.
+        run(in_netns(&router).args([
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+            "net.ipv6.conf.all.forwarding=1",
+            "net.ipv6.auto_flowlabels=0",
+            "net.ipv4.conf.all.send_redirects=0",
+            "net.ipv4.conf.default.send_redirects=0",
+        ]));
+        ip_batch(
+            &router,
+            "link set lo up\n\
+             addr add 10.77.1.1/24 dev a0\n\
+             addr add fd00:77:1::1/64 dev a0 nodad\n\
+             addr add 10.77.2.1/24 dev b0\n\
+             addr add fd00:77:2::1/64 dev b0 nodad\n\
+             link set a0 up\n\
+             link set b0 up\n\
+             neigh replace 10.77.1.2 lladdr 02:77:00:00:01:02 dev a0 nud permanent\n\
+             neigh replace fd00:77:1::2 lladdr 02:77:00:00:01:02 dev a0 nud permanent\n\
+             neigh replace 10.77.2.2 lladdr 02:77:00:00:02:02 dev b0 nud permanent\n\
+             neigh replace fd00:77:2::2 lladdr 02:77:00:00:02:02 dev b0 nud permanent\n",
+        );
+        for (ns, dev, net, mac) in [(&peer, "a1", "1", "01"), (&far, "b1", "2", "02")] {
+            ip_batch(
+                ns,
+                &format!(
+                    "link set lo up\n\
+                     addr add 10.77.{net}.2/24 dev {dev}\n\
+                     addr add fd00:77:{net}::2/64 dev {dev} nodad\n\
+                     link set {dev} up\n\
+                     route add default via 10.77.{net}.1\n\
+                     route add default via fd00:77:{net}::1\n\
+                     neigh replace 10.77.{net}.1 lladdr 02:77:00:00:{mac}:01 dev {dev} nud permanent\n\
+                     neigh replace fd00:77:{net}::1 lladdr 02:77:00:00:{mac}:01 dev {dev} nud permanent\n"
+                ),
+            );
+            let drop_all =
+                "*raw\n:PREROUTING ACCEPT\n:OUTPUT ACCEPT\n-A PREROUTING -j DROP\nCOMMIT\n";
+            run_stdin(in_netns(ns).arg("iptables-restore"), drop_all);
+            run_stdin(in_netns(ns).arg("ip6tables-restore"), drop_all);
+        }
+        Topology {
+            router,
+            peer,
+            _scratch: scratch,
+        }
+    }
+
+    /// The rules of `router`. kube-router's two prefixes (per-policy `DROP by policy ns/name`,
+    /// and the pod chain's empty one), plus the cases that trip writers up.
+    fn install_rules(&self) {
+        for (restore, net, icmp, trunc_size) in [
+            (
+                "iptables-restore",
+                "10.77.0.0/16",
+                "-p icmp --icmp-type 17",
+                "24",
+            ),
+            (
+                "ip6tables-restore",
+                "fd00:77::/32",
+                "-p ipv6-icmp --icmpv6-type 200",
+                "44",
+            ),
+        ] {
+            let log = format!("-j NFLOG --nflog-group {GROUP}");
+            let rules = format!(
+                "*mangle\n\
+                 :PREROUTING ACCEPT\n:INPUT ACCEPT\n:FORWARD ACCEPT\n:OUTPUT ACCEPT\n:POSTROUTING ACCEPT\n\
+                 -A OUTPUT -d {net} -p udp --dport 7042 -j MARK --set-mark 0x2a\n\
+                 COMMIT\n\
+                 *filter\n\
+                 :INPUT ACCEPT\n:FORWARD ACCEPT\n:OUTPUT ACCEPT\n\
+                 -A OUTPUT -d {net} -p udp --dport 7020 {log} --nflog-prefix TRUNC20 --nflog-size 20\n\
+                 -A OUTPUT -d {net} -p tcp --dport 7024 {log} --nflog-prefix TRUNC{trunc_size} --nflog-size {trunc_size}\n\
+                 -A OUTPUT -d {net} {icmp} {log} --nflog-prefix TRUNC{trunc_size} --nflog-size {trunc_size}\n\
+                 -A OUTPUT -d {net} -p udp --dport 6666 {log}\n\
+                 -A OUTPUT -d {net} -p udp --dport 7777 {log} --nflog-prefix \"spaced prefix: \"\n\
+                 -A OUTPUT -d {net} {log} --nflog-prefix \"DROP by policy default/deny-all\"\n\
+                 -A INPUT -s {net} {log}\n\
+                 -A INPUT -s {net} -j DROP\n\
+                 -A FORWARD -s {net} {log} --nflog-prefix \"{LONG_PREFIX}\"\n\
+                 COMMIT\n"
+            );
+            run_stdin(in_netns(&self.router).arg(restore), &rules);
+        }
+    }
+
+    /// Runs the packet mix; returns the number of packets sent.
+    fn send_traffic(&self) -> usize {
+        let out = run(in_netns(&self.router).args([PYTHON, TRAFFIC, "--peer", &self.peer]));
+        out.lines()
+            .find_map(|l| l.strip_prefix("sent "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("conformance.py printed no `sent N`: {out}"))
+    }
+}
+
+fn ulogd_conf(out: &Path, log: &Path) -> String {
+    let plugins = [
+        "inppkt_NFLOG",
+        "raw2packet_BASE",
+        "filter_IFINDEX",
+        "filter_IP2STR",
+        "filter_PRINTPKT",
+        "output_LOGEMU",
+    ]
+    .iter()
+    .map(|p| format!("plugin=\"{ULOGD_PLUGINS}/ulogd_{p}.so\"\n"))
+    .collect::<String>();
+    format!(
+        "[global]\nlogfile=\"{}\"\nloglevel=3\n{plugins}\
+         stack=log1:NFLOG,base1:BASE,ifi1:IFINDEX,ip2str1:IP2STR,print1:PRINTPKT,emu1:LOGEMU\n\
+         [log1]\ngroup={GROUP}\n\
+         [emu1]\nfile=\"{}\"\nsync=1\n",
+        log.display(),
+        out.display()
+    )
+}
+
+fn daemon_args(out: &Path, stats: &Path) -> Vec<String> {
+    vec![
+        "--hostname".into(),
+        HOSTNAME.into(),
+        "--syslogemu-file".into(),
+        out.display().to_string(),
+        "--stdout".into(),
+        "none".into(),
+        "--no-rate-limit".into(),
+        "--stats-file".into(),
+        stats.display().to_string(),
+    ]
+}
+
+/// Splits a syslogemu file into lines, checking what every line of both writers must look like:
+/// a `Mmm dd hh:mm:ss ` timestamp column and a `" \n"` ending.
+fn split_lines(bytes: &[u8], who: &str) -> Vec<String> {
+    let text = String::from_utf8_lossy(bytes);
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "{who}: last line not terminated"
+    );
+    text.lines()
+        .map(|line| {
+            assert!(
+                line.ends_with(' '),
+                "{who}: line without the trailing space: {line:?}"
+            );
+            assert!(
+                is_timestamp(line),
+                "{who}: line without a `Mmm dd hh:mm:ss ` timestamp: {line:?}"
+            );
+            line.to_string()
+        })
+        .collect()
+}
+
+fn is_timestamp(line: &str) -> bool {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let b = line.as_bytes();
+    let digit = |i: usize| b[i].is_ascii_digit();
+    b.len() > 16
+        && MONTHS.contains(&&line[..3])
+        && b[3] == b' '
+        && (b[4] == b' ' || (b'1'..=b'3').contains(&b[4]))
+        && digit(5)
+        && b[6] == b' '
+        && digit(7)
+        && digit(8)
+        && b[9] == b':'
+        && digit(10)
+        && digit(11)
+        && b[12] == b':'
+        && digit(13)
+        && digit(14)
+        && b[15] == b' '
+}
+
+/// A line diff (longest common subsequence) with one line of context; a changed line is shown
+/// with a caret under the first differing byte.
+fn diff(a: &[String], b: &[String]) -> String {
+    let (n, m) = (a.len(), b.len());
+    let w = m + 1;
+    let mut lcs = vec![0u32; (n + 1) * w];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            lcs[i * w + j] = if a[i] == b[j] {
+                lcs[(i + 1) * w + j + 1] + 1
+            } else {
+                lcs[(i + 1) * w + j].max(lcs[i * w + j + 1])
+            };
+        }
+    }
+    // (a index, b index) of each step; None on the side that has no line.
+    let mut ops: Vec<(Option<usize>, Option<usize>)> = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < n || j < m {
+        if i < n && j < m && a[i] == b[j] {
+            ops.push((Some(i), Some(j)));
+            i += 1;
+            j += 1;
+        } else if j < m && (i == n || lcs[i * w + j + 1] >= lcs[(i + 1) * w + j]) {
+            ops.push((None, Some(j)));
+            j += 1;
+        } else {
+            ops.push((Some(i), None));
+            i += 1;
+        }
+    }
+    let mut out = String::new();
+    let mut shown = 0;
+    let mut k = 0;
+    while k < ops.len() {
+        if ops[k].0.is_some() && ops[k].1.is_some() {
+            k += 1;
+            continue;
+        }
+        // A hunk: the run of changes starting at k.
+        let start = k;
+        while k < ops.len() && !(ops[k].0.is_some() && ops[k].1.is_some()) {
+            k += 1;
+        }
+        let hunk = &ops[start..k];
+        if start > 0 {
+            if let (Some(x), _) = ops[start - 1] {
+                out.push_str(&format!("  {:>4}: {}\n", x + 1, a[x]));
+            }
+        }
+        let dels: Vec<usize> = hunk.iter().filter_map(|o| o.0).collect();
+        let adds: Vec<usize> = hunk.iter().filter_map(|o| o.1).collect();
+        if dels.len() == adds.len() {
+            for (&x, &y) in dels.iter().zip(&adds) {
+                let col = a[x]
+                    .bytes()
+                    .zip(b[y].bytes())
+                    .take_while(|(p, q)| p == q)
+                    .count();
+                out.push_str(&format!(
+                    "- {:>4}: {}\n+ {:>4}: {}\n",
+                    x + 1,
+                    a[x],
+                    y + 1,
+                    b[y]
+                ));
+                out.push_str(&format!("        {}^\n", " ".repeat(col)));
+            }
+        } else {
+            for &x in &dels {
+                out.push_str(&format!("- {:>4}: {}\n", x + 1, a[x]));
+            }
+            for &y in &adds {
+                out.push_str(&format!("+ {:>4}: {}\n", y + 1, b[y]));
+            }
+        }
+        if let Some((Some(x), _)) = ops.get(k) {
+            out.push_str(&format!("  {:>4}: {}\n", x + 1, a[*x]));
+        }
+        out.push_str("  ----\n");
+        shown += 1;
+        if shown == 40 {
+            out.push_str("  (more hunks not shown)\n");
+            break;
+        }
+    }
+    out
+}
+
+/// A scratch directory and the network namespaces made in it; both removed on drop, except the
+/// directory when the test failed (its path is in the panic message).
+struct Scratch {
+    dir: PathBuf,
+    tag: String,
+    netns: std::cell::RefCell<Vec<String>>,
+}
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("netpol-nflog-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("create scratch dir");
+        Scratch {
+            dir,
+            tag: tag.into(),
+            netns: Default::default(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Creates `nfc-<tag>-<role>-<pid>`, deleting a leftover of the same name first.
+    fn netns(&self, role: &str) -> String {
+        let name = format!("nfc-{}-{role}-{}", self.tag, std::process::id());
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
+        run(Command::new("ip").args(["netns", "add", &name]));
+        self.netns.borrow_mut().push(name.clone());
+        name
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for name in self.netns.borrow().iter() {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+        if std::thread::panicking() {
+            eprintln!("conformance: kept {}", self.dir.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A child process (ulogd or the daemon), SIGKILLed on drop if still running.
+struct Proc {
+    name: &'static str,
+    child: Option<Child>,
+    stderr: PathBuf,
+}
+
+impl Proc {
+    /// `ip netns exec`, `unshare` and `sh -c 'exec …'` all exec, so the PID is the daemon's.
+    fn spawn(name: &'static str, cmd: &mut Command, stderr: &Path) -> Proc {
+        let err = fs::File::create(stderr).expect("create stderr file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(err.try_clone().expect("dup stderr file"))
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            name,
+            child: Some(child),
+            stderr: stderr.to_path_buf(),
+        }
+    }
+
+    /// Whether the process is gone (and with which status).
+    fn exited(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// SIGTERM, then waits up to `timeout` for the exit.
+    fn terminate(mut self, timeout: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("running child");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{} did not exit within {timeout:?} of SIGTERM; stderr:\n{}",
+                    self.name,
+                    read_lossy(&self.stderr)
+                );
+            }
+            sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The group-100 row of `/proc/net/netfilter/nfnetlink_log` in `ns`:
+/// `group portid qlen copy_mode copy_range flush_timeout use`.
+fn nflog_row(ns: &str) -> Option<Vec<u64>> {
+    let text = run(in_netns(ns).args(["cat", "/proc/net/netfilter/nfnetlink_log"]));
+    text.lines()
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|f| f.parse().ok())
+                .collect::<Vec<u64>>()
+        })
+        .find(|row| row.first() == Some(&100))
+}
+
+/// Polls `/proc` rather than waiting for a log line: it works for ulogd and the daemon alike.
+fn wait_bound(ns: &str, proc_: &mut Proc) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while nflog_row(ns).is_none() {
+        let exited = proc_.exited();
+        assert!(
+            Instant::now() < deadline && exited.is_none(),
+            "{} did not bind NFLOG group {GROUP} (exit status: {exited:?}); stderr:\n{}",
+            proc_.name,
+            read_lossy(&proc_.stderr)
+        );
+        sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_unbound(ns: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while nflog_row(ns).is_some() {
+        assert!(Instant::now() < deadline, "NFLOG group {GROUP} still bound");
+        sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_queue_empty(ns: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while nflog_row(ns).is_some_and(|row| row.get(2).copied().unwrap_or(0) > 0) {
+        assert!(Instant::now() < deadline, "NFLOG queue not flushed");
+        sleep(Duration::from_millis(20));
+    }
+}
+
+fn in_netns(ns: &str) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns]);
+    cmd
+}
+
+fn ip_batch(ns: &str, commands: &str) {
+    run_stdin(Command::new("ip").args(["-n", ns, "-batch", "-"]), commands);
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    check(cmd, out)
+}
+
+fn run_stdin(cmd: &mut Command, input: &str) -> String {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait");
+    check(cmd, out)
+}
+
+fn check(cmd: &Command, out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn read_lossy(path: &Path) -> String {
+    fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_else(|e| format!("({e})"))
+}
