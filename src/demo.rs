@@ -93,7 +93,7 @@ pub fn run(_cfg: Config) -> Result<()> {
     let json_arg = json.to_string_lossy();
     let child = Command::new("ip")
         .args(["netns", "exec", &name, &exe, "--config", "/dev/null", "--syslogemu-file", "", "--stdout", "syslogemu"])
-        .args(["--json-file", &json_arg, "--log-level", "warn"])
+        .args(["--json-file", &json_arg, "--log-level", "warn", "--tail-socket", "", "--metrics-listen", ""])
         .env_remove("NETPOL_NFLOG_CONFIG")
         .spawn()
         .context("cannot start the daemon in the namespace")?;

@@ -1,6 +1,7 @@
 //! Counters shared by the stages: every NFLOG message ends up in exactly one of written (per
 //! sink), suppressed, or lost, and the counters say which.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
@@ -45,6 +46,23 @@ pub struct Stats {
     pub tail_sent: AtomicU64,
     pub tail_dropped: AtomicU64,
     pub sinks: Mutex<Vec<Arc<SinkStats>>>,
+    /// Per-policy counts, published by the pipeline about once a second.
+    pub policies: Mutex<BTreeMap<PolicyKey, PolicyCounts>>,
+}
+
+/// The labels of a per-policy series.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PolicyKey {
+    pub namespace: String,
+    pub policy: String,
+    pub direction: &'static str,
+    pub source: &'static str,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PolicyCounts {
+    pub events: u64,
+    pub suppressed: u64,
 }
 
 impl Stats {

@@ -8,6 +8,9 @@
 //! (see `kube-router-nflog.md`).
 
 pub mod ifname;
+pub mod index;
+pub mod kube;
+pub mod selector;
 
 use std::sync::Arc;
 

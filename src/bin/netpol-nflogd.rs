@@ -52,6 +52,14 @@ struct Cli {
     #[arg(long, env = "NETPOL_NFLOG_RCVBUF", global = true)]
     rcvbuf: Option<usize>,
 
+    /// Unix socket for nflog-tail ("" disables it).
+    #[arg(long, env = "NETPOL_NFLOG_TAIL_SOCKET", global = true)]
+    tail_socket: Option<std::ffi::OsString>,
+
+    /// Address:port for /metrics, /healthz and /readyz ("" disables the listener).
+    #[arg(long, env = "NETPOL_NFLOG_METRICS_LISTEN", global = true)]
+    metrics_listen: Option<std::ffi::OsString>,
+
     /// Write the final counters (received, written, suppressed, lost) as JSON here at exit.
     #[arg(long, global = true)]
     stats_file: Option<PathBuf>,
@@ -163,6 +171,12 @@ fn load_config(cli: &Cli) -> Result<Config, netpol_nflog::config::ConfigError> {
     }
     if cli.no_rate_limit {
         cfg.limits.enabled = false;
+    }
+    if let Some(t) = &cli.tail_socket {
+        cfg.tail.socket = t.to_string_lossy().into_owned();
+    }
+    if let Some(m) = &cli.metrics_listen {
+        cfg.metrics.listen = m.to_string_lossy().into_owned();
     }
     if let Some(r) = cli.rcvbuf {
         cfg.source.socket_receive_buffer = r;

@@ -5,6 +5,7 @@
 //! reuses one buffer and never allocates once it has grown.
 
 pub mod json;
+pub mod syslog;
 pub mod syslogemu;
 pub mod time;
 
@@ -97,6 +98,11 @@ pub(crate) fn push_hex(out: &mut Vec<u8>, v: u32) {
     for i in (0..digits).rev() {
         out.push(HEX[((v >> (i * 4)) & 15) as usize]);
     }
+}
+
+/// Two lower-case hex digits.
+pub fn push_hex2_pub(out: &mut Vec<u8>, v: u8) {
+    push_hex2(out, v, false)
 }
 
 /// Two hex digits (`%02x` or `%02X`).

@@ -45,11 +45,18 @@ const IPPROTO_AH: u8 = 51;
 const IPPROTO_ICMPV6: u8 = 58;
 const IPPROTO_SCTP: u8 = 132;
 
+/// One LOGEMU line: `Mmm dd hh:mm:ss HOST ` then [`render_body`].
 pub fn render(ev: &Event<'_>, hostname: &[u8], clock: &mut LocalClock, out: &mut Vec<u8>) {
     clock.push_ctime(ev.time, out);
     out.push(b' ');
     out.extend_from_slice(hostname);
     out.push(b' ');
+    render_body(ev, out);
+}
+
+/// The line after its timestamp and hostname: from the prefix to `MARK=0x… \n`. This is the
+/// text ulogd2's SYSLOG output hands to `syslog(3)`, so the syslog sink sends it as the message.
+pub fn render_body(ev: &Event<'_>, out: &mut Vec<u8>) {
     if let Some(prefix) = ev.msg.prefix {
         // Always "<prefix> ": an empty prefix gives two spaces after the hostname.
         push_escaped(out, prefix);

@@ -6,6 +6,8 @@
 //! the reader, which lets the kernel socket overrun, which the sequence numbers then account for.
 
 pub mod file;
+pub mod syslog;
+pub mod tail;
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};

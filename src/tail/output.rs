@@ -1,0 +1,356 @@
+//! Printing records: `compact` (one readable line), `syslogemu` (ulogd2's line, as the daemon
+//! wrote it) and `json` (the daemon's JSON object).
+//!
+//! Prefixes, pod names and interface names come from outside and may hold terminal escape
+//! sequences. Everything printed to a terminal goes through [`sanitize`]; compact lines are
+//! sanitized always, since they are for people.
+
+use std::borrow::Cow;
+use std::io::{self, Write};
+
+use super::record::{Item, Record};
+use super::Error;
+
+/// Output formats of line mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// One readable line per event: time, policy, source → destination, protocol.
+    Compact,
+    /// ulogd2's syslogemu line, as the daemon writes it to syslogemu.log.
+    Syslogemu,
+    /// The daemon's JSON object (its JSON file's schema, without the tail socket's extra fields).
+    Json,
+}
+
+/// When to colour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ColorChoice {
+    /// On a terminal, unless NO_COLOR is set.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorChoice {
+    pub fn enabled(self, terminal: bool) -> bool {
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        }
+    }
+}
+
+/// Whether a character could drive a terminal or reorder what is shown: C0, DEL, C1, and the
+/// Unicode bidirectional overrides and isolates.
+fn is_hostile(c: char) -> bool {
+    matches!(c, '\0'..='\x1f' | '\x7f'..='\u{9f}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Text safe for a terminal: hostile characters become `\xHH` (below U+0100) or `\u{HHHH}`.
+pub fn sanitize(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(is_hostile) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if !is_hostile(c) {
+            out.push(c);
+        } else if (c as u32) < 0x100 {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            out.push_str(&format!("\\u{{{:04x}}}", c as u32));
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// A JSON line safe for a terminal: hostile characters inside strings become `\uHHHH`, which
+/// keeps the line valid JSON with the same meaning.
+pub fn sanitize_json(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(is_hostile) {
+        return Cow::Borrowed(s);
+    }
+    Cow::Owned(
+        s.chars()
+            .map(|c| if is_hostile(c) { format!("\\u{:04x}", c as u32) } else { c.to_string() })
+            .collect(),
+    )
+}
+
+/// The parts of a compact line, each already sanitized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compact {
+    pub time: String,
+    /// `ns/name`, `ns/?` (unresolved), `(pod chain)` or the quoted custom prefix.
+    pub policy: String,
+    pub src: String,
+    pub dest: String,
+    /// `TCP 5432 SYN`, `UDP 53`, `ICMP 8/0`.
+    pub proto: String,
+    pub direction: String,
+}
+
+impl Compact {
+    pub fn of(r: &Record) -> Compact {
+        Compact {
+            time: short_time(&r.timestamp),
+            policy: policy_label(r),
+            src: endpoint(r.src_ip, r.src_port, r.src.as_ref()),
+            dest: endpoint(r.dest_ip, r.dest_port, r.dest.as_ref()),
+            proto: proto_label(r),
+            direction: r.direction.clone().unwrap_or_default(),
+        }
+    }
+
+    /// The whole line, optionally with ANSI colours.
+    pub fn line(&self, color: bool) -> String {
+        let paint = |code: &str, s: &str| {
+            if color && !s.is_empty() {
+                format!("\x1b[{code}m{s}\x1b[0m")
+            } else {
+                s.to_string()
+            }
+        };
+        let mut line = format!(
+            "{} {} {} → {} {}",
+            paint("2", &self.time),
+            paint("1;33", &self.policy),
+            paint("36", &self.src),
+            paint("35", &self.dest),
+            paint("32", &self.proto),
+        );
+        if !self.direction.is_empty() {
+            line.push(' ');
+            line.push_str(&paint("34", &self.direction));
+        }
+        line
+    }
+}
+
+/// `HH:MM:SS.mmm` of an RFC 3339 time, `HH:MM:SS` of a syslogemu one.
+pub fn short_time(ts: &str) -> String {
+    let t = if ts.as_bytes().get(10) == Some(&b'T') {
+        ts.get(11..23).unwrap_or(ts)
+    } else if ts.len() == 15 {
+        &ts[7..]
+    } else {
+        ts
+    };
+    sanitize(t).into_owned()
+}
+
+pub fn policy_label(r: &Record) -> String {
+    match &r.policy {
+        Some(p) => match &p.name {
+            Some(name) => sanitize(&format!("{}/{}", p.namespace, name)).into_owned(),
+            None => sanitize(&format!("{}/?", p.namespace)).into_owned(),
+        },
+        None if r.prefix.is_empty() => "(pod chain)".to_string(),
+        None => format!("{:?}", sanitize(&r.prefix).as_ref()),
+    }
+}
+
+fn endpoint(ip: Option<std::net::IpAddr>, port: Option<u16>, pod: Option<&super::record::Pod>) -> String {
+    let mut s = match (ip, port) {
+        (Some(std::net::IpAddr::V6(a)), Some(p)) => format!("[{a}]:{p}"),
+        (Some(a), Some(p)) => format!("{a}:{p}"),
+        (Some(a), None) => a.to_string(),
+        (None, _) => "?".to_string(),
+    };
+    if let Some(pod) = pod.filter(|p| !p.pod.is_empty()) {
+        s.push_str(&format!(" ({}/{})", sanitize(&pod.namespace), sanitize(&pod.pod)));
+    }
+    s
+}
+
+fn proto_label(r: &Record) -> String {
+    let mut s = sanitize(&r.protocol.clone().unwrap_or_else(|| "?".into())).to_uppercase();
+    if let Some(flags) = r.tcp_flags.as_deref().filter(|f| !f.is_empty()) {
+        s.push(' ');
+        s.push_str(&sanitize(flags).replace(' ', ","));
+    }
+    if let Some((t, c)) = r.icmp {
+        s.push_str(&format!(" {t}/{c}"));
+    }
+    s
+}
+
+/// The text for a control item, if it is one.
+pub fn control_text(item: &Item) -> Option<String> {
+    match item {
+        Item::Event(_) => None,
+        Item::Lost(n) => Some(format!("the daemon dropped {n} events for this client (it read too slowly)")),
+        Item::Suppressed {
+            policy,
+            count,
+            interval_s,
+        } => Some(format!(
+            "rate limit: {count} events of {} suppressed in the last {interval_s} s",
+            if policy.is_empty() { "unattributed traffic".into() } else { sanitize(policy).into_owned() }
+        )),
+        Item::Notice(text) => Some(sanitize(text).into_owned()),
+    }
+}
+
+/// Prints records in one format.
+pub struct Printer<W: Write> {
+    out: W,
+    format: OutputFormat,
+    color: bool,
+    terminal: bool,
+    warned: bool,
+    line: String,
+}
+
+impl<W: Write> Printer<W> {
+    pub fn new(out: W, format: OutputFormat, color: bool, terminal: bool) -> Self {
+        Printer {
+            out,
+            format,
+            color,
+            terminal,
+            warned: false,
+            line: String::new(),
+        }
+    }
+
+    pub fn print(&mut self, r: &Record) -> Result<(), Error> {
+        self.line.clear();
+        match self.format {
+            OutputFormat::Compact => self.line.push_str(&Compact::of(r).line(self.color)),
+            OutputFormat::Syslogemu => match &r.syslogemu {
+                Some(s) if self.terminal => self.line.push_str(&sanitize(s)),
+                Some(s) => self.line.push_str(s),
+                None => return self.warn_once("syslogemu"),
+            },
+            OutputFormat::Json => match &r.json {
+                Some(s) if self.terminal => self.line.push_str(&sanitize_json(s)),
+                Some(s) => self.line.push_str(s),
+                None => self.line.push_str(&synthetic_json(r)),
+            },
+        }
+        self.line.push('\n');
+        self.out.write_all(self.line.as_bytes()).map_err(write_error)?;
+        // Live output is read as it comes: flush per line (a pipe would otherwise hold 8 KiB).
+        self.out.flush().map_err(write_error)
+    }
+
+    fn warn_once(&mut self, what: &str) -> Result<(), Error> {
+        if !self.warned {
+            self.warned = true;
+            eprintln!("nflog-tail: some records carry no {what} line (the daemon's JSON file has none): use -o compact or -o json for them");
+        }
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> Result<(), Error> {
+        self.out.flush().map_err(write_error)
+    }
+}
+
+fn write_error(e: io::Error) -> Error {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        Error::BrokenPipe
+    } else {
+        Error::Write {
+            path: "standard output".into(),
+            err: e,
+        }
+    }
+}
+
+/// JSON for records read from syslogemu lines: the fields that line held, under the daemon's names.
+fn synthetic_json(r: &Record) -> String {
+    let mut v = serde_json::json!({
+        "timestamp": r.timestamp,
+        "oob.prefix": r.prefix,
+        "oob.in": r.indev,
+        "oob.out": r.outdev,
+    });
+    let obj = v.as_object_mut();
+    if let Some(obj) = obj {
+        let mut put = |k: &str, val: serde_json::Value| {
+            if !val.is_null() {
+                obj.insert(k.into(), val);
+            }
+        };
+        put("src_ip", serde_json::json!(r.src_ip));
+        put("dest_ip", serde_json::json!(r.dest_ip));
+        put("protocol", serde_json::json!(r.protocol));
+        put("src_port", serde_json::json!(r.src_port));
+        put("dest_port", serde_json::json!(r.dest_port));
+        put("tcp.flags", serde_json::json!(r.tcp_flags));
+        if let Some(p) = &r.policy {
+            put("policy", serde_json::json!({"namespace": p.namespace, "name": p.name}));
+        }
+    }
+    v.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> Record {
+        let line = "Nov 27 20:59:32 h DROP by policy default/deny-db IN= OUT=eth0 MAC= SRC=10.42.0.5 DST=10.42.1.7 LEN=60 TOS=00 PREC=0x00 TTL=64 ID=1 DF PROTO=TCP SPT=43122 DPT=5432 SEQ=1 ACK=0 WINDOW=1024 SYN URGP=0 MARK=0x0 ";
+        Record::from_syslogemu(line).unwrap()
+    }
+
+    fn printed(format: OutputFormat, color: bool, terminal: bool, r: &Record) -> String {
+        let mut out = Vec::new();
+        Printer::new(&mut out, format, color, terminal).print(r).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn compact_lines() {
+        assert_eq!(
+            printed(OutputFormat::Compact, false, false, &record()),
+            "20:59:32 default/deny-db 10.42.0.5:43122 → 10.42.1.7:5432 TCP SYN\n"
+        );
+        let coloured = printed(OutputFormat::Compact, true, true, &record());
+        assert!(coloured.contains("\x1b[1;33mdefault/deny-db\x1b[0m"), "{coloured:?}");
+        assert_eq!(short_time("2026-11-27T20:59:32.686935+00:00"), "20:59:32.686");
+    }
+
+    #[test]
+    fn hostile_bytes_never_reach_a_terminal() {
+        let mut r = record();
+        r.prefix = "evil\x1b]0;title\x07\u{9b}31m\u{202e}".into();
+        r.policy = None;
+        let line = printed(OutputFormat::Compact, true, true, &r);
+        assert!(line.contains(r"evil\x1b]0;title\x07\x9b31m\u{202e}"), "{line}");
+        assert!(!line.contains('\x07') && !line.contains('\u{9b}') && !line.contains('\u{202e}'));
+        r.syslogemu = Some("x\x1b[2Jy".into());
+        assert_eq!(printed(OutputFormat::Syslogemu, false, true, &r), "x\\x1b[2Jy\n");
+        assert_eq!(printed(OutputFormat::Syslogemu, false, false, &r), "x\x1b[2Jy\n");
+        r.json = Some("{\"a\":\"\u{9b}\"}".into());
+        let json = printed(OutputFormat::Json, false, true, &r);
+        assert_eq!(json, "{\"a\":\"\\u009b\"}\n");
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["a"], "\u{9b}");
+    }
+
+    #[test]
+    fn json_of_syslogemu_records() {
+        let v: serde_json::Value = serde_json::from_str(&printed(OutputFormat::Json, false, false, &record())).unwrap();
+        assert_eq!(v["dest_port"], 5432);
+        assert_eq!(v["policy"]["name"], "deny-db");
+    }
+
+    #[test]
+    fn pod_chain_and_unresolved() {
+        let mut r = record();
+        r.prefix.clear();
+        r.policy = None;
+        assert_eq!(Compact::of(&r).policy, "(pod chain)");
+        r.policy = Some(super::super::record::Policy {
+            namespace: "db".into(),
+            name: None,
+            candidates: vec![],
+        });
+        assert_eq!(Compact::of(&r).policy, "db/?");
+    }
+}

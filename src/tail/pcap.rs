@@ -1,0 +1,457 @@
+//! NFLOG pcap files (linktype 239, `DLT_NFLOG`), as `tcpdump -i nflog:100 -w F` writes them.
+//!
+//! A record holds the NFLOG message without its netlink header: `nfgenmsg` (family, version,
+//! group in network order) and the attributes. The attribute headers (length, type) are in the
+//! byte order of the host that captured, which the file's magic number tells; values are in
+//! network order. The [`Reader`] swaps the headers to this host's order so that
+//! [`NflogMsg::parse`] reads them; the [`Writer`] writes this host's order and says so in its
+//! magic. libpcap does the same (`pcap-common.c`, `swap_nflog_header`).
+//!
+//! The reader is written here rather than with `pcap-file`'s, to name the record and byte offset
+//! of every problem and to stream files of any size.
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::Path;
+
+use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+use pcap_file::{DataLink, Endianness, TsResolution};
+
+use super::record::Record;
+use super::{Error, Item, Source};
+use crate::attribute::Attribution;
+use crate::event::{Event, IfName, Timestamp};
+use crate::render::Renderer;
+use crate::source::nflog::{align4, NflogMsg};
+
+pub const LINKTYPE_NFLOG: u32 = 239;
+const MAGIC_US: u32 = 0xa1b2_c3d4;
+const MAGIC_NS: u32 = 0xa1b2_3c4d;
+/// Larger records are refused rather than allocated: NFLOG messages are at most 64 KiB + headers.
+const MAX_RECORD: u32 = 1 << 20;
+/// The snapshot length tcpdump uses; a whole NFLOG message always fits.
+const SNAPLEN: u32 = 262_144;
+
+/// One pcap record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PcapRecord {
+    pub time: Timestamp,
+    /// The NFLOG message body with attribute headers in this host's byte order.
+    pub data: Vec<u8>,
+}
+
+/// Reads NFLOG records from a pcap stream.
+pub struct Reader<R: Read> {
+    r: R,
+    path: String,
+    /// The file was written on a host of the other byte order.
+    swapped: bool,
+    nanos: bool,
+    record: u64,
+    offset: u64,
+}
+
+impl Reader<BufReader<File>> {
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        let name = path.display().to_string();
+        let f = File::open(path).map_err(|e| Error::File {
+            path: name.clone(),
+            what: format!("cannot open: {e}"),
+        })?;
+        Reader::new(BufReader::with_capacity(256 * 1024, f), name)
+    }
+}
+
+impl<R: Read> Reader<R> {
+    /// Reads and checks the file header.
+    pub fn new(mut r: R, path: String) -> Result<Self, Error> {
+        let mut hdr = [0u8; 24];
+        let got = read_full(&mut r, &mut hdr).map_err(|e| file_error(&path, e))?;
+        if got < hdr.len() {
+            return Err(Error::File {
+                path,
+                what: format!("truncated pcap header ({got} of 24 bytes)"),
+            });
+        }
+        let magic_le = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
+        let magic_be = u32::from_be_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
+        let (little, nanos) = match (magic_le, magic_be) {
+            (MAGIC_US, _) => (true, false),
+            (MAGIC_NS, _) => (true, true),
+            (_, MAGIC_US) => (false, false),
+            (_, MAGIC_NS) => (false, true),
+            _ => {
+                return Err(Error::File {
+                    path,
+                    what: format!("not a pcap file (magic {magic_be:08x}; pcapng is not supported: convert with `editcap -F pcap`)"),
+                })
+            }
+        };
+        let mut reader = Reader {
+            r,
+            path,
+            swapped: little != cfg!(target_endian = "little"),
+            nanos,
+            record: 0,
+            offset: 24,
+        };
+        // The upper bits of the link-type field hold FCS information.
+        let linktype = reader.u32_at(&hdr, 20) & 0x0fff_ffff;
+        if linktype != LINKTYPE_NFLOG {
+            return Err(Error::File {
+                path: reader.path,
+                what: format!("link type {linktype}, not NFLOG ({LINKTYPE_NFLOG}): capture with `tcpdump -i nflog:100 -w FILE`"),
+            });
+        }
+        Ok(reader)
+    }
+
+    /// A u32 in the file's byte order.
+    fn u32_at(&self, b: &[u8], at: usize) -> u32 {
+        let v = [b[at], b[at + 1], b[at + 2], b[at + 3]];
+        if self.swapped {
+            u32::from_ne_bytes(v).swap_bytes()
+        } else {
+            u32::from_ne_bytes(v)
+        }
+    }
+
+    fn record_error(&self, what: String) -> Error {
+        Error::Record {
+            path: self.path.clone(),
+            record: self.record,
+            offset: self.offset,
+            what,
+        }
+    }
+
+    /// The next record; `None` at a clean end of file.
+    pub fn next_record(&mut self) -> Result<Option<PcapRecord>, Error> {
+        let mut hdr = [0u8; 16];
+        self.record += 1;
+        let got = read_full(&mut self.r, &mut hdr).map_err(|e| file_error(&self.path, e))?;
+        if got == 0 {
+            return Ok(None);
+        }
+        if got < hdr.len() {
+            return Err(self.record_error(format!("truncated record header ({got} of 16 bytes): the file ends mid-record")));
+        }
+        let (sec, frac) = (self.u32_at(&hdr, 0), self.u32_at(&hdr, 4));
+        let (incl, orig) = (self.u32_at(&hdr, 8), self.u32_at(&hdr, 12));
+        if incl > MAX_RECORD {
+            return Err(self.record_error(format!("record length {incl} is implausible for NFLOG (original length {orig})")));
+        }
+        let mut data = vec![0u8; incl as usize];
+        let got = read_full(&mut self.r, &mut data).map_err(|e| file_error(&self.path, e))?;
+        if got < data.len() {
+            return Err(self.record_error(format!("truncated record: the file ends after {got} of {incl} bytes")));
+        }
+        if self.swapped {
+            swap_tlv_headers(&mut data);
+        }
+        let usec = if self.nanos { frac / 1000 } else { frac };
+        let rec = PcapRecord {
+            time: Timestamp {
+                sec: sec as i64,
+                usec: usec.min(999_999),
+            },
+            data,
+        };
+        self.offset += 16 + incl as u64;
+        Ok(Some(rec))
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    pub fn record_number(&self) -> u64 {
+        self.record
+    }
+
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+}
+
+fn file_error(path: &str, e: io::Error) -> Error {
+    Error::File {
+        path: path.to_string(),
+        what: format!("read error: {e}"),
+    }
+}
+
+/// Reads until `buf` is full or the stream ends; returns the bytes read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Swaps the (length, type) header of every attribute after the 4-byte `nfgenmsg`. Stops at a
+/// length that cannot be right; the parser then reports the bad attribute.
+pub fn swap_tlv_headers(data: &mut [u8]) {
+    let mut at = 4;
+    while at + 4 <= data.len() {
+        data.swap(at, at + 1);
+        data.swap(at + 2, at + 3);
+        let len = u16::from_ne_bytes([data[at], data[at + 1]]) as usize;
+        if len < 4 {
+            return;
+        }
+        at += align4(len);
+    }
+}
+
+/// Replays a pcap through the daemon's decoder and renderers.
+pub struct PcapSource<R: Read> {
+    reader: Reader<R>,
+    renderer: Renderer,
+}
+
+impl<R: Read> PcapSource<R> {
+    pub fn new(reader: Reader<R>, hostname: &str) -> Self {
+        PcapSource {
+            reader,
+            renderer: Renderer::new(hostname, hostname),
+        }
+    }
+}
+
+impl<R: Read + Send> Source for PcapSource<R> {
+    fn next_item(&mut self) -> Result<Option<Item>, Error> {
+        let start = self.reader.offset();
+        let Some(rec) = self.reader.next_record()? else {
+            return Ok(None);
+        };
+        let msg = NflogMsg::parse(&rec.data).map_err(|e| Error::Record {
+            path: self.reader.path().to_string(),
+            record: self.reader.record_number(),
+            offset: start,
+            what: format!("not a valid NFLOG message: {e}"),
+        })?;
+        let ev = event(msg, rec.time, if_label(msg.indev), if_label(msg.outdev));
+        let record = Record::from_event(&ev, &mut self.renderer, &rec.data);
+        Ok(Some(Item::Event(Box::new(record))))
+    }
+}
+
+/// A pcap carries interface indexes, not names; `if3` is what can be known.
+pub fn if_label(index: u32) -> IfName {
+    if index == 0 {
+        IfName::default()
+    } else {
+        IfName::new(format!("if{index}").as_bytes())
+    }
+}
+
+/// An event as the daemon's `Processor` builds it, without Kubernetes context. The time is the
+/// kernel's when it sent a non-zero one (as ulogd2), otherwise `fallback`.
+pub fn event<'a>(msg: NflogMsg<'a>, fallback: Timestamp, indev: IfName, outdev: IfName) -> Event<'a> {
+    let time = match msg.timestamp {
+        Some((sec, usec)) if sec != 0 => Timestamp {
+            sec: sec as i64,
+            usec: usec.min(999_999) as u32,
+        },
+        _ => fallback,
+    };
+    Event {
+        msg,
+        packet: crate::decode::decode(msg.family, msg.hw_protocol, msg.payload),
+        time,
+        indev,
+        outdev,
+        attribution: Attribution::from_prefix(msg.prefix),
+        context: None,
+    }
+}
+
+/// Writes NFLOG records in this host's byte order.
+pub struct Writer {
+    w: PcapWriter<BufWriter<File>>,
+    path: String,
+}
+
+impl Writer {
+    pub fn create(path: &Path) -> Result<Self, Error> {
+        let name = path.display().to_string();
+        let err = |e: String| Error::Write {
+            path: name.clone(),
+            err: io::Error::other(e),
+        };
+        let f = File::create(path).map_err(|e| err(e.to_string()))?;
+        let header = PcapHeader {
+            version_major: 2,
+            version_minor: 4,
+            ts_correction: 0,
+            ts_accuracy: 0,
+            snaplen: SNAPLEN,
+            datalink: DataLink::NFLOG,
+            ts_resolution: TsResolution::MicroSecond,
+            endianness: Endianness::native(),
+        };
+        let w = PcapWriter::with_header(BufWriter::new(f), header).map_err(|e| err(e.to_string()))?;
+        Ok(Writer { w, path: name })
+    }
+
+    /// Writes a record's NFLOG bytes; `false` when it has none (syslogemu/JSON-file input).
+    pub fn write(&mut self, r: &Record) -> Result<bool, Error> {
+        let Some(data) = &r.nflog else { return Ok(false) };
+        let time = record_time(r);
+        let packet = PcapPacket::new(time, data.len() as u32, data);
+        let err = |e: String| Error::Write {
+            path: self.path.clone(),
+            err: io::Error::other(e),
+        };
+        self.w.write_packet(&packet).map_err(|e| err(e.to_string()))?;
+        // Flushed per packet: a live capture stopped with Ctrl-C keeps every whole record.
+        self.w.get_mut().flush().map_err(|e| err(e.to_string()))?;
+        Ok(true)
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+}
+
+/// The record's time for the pcap header: from the NFLOG timestamp, else its RFC 3339 time,
+/// else now.
+fn record_time(r: &Record) -> std::time::Duration {
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let Some(data) = &r.nflog else { return now() };
+    match NflogMsg::parse(data).ok().and_then(|m| m.timestamp) {
+        Some((sec, usec)) if sec != 0 => std::time::Duration::new(sec, (usec.min(999_999) * 1000) as u32),
+        _ => parse_rfc3339(&r.timestamp).unwrap_or_else(now),
+    }
+}
+
+/// `2026-11-27T20:59:32.686935+01:00` → time since the epoch.
+fn parse_rfc3339(s: &str) -> Option<std::time::Duration> {
+    let num = |a: usize, b: usize| s.get(a..b)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+    let (h, mi, sec) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
+    let usec = num(20, 26).unwrap_or(0);
+    let tz = s.get(26..)?;
+    let sign = if tz.starts_with('-') { -1 } else { 1 };
+    let off = sign * (tz.get(1..3)?.parse::<i64>().ok()? * 3600 + tz.get(4..6)?.parse::<i64>().ok()? * 60);
+    let days = days_from_civil(y, mo, d);
+    let t = days * 86400 + h * 3600 + mi * 60 + sec - off;
+    (t >= 0).then(|| std::time::Duration::new(t as u64, (usec * 1000) as u32))
+}
+
+/// Days since 1970-01-01 (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::nflog::build::Packet;
+
+    /// An NFLOG body as the kernel lays it out (build::Packet), without the netlink header.
+    fn body(prefix: &[u8]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let payload = [
+            0x45, 0, 0, 28, 0, 1, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2, 0x9c, 0x40, 0, 53, 0, 8, 0, 0,
+        ];
+        Packet {
+            prefix,
+            outdev: 1,
+            payload: &payload,
+            ..Default::default()
+        }
+        .encode(&mut buf);
+        buf[16..].to_vec()
+    }
+
+    /// A pcap file in the given byte order, with `bodies` in that host's attribute order.
+    fn file(little: bool, bodies: &[Vec<u8>]) -> Vec<u8> {
+        let w32 = |v: u32| if little { v.to_le_bytes() } else { v.to_be_bytes() };
+        let mut f = Vec::new();
+        f.extend_from_slice(&w32(MAGIC_US));
+        f.extend_from_slice(&if little { [2, 0, 4, 0] } else { [0, 2, 0, 4] });
+        f.extend_from_slice(&[0; 8]);
+        f.extend_from_slice(&w32(SNAPLEN));
+        f.extend_from_slice(&w32(LINKTYPE_NFLOG));
+        for b in bodies {
+            let mut b = b.clone();
+            if little != cfg!(target_endian = "little") {
+                swap_tlv_headers(&mut b);
+            }
+            for v in [1_800_000_000, 5, b.len() as u32, b.len() as u32] {
+                f.extend_from_slice(&w32(v));
+            }
+            f.extend_from_slice(&b);
+        }
+        f
+    }
+
+    fn replay(bytes: Vec<u8>) -> Result<Vec<Record>, Error> {
+        let reader = Reader::new(io::Cursor::new(bytes), "t.pcap".into())?;
+        let mut src = PcapSource::new(reader, "h");
+        let mut out = Vec::new();
+        while let Some(item) = src.next_item()? {
+            if let Item::Event(r) = item {
+                out.push(*r);
+            }
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn both_byte_orders() {
+        for little in [true, false] {
+            let recs = replay(file(little, &[body(b"DROP by policy default/x"), body(b"")])).unwrap();
+            assert_eq!(recs.len(), 2);
+            assert_eq!(recs[0].prefix, "DROP by policy default/x");
+            assert_eq!(recs[0].dest_port, Some(53));
+            assert_eq!(recs[0].outdev, "if1");
+            let line = recs[0].syslogemu.as_deref().unwrap();
+            assert!(line.contains(" h DROP by policy default/x IN= OUT=if1 MAC= SRC=10.0.0.1 DST=10.0.0.2 "), "{line}");
+            // Always stored in this host's order, ready for the writer.
+            assert_eq!(recs[1].nflog.as_deref(), Some(&body(b"")[..]));
+        }
+    }
+
+    #[test]
+    fn malformed_files_say_where() {
+        let e = replay(b"hello".to_vec()).unwrap_err().to_string();
+        assert_eq!(e, "t.pcap: truncated pcap header (5 of 24 bytes)");
+        let e = replay(vec![0x11; 40]).unwrap_err().to_string();
+        assert!(e.starts_with("t.pcap: not a pcap file"), "{e}");
+        let mut eth = file(true, &[]);
+        eth[20] = 1;
+        assert!(replay(eth).unwrap_err().to_string().contains("link type 1, not NFLOG"));
+        let good = file(true, &[body(b"a"), body(b"b")]);
+        let e = replay(good[..good.len() - 7].to_vec()).unwrap_err().to_string();
+        assert!(e.starts_with("t.pcap: record 2 (byte offset "), "{e}");
+        assert!(e.contains("truncated record: the file ends after"), "{e}");
+        let e = replay(good[..24 + 16 + body(b"a").len() + 5].to_vec()).unwrap_err().to_string();
+        assert!(e.contains("record 2") && e.contains("truncated record header (5 of 16"), "{e}");
+        let mut bad = good.clone();
+        bad[24 + 16 + 4] = 0xff; // the first attribute's length
+        bad[24 + 16 + 5] = 0xff;
+        let e = replay(bad).unwrap_err().to_string();
+        assert!(e.contains("record 1 (byte offset 24): not a valid NFLOG message"), "{e}");
+    }
+
+    #[test]
+    fn rfc3339_times() {
+        assert_eq!(parse_rfc3339("1970-01-01T01:00:01.000002+01:00"), Some(std::time::Duration::new(1, 2000)));
+        assert_eq!(parse_rfc3339("2026-11-27T20:59:32.686935+00:00").map(|d| d.as_secs()), Some(1_795_813_172));
+        assert_eq!(parse_rfc3339("junk"), None);
+    }
+}
