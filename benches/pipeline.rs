@@ -50,10 +50,45 @@ fn batch() -> Vec<u8> {
     for i in 0..MESSAGES {
         let id = i as u16;
         let (payload, family, proto, prefix): (Vec<u8>, u8, u16, &[u8]) = match i % 4 {
-            0 => (ipv4(6, id, 0x4000, 0, a, b, &tcp(40000 + id, 5432, 7, 0, 0x02, 64240, 0)), 2, 0x0800, b"DROP by policy default/deny-db"),
-            1 => (ipv4(17, id, 0x4000, 0, a, b, &udp(53000, 53, &[0; 32])), 2, 0x0800, b""),
-            2 => (ipv6(6, 0, 0x12345, a6, b6, &tcp(40100, 443, 9, 0, 0x02, 64800, 0)), 10, 0x86dd, b"DROP by policy shop/deny-external"),
-            _ => (ipv4(1, id, 0, 0, a, b, &icmp(8, 0, 0x1234_0001)), 2, 0x0800, b"DROP by policy monitoring/deny-icmp"),
+            0 => (
+                ipv4(
+                    6,
+                    id,
+                    0x4000,
+                    0,
+                    a,
+                    b,
+                    &tcp(40000 + id, 5432, 7, 0, 0x02, 64240, 0),
+                ),
+                2,
+                0x0800,
+                b"DROP by policy default/deny-db",
+            ),
+            1 => (
+                ipv4(17, id, 0x4000, 0, a, b, &udp(53000, 53, &[0; 32])),
+                2,
+                0x0800,
+                b"",
+            ),
+            2 => (
+                ipv6(
+                    6,
+                    0,
+                    0x12345,
+                    a6,
+                    b6,
+                    &tcp(40100, 443, 9, 0, 0x02, 64800, 0),
+                ),
+                10,
+                0x86dd,
+                b"DROP by policy shop/deny-external",
+            ),
+            _ => (
+                ipv4(1, id, 0, 0, a, b, &icmp(8, 0, 0x1234_0001)),
+                2,
+                0x0800,
+                b"DROP by policy monitoring/deny-icmp",
+            ),
         };
         Packet {
             family,
@@ -72,7 +107,13 @@ fn batch() -> Vec<u8> {
 
 fn processor(formats: &[Format]) -> Processor {
     let limiter = Limiter::new(false, Limit::DEFAULT, Limit::DEFAULT);
-    Processor::new(Renderer::new("node-1", "node-1"), limiter, formats, Stats::new(), false)
+    Processor::new(
+        Renderer::new("node-1", "node-1"),
+        limiter,
+        formats,
+        Stats::new(),
+        false,
+    )
 }
 
 fn bench(c: &mut Criterion) {
@@ -81,7 +122,11 @@ fn bench(c: &mut Criterion) {
     let mut acks = Vec::new();
     let mut g = c.benchmark_group("per_message");
     g.throughput(Throughput::Elements(MESSAGES as u64));
-    for (name, formats) in [("syslogemu", &[Format::Syslogemu][..]), ("json", &[Format::Json][..]), ("syslogemu+json", &[Format::Syslogemu, Format::Json][..])] {
+    for (name, formats) in [
+        ("syslogemu", &[Format::Syslogemu][..]),
+        ("json", &[Format::Json][..]),
+        ("syslogemu+json", &[Format::Syslogemu, Format::Json][..]),
+    ] {
         let mut p = processor(formats);
         g.bench_function(name, |bch| {
             bch.iter(|| {
@@ -93,7 +138,19 @@ fn bench(c: &mut Criterion) {
     // Suppressed messages stop before decode and render.
     let mut limited = Processor::new(
         Renderer::new("node-1", "node-1"),
-        Limiter::new(true, Limit { count: 1, per: std::time::Duration::from_secs(3600), burst: 1 }, Limit { count: 1, per: std::time::Duration::from_secs(3600), burst: 1 }),
+        Limiter::new(
+            true,
+            Limit {
+                count: 1,
+                per: std::time::Duration::from_secs(3600),
+                burst: 1,
+            },
+            Limit {
+                count: 1,
+                per: std::time::Duration::from_secs(3600),
+                burst: 1,
+            },
+        ),
         &[Format::Syslogemu, Format::Json],
         Stats::new(),
         false,

@@ -171,7 +171,13 @@ run_one() { # TOOL RATE
 
     nsx iptables -Z OUTPUT
     local fl
-    fl=$(nsx "$WORK/flood" 127.0.0.1 $PORT "$N" "$rate")
+    # In the background + wait, so that a SIGINT/SIGTERM to this script is
+    # handled at once (bash runs traps only between foreground commands).
+    ip netns exec "$NS" "$WORK/flood" 127.0.0.1 $PORT "$N" "$rate" >"$WORK/flood.out" &
+    local fpid=$!
+    STARTED+=("$fpid")
+    wait "$fpid" || die "flood failed"
+    fl=$(cat "$WORK/flood.out")
     local t_end
     t_end=$(date +%s.%N)
     sleep "$FLUSH_WAIT"

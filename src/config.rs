@@ -36,11 +36,12 @@ pub struct Source {
     pub socket_receive_buffer: usize,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Output {
     pub hostname: String,
     pub node_name: String,
+    pub correlation_window_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -76,7 +77,6 @@ pub struct Kubernetes {
     /// "auto" (in a pod or with a kubeconfig), "on", or "off".
     pub mode: String,
     pub watch_all_pods: bool,
-    pub correlation_window_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -130,6 +130,16 @@ impl Default for Source {
     }
 }
 
+impl Default for Output {
+    fn default() -> Self {
+        Output {
+            hostname: String::new(),
+            node_name: String::new(),
+            correlation_window_ms: 200,
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -148,7 +158,6 @@ impl Default for Kubernetes {
         Kubernetes {
             mode: "auto".into(),
             watch_all_pods: false,
-            correlation_window_ms: 200,
         }
     }
 }
@@ -219,28 +228,48 @@ impl Config {
             bad("source.groups", "at least one NFLOG group is needed".into());
         }
         if !(1..=65535).contains(&s.copy_range) {
-            bad("source.copy_range", format!("{} is not between 1 and 65535", s.copy_range));
+            bad(
+                "source.copy_range",
+                format!("{} is not between 1 and 65535", s.copy_range),
+            );
         }
         // nfulnl_set_nlbufsiz() refuses sizes outside this range with ERANGE.
         if !(8192..=131072).contains(&s.kernel_buffer) {
-            bad("source.kernel_buffer", format!("{} is not between 8192 and 131072 bytes", s.kernel_buffer));
+            bad(
+                "source.kernel_buffer",
+                format!("{} is not between 8192 and 131072 bytes", s.kernel_buffer),
+            );
         }
         if s.queue_threshold == 0 {
             bad("source.queue_threshold", "must be at least 1".into());
         }
         if s.flush_timeout_ms < 10 || s.flush_timeout_ms > 10_000 {
-            bad("source.flush_timeout_ms", format!("{} is not between 10 and 10000 (the kernel counts in 1/100 s)", s.flush_timeout_ms));
+            bad(
+                "source.flush_timeout_ms",
+                format!(
+                    "{} is not between 10 and 10000 (the kernel counts in 1/100 s)",
+                    s.flush_timeout_ms
+                ),
+            );
         }
         if s.socket_receive_buffer < 4096 {
-            bad("source.socket_receive_buffer", format!("{} is below 4096 bytes", s.socket_receive_buffer));
+            bad(
+                "source.socket_receive_buffer",
+                format!("{} is below 4096 bytes", s.socket_receive_buffer),
+            );
         }
         for (i, sink) in self.sinks.iter().enumerate() {
             match (sink.kind, &sink.path) {
-                (SinkKind::File, None) => bad(&format!("sinks[{i}].path"), "a file sink needs a path".into()),
+                (SinkKind::File, None) => bad(
+                    &format!("sinks[{i}].path"),
+                    "a file sink needs a path".into(),
+                ),
                 (SinkKind::File, Some(path)) if path.as_os_str().is_empty() => {
                     bad(&format!("sinks[{i}].path"), "is empty".into())
                 }
-                (SinkKind::Stdout, Some(_)) => bad(&format!("sinks[{i}].path"), "stdout takes no path".into()),
+                (SinkKind::Stdout, Some(_)) => {
+                    bad(&format!("sinks[{i}].path"), "stdout takes no path".into())
+                }
                 _ => {}
             }
         }
@@ -260,11 +289,28 @@ impl Config {
         if l.summary_interval_s == 0 {
             bad("limits.summary_interval_s", "must be at least 1".into());
         }
-        if !matches!(self.kubernetes.mode.as_str(), "auto" | "on" | "off") {
-            bad("kubernetes.mode", format!("{:?} is not one of auto, on, off", self.kubernetes.mode));
+        if self.output.correlation_window_ms > 10_000 {
+            bad(
+                "output.correlation_window_ms",
+                format!("{} is above 10000", self.output.correlation_window_ms),
+            );
         }
-        if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<std::net::SocketAddr>().is_err() {
-            bad("metrics.listen", format!("{:?} is not an address:port (empty disables)", self.metrics.listen));
+        if !matches!(self.kubernetes.mode.as_str(), "auto" | "on" | "off") {
+            bad(
+                "kubernetes.mode",
+                format!("{:?} is not one of auto, on, off", self.kubernetes.mode),
+            );
+        }
+        if !self.metrics.listen.is_empty()
+            && self.metrics.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            bad(
+                "metrics.listen",
+                format!(
+                    "{:?} is not an address:port (empty disables)",
+                    self.metrics.listen
+                ),
+            );
         }
         if p.is_empty() {
             Ok(())
@@ -276,12 +322,16 @@ impl Config {
     /// The per-policy default and the default for messages without a policy.
     pub fn limits(&self) -> (Limit, Limit) {
         let make = |limit: &str, burst: u32| {
-            let (count, per) = limit::parse_limit(limit).unwrap_or((Limit::DEFAULT.count, Limit::DEFAULT.per));
+            let (count, per) =
+                limit::parse_limit(limit).unwrap_or((Limit::DEFAULT.count, Limit::DEFAULT.per));
             Limit { count, per, burst }
         };
         (
             make(&self.limits.default_limit, self.limits.default_burst),
-            make(&self.limits.unattributed_limit, self.limits.unattributed_burst),
+            make(
+                &self.limits.unattributed_limit,
+                self.limits.unattributed_burst,
+            ),
         )
     }
 }
@@ -299,7 +349,9 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let err = Config::parse("[source]\ngroup = 5\n", "t.toml").unwrap_err().to_string();
+        let err = Config::parse("[source]\ngroup = 5\n", "t.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field `group`"), "{err}");
         assert!(err.contains("t.toml"), "{err}");
     }
@@ -312,7 +364,12 @@ mod tests {
         )
         .unwrap();
         let err = c.validate().unwrap_err().to_string();
-        for key in ["source.copy_range", "source.kernel_buffer", "limits.default_limit", "kubernetes.mode"] {
+        for key in [
+            "source.copy_range",
+            "source.kernel_buffer",
+            "limits.default_limit",
+            "kubernetes.mode",
+        ] {
             assert!(err.contains(key), "{key} missing from {err}");
         }
     }

@@ -50,14 +50,22 @@ impl Drop for Namespace {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = Command::new("ip").args(["netns", "delete", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
     }
 }
 
 fn sh(args: &[&str], stdin: Option<&str>) -> Result<()> {
     let mut cmd = Command::new(args[0]);
-    cmd.args(&args[1..]).stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
-    let mut child = cmd.spawn().with_context(|| format!("cannot run {} (is it installed?)", args[0]))?;
+    cmd.args(&args[1..]).stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot run {} (is it installed?)", args[0]))?;
     if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
         pipe.write_all(text.as_bytes())?;
     }
@@ -75,25 +83,62 @@ pub fn run(_cfg: Config) -> Result<()> {
     }
     let name = format!("nflog-demo-{}", std::process::id());
     sh(&["ip", "netns", "add", &name], None)?;
-    let mut ns = Namespace { name: name.clone(), child: None };
+    let mut ns = Namespace {
+        name: name.clone(),
+        child: None,
+    };
     eprintln!("demo: created network namespace {name} with K3s-shaped NFLOG rules on group 100");
     sh(&["ip", "-n", &name, "link", "set", "lo", "up"], None)?;
-    for addr in ["10.42.0.10/32", "10.42.0.20/32", "10.42.0.30/32", "10.42.0.40/32"] {
+    for addr in [
+        "10.42.0.10/32",
+        "10.42.0.20/32",
+        "10.42.0.30/32",
+        "10.42.0.40/32",
+    ] {
         sh(&["ip", "-n", &name, "addr", "add", addr, "dev", "lo"], None)?;
     }
     for addr in ["fd00:10:42::10/128", "fd00:10:42::20/128"] {
-        sh(&["ip", "-n", &name, "addr", "add", addr, "dev", "lo", "nodad"], None)?;
+        sh(
+            &["ip", "-n", &name, "addr", "add", addr, "dev", "lo", "nodad"],
+            None,
+        )?;
     }
-    sh(&["ip", "netns", "exec", &name, "iptables-restore"], Some(RULES_V4))?;
-    sh(&["ip", "netns", "exec", &name, "ip6tables-restore"], Some(RULES_V6))?;
+    sh(
+        &["ip", "netns", "exec", &name, "iptables-restore"],
+        Some(RULES_V4),
+    )?;
+    sh(
+        &["ip", "netns", "exec", &name, "ip6tables-restore"],
+        Some(RULES_V6),
+    )?;
 
     let json = std::env::temp_dir().join(format!("{name}.json"));
     let exe = std::env::current_exe().context("cannot find my own executable")?;
     let exe = exe.to_string_lossy();
     let json_arg = json.to_string_lossy();
     let child = Command::new("ip")
-        .args(["netns", "exec", &name, &exe, "--config", "/dev/null", "--syslogemu-file", "", "--stdout", "syslogemu"])
-        .args(["--json-file", &json_arg, "--log-level", "warn", "--tail-socket", "", "--metrics-listen", ""])
+        .args([
+            "netns",
+            "exec",
+            &name,
+            &exe,
+            "--config",
+            "/dev/null",
+            "--syslogemu-file",
+            "",
+            "--stdout",
+            "syslogemu",
+        ])
+        .args([
+            "--json-file",
+            &json_arg,
+            "--log-level",
+            "warn",
+            "--tail-socket",
+            "",
+            "--metrics-listen",
+            "",
+        ])
         .env_remove("NETPOL_NFLOG_CONFIG")
         .spawn()
         .context("cannot start the daemon in the namespace")?;
@@ -131,10 +176,19 @@ fn wait_bound(ns: &str, timeout: Duration) -> Result<()> {
     let start = Instant::now();
     while start.elapsed() < timeout {
         let out = Command::new("ip")
-            .args(["netns", "exec", ns, "cat", "/proc/net/netfilter/nfnetlink_log"])
+            .args([
+                "netns",
+                "exec",
+                ns,
+                "cat",
+                "/proc/net/netfilter/nfnetlink_log",
+            ])
             .output()?;
         let text = String::from_utf8_lossy(&out.stdout);
-        if text.lines().any(|l| l.split_whitespace().next() == Some("100")) {
+        if text
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some("100"))
+        {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -156,7 +210,10 @@ fn send_traffic(netns: &File) -> Result<()> {
     // DNS to a pod whose pod chain rejects it (no prefix, as upstream kube-router logs).
     let udp = UdpSocket::bind("10.42.0.10:0")?;
     // Rejected on OUTPUT, so send_to itself fails with EPERM: expected.
-    let _ = udp.send_to(b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00", "10.42.0.30:53");
+    let _ = udp.send_to(
+        b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00",
+        "10.42.0.30:53",
+    );
     // A ping to a pod behind monitoring/deny-icmp, from a raw socket.
     ping("10.42.0.10", "10.42.0.40")?;
     // IPv6 HTTPS behind shop/deny-external-v6.
@@ -182,7 +239,11 @@ fn ping(src: &str, dst: &str) -> Result<()> {
     local.sin_addr.s_addr = u32::from(src.parse::<Ipv4Addr>()?).to_be();
     // SAFETY: the addresses and buffer are valid for the sizes given; fd is closed at the end.
     unsafe {
-        libc::bind(fd, &local as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_in>() as u32);
+        libc::bind(
+            fd,
+            &local as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        );
         libc::sendto(
             fd,
             pkt.as_ptr() as *const libc::c_void,
@@ -197,7 +258,10 @@ fn ping(src: &str, dst: &str) -> Result<()> {
 }
 
 fn checksum(b: &[u8]) -> u16 {
-    let mut sum: u32 = b.chunks(2).map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32).sum();
+    let mut sum: u32 = b
+        .chunks(2)
+        .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32)
+        .sum();
     while sum >> 16 != 0 {
         sum = (sum & 0xffff) + (sum >> 16);
     }

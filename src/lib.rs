@@ -13,6 +13,7 @@
 
 pub mod attribute;
 pub mod config;
+pub mod correlate;
 pub mod decode;
 pub mod demo;
 pub mod event;

@@ -153,12 +153,22 @@ pub struct Limiter<C: Clock = DefaultClock> {
 
 impl Limiter<DefaultClock> {
     pub fn new(enabled: bool, default_policy: Limit, default_unattributed: Limit) -> Self {
-        Self::with_clock(enabled, default_policy, default_unattributed, DefaultClock::default())
+        Self::with_clock(
+            enabled,
+            default_policy,
+            default_unattributed,
+            DefaultClock::default(),
+        )
     }
 }
 
 impl<C: Clock + Clone> Limiter<C> {
-    pub fn with_clock(enabled: bool, default_policy: Limit, default_unattributed: Limit, clock: C) -> Self {
+    pub fn with_clock(
+        enabled: bool,
+        default_policy: Limit,
+        default_unattributed: Limit,
+        clock: C,
+    ) -> Self {
         Limiter {
             clock,
             enabled,
@@ -192,7 +202,10 @@ impl<C: Clock + Clone> Limiter<C> {
         if key == NO_POLICY {
             return self.default_unattributed;
         }
-        self.configured.get(key).copied().unwrap_or(self.default_policy)
+        self.configured
+            .get(key)
+            .copied()
+            .unwrap_or(self.default_policy)
     }
 
     /// Whether a message of this policy may be written. Does not allocate once the policy has
@@ -269,15 +282,36 @@ mod tests {
         assert_eq!(ok("3/hour"), (3, Duration::from_secs(3600)));
         assert_eq!(ok("1/d"), (1, Duration::from_secs(86400)));
         assert_eq!(ok("10000/second"), (10000, Duration::from_secs(1)));
-        for bad in ["10/min", "10/sec", "10/Minute", "ten", "", "10/", " 10", "10 ", "1.5/s", "/s", "10/m/s"] {
-            assert!(matches!(parse_limit(bad), Err(LimitError::Syntax(_))), "{bad:?}");
+        for bad in [
+            "10/min",
+            "10/sec",
+            "10/Minute",
+            "ten",
+            "",
+            "10/",
+            " 10",
+            "10 ",
+            "1.5/s",
+            "/s",
+            "10/m/s",
+        ] {
+            assert!(
+                matches!(parse_limit(bad), Err(LimitError::Syntax(_))),
+                "{bad:?}"
+            );
         }
         for range in ["0", "-1/m", "10001", "10001/s", "0/h"] {
-            assert!(matches!(parse_limit(range), Err(LimitError::Range(_))), "{range:?}");
+            assert!(
+                matches!(parse_limit(range), Err(LimitError::Range(_))),
+                "{range:?}"
+            );
         }
         assert_eq!(parse_burst("10"), Ok(10));
         assert!(matches!(parse_burst("0"), Err(LimitError::BurstRange(_))));
-        assert!(matches!(parse_burst("10001"), Err(LimitError::BurstRange(_))));
+        assert!(matches!(
+            parse_burst("10001"),
+            Err(LimitError::BurstRange(_))
+        ));
         assert!(matches!(parse_burst("x"), Err(LimitError::BurstSyntax(_))));
     }
 
@@ -306,11 +340,21 @@ mod tests {
         assert!(!lim.allow(key));
         assert_eq!(
             lim.take_summaries(),
-            vec![Suppressed { policy: "default/deny-db".into(), count: 16 }]
+            vec![Suppressed {
+                policy: "default/deny-db".into(),
+                count: 16
+            }]
         );
         assert!(lim.take_summaries().is_empty());
         // A new annotation applies at once.
-        lim.set_limit(key, Some(Limit { count: 1000, per: Duration::from_secs(1), burst: 100 }));
+        lim.set_limit(
+            key,
+            Some(Limit {
+                count: 1000,
+                per: Duration::from_secs(1),
+                burst: 100,
+            }),
+        );
         assert_eq!((0..100).filter(|_| lim.allow(key)).count(), 100);
     }
 

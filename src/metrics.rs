@@ -45,7 +45,12 @@ struct DaemonCollector {
     status: Option<Arc<dyn StatusSource>>,
 }
 
-fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> Result<(), std::fmt::Error> {
+fn counter(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: u64,
+) -> Result<(), std::fmt::Error> {
     let m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
     ConstCounter::new(v).encode(m)
 }
@@ -53,13 +58,48 @@ fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> Result<
 impl Collector for DaemonCollector {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = &self.stats;
-        counter(&mut e, "netpol_nflog_messages_received", "NFLOG messages received and parsed.", s.received.load(Relaxed))?;
-        counter(&mut e, "netpol_nflog_messages_malformed", "NFLOG messages that could not be parsed (skipped).", s.malformed.load(Relaxed))?;
-        counter(&mut e, "netpol_nflog_messages_lost", "NFLOG messages lost before reaching the daemon (sequence gaps after socket overruns).", s.lost_seq_gap.load(Relaxed))?;
-        counter(&mut e, "netpol_nflog_socket_overruns", "ENOBUFS overruns of the NFLOG socket.", s.overruns.load(Relaxed))?;
-        counter(&mut e, "netpol_nflog_messages_suppressed", "Messages suppressed by a rate limit (all policies).", s.suppressed.load(Relaxed))?;
-        counter(&mut e, "netpol_nflog_tail_events_sent", "Events sent to nflog-tail clients.", s.tail_sent.load(Relaxed))?;
-        counter(&mut e, "netpol_nflog_tail_events_dropped", "Events slow nflog-tail clients missed.", s.tail_dropped.load(Relaxed))?;
+        counter(
+            &mut e,
+            "netpol_nflog_messages_received",
+            "NFLOG messages received and parsed.",
+            s.received.load(Relaxed),
+        )?;
+        counter(
+            &mut e,
+            "netpol_nflog_messages_malformed",
+            "NFLOG messages that could not be parsed (skipped).",
+            s.malformed.load(Relaxed),
+        )?;
+        counter(
+            &mut e,
+            "netpol_nflog_messages_lost",
+            "NFLOG messages lost before reaching the daemon (sequence gaps after socket overruns).",
+            s.lost_seq_gap.load(Relaxed),
+        )?;
+        counter(
+            &mut e,
+            "netpol_nflog_socket_overruns",
+            "ENOBUFS overruns of the NFLOG socket.",
+            s.overruns.load(Relaxed),
+        )?;
+        counter(
+            &mut e,
+            "netpol_nflog_messages_suppressed",
+            "Messages suppressed by a rate limit (all policies).",
+            s.suppressed.load(Relaxed),
+        )?;
+        counter(
+            &mut e,
+            "netpol_nflog_tail_events_sent",
+            "Events sent to nflog-tail clients.",
+            s.tail_sent.load(Relaxed),
+        )?;
+        counter(
+            &mut e,
+            "netpol_nflog_tail_events_dropped",
+            "Events slow nflog-tail clients missed.",
+            s.tail_dropped.load(Relaxed),
+        )?;
         let sinks = s.sinks.lock().map(|v| v.clone()).unwrap_or_default();
         for (name, help, get) in [
             ("netpol_nflog_sink_lines_written", "Lines written, per sink.", 0),
@@ -79,38 +119,86 @@ impl Collector for DaemonCollector {
         }
         let policies = s.policies.lock().map(|p| p.clone()).unwrap_or_default();
         {
-            let mut fam = e.encode_descriptor("netpol_nflog_policy_events", "Events written, per policy, namespace, direction and kind of rule.", None, MetricType::Counter)?;
+            let mut fam = e.encode_descriptor(
+                "netpol_nflog_policy_events",
+                "Events written, per policy, namespace, direction and kind of rule.",
+                None,
+                MetricType::Counter,
+            )?;
             for (k, c) in &policies {
-                let labels = [("namespace", k.namespace.as_str()), ("policy", k.policy.as_str()), ("direction", k.direction), ("source", k.source)];
+                let labels = [
+                    ("namespace", k.namespace.as_str()),
+                    ("policy", k.policy.as_str()),
+                    ("direction", k.direction),
+                    ("source", k.source),
+                ];
                 ConstCounter::new(c.events).encode(fam.encode_family(&labels)?)?;
             }
         }
         {
-            let mut fam = e.encode_descriptor("netpol_nflog_policy_suppressed", "Messages suppressed by the rate limit, per policy.", None, MetricType::Counter)?;
+            let mut fam = e.encode_descriptor(
+                "netpol_nflog_policy_suppressed",
+                "Messages suppressed by the rate limit, per policy.",
+                None,
+                MetricType::Counter,
+            )?;
             for (k, c) in policies.iter().filter(|(_, c)| c.suppressed > 0) {
-                let labels = [("namespace", k.namespace.as_str()), ("policy", k.policy.as_str()), ("direction", k.direction), ("source", k.source)];
+                let labels = [
+                    ("namespace", k.namespace.as_str()),
+                    ("policy", k.policy.as_str()),
+                    ("direction", k.direction),
+                    ("source", k.source),
+                ];
                 ConstCounter::new(c.suppressed).encode(fam.encode_family(&labels)?)?;
             }
         }
         if let Some(status) = &self.status {
             let states = status.watch_states();
-            let mut fam = e.encode_descriptor("netpol_nflog_kube_watch_synced", "1 when the initial list of a watched resource is done.", None, MetricType::Gauge)?;
+            let mut fam = e.encode_descriptor(
+                "netpol_nflog_kube_watch_synced",
+                "1 when the initial list of a watched resource is done.",
+                None,
+                MetricType::Gauge,
+            )?;
             for (res, synced, ..) in &states {
-                ConstGauge::new(*synced as i64).encode(fam.encode_family(&[("resource", res.as_str())])?)?;
+                ConstGauge::new(*synced as i64)
+                    .encode(fam.encode_family(&[("resource", res.as_str())])?)?;
             }
-            let mut fam = e.encode_descriptor("netpol_nflog_kube_watch_connected", "1 while the watch of a resource is connected.", None, MetricType::Gauge)?;
+            let mut fam = e.encode_descriptor(
+                "netpol_nflog_kube_watch_connected",
+                "1 while the watch of a resource is connected.",
+                None,
+                MetricType::Gauge,
+            )?;
             for (res, _, connected, ..) in &states {
-                ConstGauge::new(*connected as i64).encode(fam.encode_family(&[("resource", res.as_str())])?)?;
+                ConstGauge::new(*connected as i64)
+                    .encode(fam.encode_family(&[("resource", res.as_str())])?)?;
             }
-            let mut fam = e.encode_descriptor("netpol_nflog_kube_objects", "Objects known per watched resource.", None, MetricType::Gauge)?;
+            let mut fam = e.encode_descriptor(
+                "netpol_nflog_kube_objects",
+                "Objects known per watched resource.",
+                None,
+                MetricType::Gauge,
+            )?;
             for (res, _, _, n, _) in &states {
-                ConstGauge::new(*n as i64).encode(fam.encode_family(&[("resource", res.as_str())])?)?;
+                ConstGauge::new(*n as i64)
+                    .encode(fam.encode_family(&[("resource", res.as_str())])?)?;
             }
-            let mut fam = e.encode_descriptor("netpol_nflog_kube_watch_restarts", "Watch restarts (errors, relists) per resource.", None, MetricType::Counter)?;
+            let mut fam = e.encode_descriptor(
+                "netpol_nflog_kube_watch_restarts",
+                "Watch restarts (errors, relists) per resource.",
+                None,
+                MetricType::Counter,
+            )?;
             for (res, _, _, _, r) in &states {
                 ConstCounter::new(*r).encode(fam.encode_family(&[("resource", res.as_str())])?)?;
             }
-            let m = e.encode_descriptor("netpol_nflog_invalid_annotations", "NetworkPolicies whose nflog limit annotations are invalid (defaults used).", None, MetricType::Gauge)?;
+            let m = e.encode_descriptor(
+                "netpol_nflog_invalid_annotations",
+                "NetworkPolicies whose nflog limit annotations are invalid (defaults used).",
+                None,
+                MetricType::Gauge,
+            )?;
             ConstGauge::new(status.invalid_annotations().len() as i64).encode(m)?;
         }
         Ok(())
@@ -120,7 +208,10 @@ impl Collector for DaemonCollector {
 /// Renders the metrics text (OpenMetrics).
 pub fn encode(stats: &Arc<Stats>, status: Option<Arc<dyn StatusSource>>) -> String {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(DaemonCollector { stats: stats.clone(), status }));
+    registry.register_collector(Box::new(DaemonCollector {
+        stats: stats.clone(),
+        status,
+    }));
     let mut out = String::new();
     if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
         out.clear();
@@ -129,7 +220,12 @@ pub fn encode(stats: &Arc<Stats>, status: Option<Arc<dyn StatusSource>>) -> Stri
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` until the runtime stops.
-pub async fn serve(listener: TcpListener, stats: Arc<Stats>, health: Arc<Health>, status: Option<Arc<dyn StatusSource>>) {
+pub async fn serve(
+    listener: TcpListener,
+    stats: Arc<Stats>,
+    health: Arc<Health>,
+    status: Option<Arc<dyn StatusSource>>,
+) {
     loop {
         let Ok((mut conn, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -140,7 +236,8 @@ pub async fn serve(listener: TcpListener, stats: Arc<Stats>, health: Arc<Health>
         let status = status.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 2048];
-            let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf)).await else {
+            let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf)).await
+            else {
                 return;
             };
             let req = String::from_utf8_lossy(&buf[..n]);
@@ -154,10 +251,19 @@ pub async fn serve(listener: TcpListener, stats: Arc<Stats>, health: Arc<Health>
     }
 }
 
-fn respond(path: &str, stats: &Arc<Stats>, health: &Health, status: Option<Arc<dyn StatusSource>>) -> (&'static str, &'static str, String) {
+fn respond(
+    path: &str,
+    stats: &Arc<Stats>,
+    health: &Health,
+    status: Option<Arc<dyn StatusSource>>,
+) -> (&'static str, &'static str, String) {
     let path = path.split('?').next().unwrap_or(path);
     match path {
-        "/metrics" => ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", encode(stats, status)),
+        "/metrics" => (
+            "200 OK",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            encode(stats, status),
+        ),
         "/healthz" => ("200 OK", "text/plain", "ok\n".into()),
         "/readyz" => {
             let mut body = String::new();
@@ -173,11 +279,22 @@ fn respond(path: &str, stats: &Arc<Stats>, health: &Health, status: Option<Arc<d
                     let _ = writeln!(body, "kubernetes {res}: {state}, {n} objects");
                 }
             } else {
-                let _ = writeln!(body, "kubernetes: off (standalone: policies from NFLOG prefixes)");
+                let _ = writeln!(
+                    body,
+                    "kubernetes: off (standalone: policies from NFLOG prefixes)"
+                );
             }
             // Logging works without the API (standalone attribution), so readiness depends on
             // the NFLOG socket only; the body tells the Kubernetes state.
-            (if bound { "200 OK" } else { "503 Service Unavailable" }, "text/plain", body)
+            (
+                if bound {
+                    "200 OK"
+                } else {
+                    "503 Service Unavailable"
+                },
+                "text/plain",
+                body,
+            )
         }
         _ => ("404 Not Found", "text/plain", "not found\n".into()),
     }

@@ -141,9 +141,21 @@ mod tests {
         assert_eq!(a.source, PolicySource::PolicyRule);
         assert_eq!((a.namespace, a.name), (&b"default"[..], &b"deny-db"[..]));
         assert_eq!(a.policy_key(), Some(&b"default/deny-db"[..]));
-        assert_eq!(Attribution::from_prefix(Some(b"")).source, PolicySource::PodChain);
-        assert_eq!(Attribution::from_prefix(None).source, PolicySource::PodChain);
-        for custom in [&b"REF-OUT4"[..], b"DROP by policy ", b"DROP by policy x", b"DROP by policy /x", b"DROP by policy x/"] {
+        assert_eq!(
+            Attribution::from_prefix(Some(b"")).source,
+            PolicySource::PodChain
+        );
+        assert_eq!(
+            Attribution::from_prefix(None).source,
+            PolicySource::PodChain
+        );
+        for custom in [
+            &b"REF-OUT4"[..],
+            b"DROP by policy ",
+            b"DROP by policy x",
+            b"DROP by policy /x",
+            b"DROP by policy x/",
+        ] {
             let a = Attribution::from_prefix(Some(custom));
             assert_eq!(a.source, PolicySource::Custom, "{custom:?}");
             assert_eq!(a.policy_key(), None);

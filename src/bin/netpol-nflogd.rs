@@ -14,14 +14,25 @@ use netpol_nflog::render::Format;
 /// Every option can also be set in the configuration file (see config/netpol-nflogd.toml for all
 /// keys) and by the environment variable shown. Precedence: flag, environment, file, default.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about, after_help = "Signals: SIGHUP reopens the output files (logrotate); SIGTERM and SIGINT drain what the kernel still holds, flush, and exit 0.\n\nExit codes: 0 ok, 1 runtime failure (e.g. the NFLOG group is taken), 2 bad flags or configuration.")]
+#[command(
+    version,
+    about,
+    long_about,
+    after_help = "Signals: SIGHUP reopens the output files (logrotate); SIGTERM and SIGINT drain what the kernel still holds, flush, and exit 0.\n\nExit codes: 0 ok, 1 runtime failure (e.g. the NFLOG group is taken), 2 bad flags or configuration."
+)]
 struct Cli {
     /// Configuration file (TOML). Without it, the embedded defaults are used.
     #[arg(short, long, env = "NETPOL_NFLOG_CONFIG", global = true)]
     config: Option<PathBuf>,
 
     /// NFLOG group to read; repeat for several (default 100, kube-router's group).
-    #[arg(short, long = "group", env = "NETPOL_NFLOG_GROUPS", value_delimiter = ',', global = true)]
+    #[arg(
+        short,
+        long = "group",
+        env = "NETPOL_NFLOG_GROUPS",
+        value_delimiter = ',',
+        global = true
+    )]
     groups: Vec<u16>,
 
     /// Hostname printed in syslogemu lines (default: short hostname, as ulogd2).
@@ -84,7 +95,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log_level)
+                .unwrap_or_else(|_| "info".into()),
+        )
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -104,7 +118,11 @@ fn main() -> ExitCode {
             }
         };
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("netpol-nflogd: cannot start the runtime: {e}");
@@ -138,7 +156,8 @@ fn load_config(cli: &Cli) -> Result<Config, netpol_nflog::config::ConfigError> {
         cfg.output.node_name = n.clone();
     }
     if let Some(path) = &cli.syslogemu_file {
-        cfg.sinks.retain(|s| !(s.kind == SinkKind::File && s.format == Format::Syslogemu));
+        cfg.sinks
+            .retain(|s| !(s.kind == SinkKind::File && s.format == Format::Syslogemu));
         if !path.as_os_str().is_empty() {
             cfg.sinks.push(Sink {
                 kind: SinkKind::File,

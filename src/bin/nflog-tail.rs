@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use netpol_nflog::tail::filter::{Direction, IpNet};
-use netpol_nflog::tail::{self, client, ColorChoice, Error, Filter, Options, OutputFormat, SourceSpec};
+use netpol_nflog::tail::{
+    self, client, ColorChoice, Error, Filter, Options, OutputFormat, SourceSpec,
+};
 
 const AFTER_HELP: &str = "\
 Filters combine: different filters must all match (AND); the same filter given twice matches
@@ -96,7 +98,12 @@ struct Cli {
     hostname: Option<String>,
 
     /// Either side's pod namespace, or the policy's namespace.
-    #[arg(long = "namespace", visible_alias = "ns", value_name = "NS", help_heading = "Filters")]
+    #[arg(
+        long = "namespace",
+        visible_alias = "ns",
+        value_name = "NS",
+        help_heading = "Filters"
+    )]
     namespaces: Vec<String>,
 
     /// The policy: NAMESPACE/NAME or NAME (any namespace).
@@ -170,7 +177,9 @@ impl Cli {
             count: self.count,
             write: self.write,
             interactive: self.interactive,
-            hostname: self.hostname.unwrap_or_else(netpol_nflog::render::short_hostname),
+            hostname: self
+                .hostname
+                .unwrap_or_else(netpol_nflog::render::short_hostname),
         }
     }
 }

@@ -1,12 +1,29 @@
 //! Packet builders for tests, benches and fuzz seeds: IPv4/IPv6 headers with chosen fields.
 
 /// An IPv4 header (no options unless `options` is given) followed by `l4`.
-pub fn ipv4(proto: u8, id: u16, frag: u16, tos: u8, src: [u8; 4], dst: [u8; 4], l4: &[u8]) -> Vec<u8> {
+pub fn ipv4(
+    proto: u8,
+    id: u16,
+    frag: u16,
+    tos: u8,
+    src: [u8; 4],
+    dst: [u8; 4],
+    l4: &[u8],
+) -> Vec<u8> {
     ipv4_with_options(proto, id, frag, tos, src, dst, &[], l4)
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn ipv4_with_options(proto: u8, id: u16, frag: u16, tos: u8, src: [u8; 4], dst: [u8; 4], options: &[u8], l4: &[u8]) -> Vec<u8> {
+pub fn ipv4_with_options(
+    proto: u8,
+    id: u16,
+    frag: u16,
+    tos: u8,
+    src: [u8; 4],
+    dst: [u8; 4],
+    options: &[u8],
+    l4: &[u8],
+) -> Vec<u8> {
     let ihl = 5 + options.len().div_ceil(4);
     let total = ihl * 4 + l4.len();
     let mut p = vec![0x40 | ihl as u8, tos];
@@ -35,7 +52,15 @@ pub fn ipv6(next: u8, tc: u8, flow: u32, src: [u8; 16], dst: [u8; 16], rest: &[u
 }
 
 /// A TCP header with the given flags and no options.
-pub fn tcp(sport: u16, dport: u16, seq: u32, ack: u32, flags: u8, window: u16, urg: u16) -> Vec<u8> {
+pub fn tcp(
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    window: u16,
+    urg: u16,
+) -> Vec<u8> {
     let mut t = Vec::with_capacity(20);
     t.extend_from_slice(&sport.to_be_bytes());
     t.extend_from_slice(&dport.to_be_bytes());

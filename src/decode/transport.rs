@@ -63,8 +63,15 @@ pub enum Transport {
     /// The protocol has a header we decode, but the copy is too short for it.
     Incomplete,
     Tcp(Tcp),
-    Udp { sport: u16, dport: u16, len: u16 },
-    Sctp { sport: u16, dport: u16 },
+    Udp {
+        sport: u16,
+        dport: u16,
+        len: u16,
+    },
+    Sctp {
+        sport: u16,
+        dport: u16,
+    },
     Icmp(Icmp),
     Icmpv6(Icmpv6),
 }

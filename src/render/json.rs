@@ -9,8 +9,8 @@ use crate::attribute::{Direction, PodMeta, PolicySource};
 use crate::decode::{protocol_name, Network, Transport};
 use crate::event::Event;
 
-use super::time::LocalClock;
 use super::push_u64;
+use super::time::LocalClock;
 
 /// Builds a JSON object field by field.
 struct Obj<'o> {

@@ -190,7 +190,10 @@ mod tests {
             ("::ffff:10.1.2.3", "::ffff:10.1.2.3"),
             ("::10.1.2.3", "::10.1.2.3"),
             ("::0.0.0.2", "::2"),
-            ("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff", "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff"),
+            (
+                "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff",
+                "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff",
+            ),
         ] {
             assert_eq!(six(input), want, "{input}");
         }

@@ -343,7 +343,15 @@ mod tests {
 
     /// A TCP SYN from 10.42.0.10:40000 to 10.42.1.20:5432, logged on OUTPUT of `lo`.
     fn nflog(prefix: &[u8]) -> Vec<u8> {
-        let payload = ipv4(6, 1, 0x4000, 0, [10, 42, 0, 10], [10, 42, 1, 20], &tcp(40000, 5432, 7, 0, 0x02, 64240, 0));
+        let payload = ipv4(
+            6,
+            1,
+            0x4000,
+            0,
+            [10, 42, 0, 10],
+            [10, 42, 1, 20],
+            &tcp(40000, 5432, 7, 0, 0x02, 64240, 0),
+        );
         let mut buf = Vec::new();
         Packet {
             prefix,
@@ -360,7 +368,10 @@ mod tests {
         Event {
             packet: crate::decode::decode(msg.family, msg.hw_protocol, msg.payload),
             // 2026-11-07 09:05:03.000042 UTC
-            time: Timestamp { sec: 1_794_042_303, usec: 42 },
+            time: Timestamp {
+                sec: 1_794_042_303,
+                usec: 42,
+            },
             indev: IfName::default(),
             outdev: IfName::new(b"lo"),
             attribution: Attribution::from_prefix(msg.prefix),
@@ -453,7 +464,7 @@ mod tests {
             "{s}"
         );
         // An empty prefix (pod chain) leaves syslogemu's separator: MSG starts with a space.
-        assert!(s.contains("] IN= OUT=lo "), "{s}");
+        assert!(s.contains("]  IN= OUT=lo "), "{s}");
         assert_eq!(s.matches('\n').count(), 1);
     }
 
@@ -462,12 +473,15 @@ mod tests {
         let buf = nflog(b"custom");
         let mut ev = event(&buf, None);
         ev.packet.network = crate::decode::Network::None;
+        ev.packet.transport = crate::decode::Transport::None;
         let mut f = fmt(Rfc::Rfc5424, MsgFormat::Json);
         f.hostname = String::new();
         f.app_name = "bad name:x".into();
         let s = render_str(&f, &ev);
         let pid = std::process::id();
-        let head = format!("<132>1 2026-11-07T09:05:03.000042+00:00 - bad_name:x {pid} drop - {{\"timestamp\":");
+        let head = format!(
+            "<132>1 2026-11-07T09:05:03.000042+00:00 - bad_name:x {pid} drop - {{\"timestamp\":"
+        );
         assert!(s.starts_with(&head), "{s}");
         assert!(s.ends_with("}\n"), "{s}");
         let json: serde_json::Value = serde_json::from_str(&s[s.find('{').unwrap()..]).unwrap();

@@ -246,7 +246,11 @@ fn icmp(t: &Transport, out: &mut Vec<u8>) {
     let gateway = if matches!(kind, 5 | 12) { rest } else { 0 };
     match code {
         0 | 8 => {
-            let (id, seq) = if echo { (rest >> 16, rest & 0xffff) } else { (0, 0) };
+            let (id, seq) = if echo {
+                (rest >> 16, rest & 0xffff)
+            } else {
+                (0, 0)
+            };
             out.extend_from_slice(b"ID=");
             push_u64(out, id as u64);
             out.extend_from_slice(b" SEQ=");

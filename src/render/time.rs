@@ -20,8 +20,7 @@ impl Default for LocalClock {
 }
 
 const MONTHS: [&[u8; 3]; 12] = [
-    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
-    b"Dec",
+    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
 ];
 
 impl LocalClock {
@@ -54,8 +53,8 @@ impl LocalClock {
         };
         let (h, m, s) = (two(tm.tm_hour), two(tm.tm_min), two(tm.tm_sec));
         self.ctime = [
-            month[0], month[1], month[2], b' ', day[0], day[1], b' ', h[0], h[1], b':', m[0],
-            m[1], b':', s[0], s[1],
+            month[0], month[1], month[2], b' ', day[0], day[1], b' ', h[0], h[1], b':', m[0], m[1],
+            b':', s[0], s[1],
         ];
         let year = (tm.tm_year + 1900).clamp(0, 9999);
         let (mo, d) = (two(tm.tm_mon + 1), two(tm.tm_mday));
@@ -125,7 +124,10 @@ mod tests {
         let mut c = LocalClock::new();
         let mut out = Vec::new();
         // 2026-11-07 09:05:03 UTC
-        let t = Timestamp { sec: 1_794_042_303, usec: 42 };
+        let t = Timestamp {
+            sec: 1_794_042_303,
+            usec: 42,
+        };
         c.push_ctime(t, &mut out);
         out.push(b'|');
         c.push_rfc3339(t, &mut out);

@@ -37,7 +37,10 @@ impl Output for FileOutput {
         if self.file.is_none() {
             self.file = Some(Self::open_path(&self.path)?);
         }
-        let file = self.file.as_mut().ok_or_else(|| io::Error::other("file not open"))?;
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("file not open"))?;
         // A partial write on a full disk leaves a cut line behind; finish it with a newline
         // when space returns is not possible to know, so write whole chunks and report the
         // chunk's lines as lost on error.

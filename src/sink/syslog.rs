@@ -84,8 +84,12 @@ impl<'de> Deserialize<'de> for RfcChoice {
             Raw::Num(5424) => Ok(RfcChoice::Rfc5424),
             Raw::Str(s) if s == "3164" => Ok(RfcChoice::Rfc3164),
             Raw::Str(s) if s == "5424" => Ok(RfcChoice::Rfc5424),
-            Raw::Num(n) => Err(serde::de::Error::custom(format!("rfc {n} is not 3164 or 5424"))),
-            Raw::Str(s) => Err(serde::de::Error::custom(format!("rfc {s:?} is not \"3164\" or \"5424\""))),
+            Raw::Num(n) => Err(serde::de::Error::custom(format!(
+                "rfc {n} is not 3164 or 5424"
+            ))),
+            Raw::Str(s) => Err(serde::de::Error::custom(format!(
+                "rfc {s:?} is not \"3164\" or \"5424\""
+            ))),
         }
     }
 }
@@ -156,7 +160,10 @@ impl SyslogSinkConfig {
         match self.transport {
             Transport::Unix => {
                 if !self.address.is_empty() && !self.address.starts_with('/') {
-                    bad("address", format!("{:?} is not an absolute socket path", self.address));
+                    bad(
+                        "address",
+                        format!("{:?} is not an absolute socket path", self.address),
+                    );
                 }
             }
             _ => {
@@ -168,7 +175,10 @@ impl SyslogSinkConfig {
         if facility_code(&self.facility).is_none() {
             bad(
                 "facility",
-                format!("{:?} is not a facility name (kern, user, daemon, local0 … local7, …) or 0-23", self.facility),
+                format!(
+                    "{:?} is not a facility name (kern, user, daemon, local0 … local7, …) or 0-23",
+                    self.facility
+                ),
             );
         }
         if severity_code(&self.severity).is_none() {
@@ -178,27 +188,54 @@ impl SyslogSinkConfig {
             );
         }
         if self.app_name.is_empty() || self.app_name.len() > 48 || !printable(&self.app_name) {
-            bad("app_name", format!("{:?} must be 1-48 printable ASCII characters without spaces", self.app_name));
+            bad(
+                "app_name",
+                format!(
+                    "{:?} must be 1-48 printable ASCII characters without spaces",
+                    self.app_name
+                ),
+            );
         } else if self.rfc() == RfcChoice::Rfc3164 && self.app_name.contains([':', '[', ']']) {
-            bad("app_name", format!("{:?}: an RFC 3164 tag cannot contain ':', '[' or ']'", self.app_name));
+            bad(
+                "app_name",
+                format!(
+                    "{:?}: an RFC 3164 tag cannot contain ':', '[' or ']'",
+                    self.app_name
+                ),
+            );
         }
         if !self.hostname.is_empty() && (self.hostname.len() > 255 || !printable(&self.hostname)) {
-            bad("hostname", format!("{:?} must be at most 255 printable ASCII characters without spaces", self.hostname));
+            bad(
+                "hostname",
+                format!(
+                    "{:?} must be at most 255 printable ASCII characters without spaces",
+                    self.hostname
+                ),
+            );
         }
         if self.buffer_messages == 0 || self.buffer_messages > MAX_BUFFER {
-            bad("buffer_messages", format!("{} is not between 1 and {MAX_BUFFER}", self.buffer_messages));
+            bad(
+                "buffer_messages",
+                format!("{} is not between 1 and {MAX_BUFFER}", self.buffer_messages),
+            );
         }
         if self.transport != Transport::Tls {
             if self.tls_ca_file.is_some() {
                 bad("tls_ca_file", "only applies to transport = \"tls\"".into());
             }
             if self.tls_server_name.is_some() {
-                bad("tls_server_name", "only applies to transport = \"tls\"".into());
+                bad(
+                    "tls_server_name",
+                    "only applies to transport = \"tls\"".into(),
+                );
             }
         } else {
             if let Some(name) = self.server_name() {
                 if parse_server_name(&name).is_none() {
-                    bad("tls_server_name", format!("{name:?} is not a DNS name or IP address"));
+                    bad(
+                        "tls_server_name",
+                        format!("{name:?} is not a DNS name or IP address"),
+                    );
                 }
             }
             if let Some(ca) = &self.tls_ca_file {
@@ -264,7 +301,9 @@ impl SyslogSinkConfig {
     fn server_name(&self) -> Option<String> {
         match &self.tls_server_name {
             Some(n) => Some(n.clone()),
-            None => split_host_port(&self.address).ok().map(|(h, _)| h.to_string()),
+            None => split_host_port(&self.address)
+                .ok()
+                .map(|(h, _)| h.to_string()),
         }
     }
 }
@@ -285,10 +324,16 @@ fn split_host_port(address: &str) -> Result<(&str, u16), String> {
     };
     let port: u16 = match port.parse() {
         Ok(p) if p > 0 => p,
-        _ => return Err(format!("{address:?}: {port:?} is not a port number 1-65535")),
+        _ => {
+            return Err(format!(
+                "{address:?}: {port:?} is not a port number 1-65535"
+            ))
+        }
     };
     let host = match host.strip_prefix('[') {
-        Some(h) => h.strip_suffix(']').ok_or_else(|| format!("{address:?}: unclosed '['"))?,
+        Some(h) => h
+            .strip_suffix(']')
+            .ok_or_else(|| format!("{address:?}: unclosed '['"))?,
         None if host.contains(':') => {
             return Err(format!("{address:?}: write IPv6 addresses as [addr]:port"));
         }
@@ -357,7 +402,11 @@ pub fn spawn(cfg: &SyslogSinkConfig, stats: Arc<SinkStats>) -> Result<SinkHandle
 }
 
 /// [`spawn`] with chosen timings.
-pub fn spawn_tuned(cfg: &SyslogSinkConfig, stats: Arc<SinkStats>, tuning: Tuning) -> Result<SinkHandle, SyslogError> {
+pub fn spawn_tuned(
+    cfg: &SyslogSinkConfig,
+    stats: Arc<SinkStats>,
+    tuning: Tuning,
+) -> Result<SinkHandle, SyslogError> {
     let target = target(cfg)?;
     let shared = Arc::new(Shared {
         queue: Mutex::new(Queue::default()),
@@ -490,11 +539,16 @@ impl Shared {
 
 /// Messages (non-empty lines) in `data`.
 fn count_messages(data: &[u8]) -> u64 {
-    data.split(|&b| b == b'\n').filter(|m| !m.is_empty()).count() as u64
+    data.split(|&b| b == b'\n')
+        .filter(|m| !m.is_empty())
+        .count() as u64
 }
 
 /// The byte length of the first `n` messages of `data`, with their newlines.
 fn first_messages_len(data: &[u8], n: u64) -> usize {
+    if n == 0 {
+        return 0;
+    }
     let mut seen = 0;
     let mut in_msg = false;
     for (i, &b) in data.iter().enumerate() {
@@ -601,7 +655,9 @@ impl Writer {
 
     fn run(mut self) {
         loop {
-            let Some(mut p) = self.next_chunk() else { break };
+            let Some(mut p) = self.next_chunk() else {
+                break;
+            };
             if self.conn.is_none() && self.past_deadline() {
                 self.give_up(p);
                 break;
@@ -649,7 +705,11 @@ impl Writer {
     fn give_up(&mut self, p: Pending) {
         let mut q = self.shared.lock();
         q.chunks.push_front(p);
-        let left: u64 = q.chunks.drain(..).map(|p| count_messages(&p.data[p.pos..])).sum();
+        let left: u64 = q
+            .chunks
+            .drain(..)
+            .map(|p| count_messages(&p.data[p.pos..]))
+            .sum();
         q.messages = 0;
         drop(q);
         self.shared.stats.failed.fetch_add(left, Relaxed);
@@ -745,7 +805,9 @@ impl Writer {
     /// Sends the unsent messages of `p`, advancing `p.pos` past each one the OS accepted.
     fn send(&mut self, p: &mut Pending) -> Result<(), SendError> {
         let Some(conn) = self.conn.as_mut() else {
-            return Err(SendError::Connection(io::Error::from(io::ErrorKind::NotConnected)));
+            return Err(SendError::Connection(io::Error::from(
+                io::ErrorKind::NotConnected,
+            )));
         };
         if conn.peer_closed() {
             return Err(SendError::Connection(io::Error::new(
@@ -757,7 +819,14 @@ impl Writer {
         while p.pos < p.data.len() {
             let (mut sent, mut lost) = (0u64, 0u64);
             let result = if datagram {
-                send_datagrams(conn, p, &mut sent, &mut lost, &mut self.last_oversize_report, &self.shared.stats.name)
+                send_datagrams(
+                    conn,
+                    p,
+                    &mut sent,
+                    &mut lost,
+                    &mut self.last_oversize_report,
+                    &self.shared.stats.name,
+                )
             } else {
                 send_stream(conn, p, self.shared.framing, &mut self.wbuf, &mut sent)
             };
@@ -813,7 +882,13 @@ fn send_datagrams(
 
 /// Frames messages of `p` into `wbuf` up to [`WRITE_BATCH`] bytes and writes them at once; on
 /// an error `p.pos` stays at the first message of the batch, to be sent again.
-fn send_stream(conn: &mut Conn, p: &mut Pending, framing: Framing, wbuf: &mut Vec<u8>, sent: &mut u64) -> io::Result<()> {
+fn send_stream(
+    conn: &mut Conn,
+    p: &mut Pending,
+    framing: Framing,
+    wbuf: &mut Vec<u8>,
+    sent: &mut u64,
+) -> io::Result<()> {
     wbuf.clear();
     let mut pos = p.pos;
     let mut n = 0u64;

@@ -154,7 +154,8 @@ async fn hub(
 /// Sends one record to a client; false when the client is gone.
 fn deliver(c: &mut Client, rec: &Record, stats: &Stats) -> bool {
     if c.missed > 0 {
-        let note: Record = Arc::from(format!("{{\"type\":\"lost\",\"count\":{}}}\n", c.missed).as_bytes());
+        let note: Record =
+            Arc::from(format!("{{\"type\":\"lost\",\"count\":{}}}\n", c.missed).as_bytes());
         match c.tx.try_send(note) {
             Ok(()) => c.missed = 0,
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -182,6 +183,7 @@ fn deliver(c: &mut Client, rec: &Record, stats: &Stats) -> bool {
 /// A connected client, for tests and `nflog-tail`: sends the request line.
 pub async fn connect(path: &Path, last: usize) -> io::Result<UnixStream> {
     let mut s = UnixStream::connect(path).await?;
-    s.write_all(format!("{{\"last\":{last}}}\n").as_bytes()).await?;
+    s.write_all(format!("{{\"last\":{last}}}\n").as_bytes())
+        .await?;
     Ok(s)
 }

@@ -461,7 +461,10 @@ mod tests {
         // An attribute claiming more bytes than the message holds.
         let mut bad_attr = buf.clone();
         bad_attr[NLMSG_HDRLEN + 4..NLMSG_HDRLEN + 6].copy_from_slice(&500u16.to_ne_bytes());
-        assert_eq!(one(&bad_attr), Err(ParseError::BadAttribute(NFULA_PACKET_HDR)));
+        assert_eq!(
+            one(&bad_attr),
+            Err(ParseError::BadAttribute(NFULA_PACKET_HDR))
+        );
     }
 
     #[test]

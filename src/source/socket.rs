@@ -166,10 +166,26 @@ impl NflogSocket {
         let steps: [(&'static str, u16, Vec<u8>); 6] = [
             ("bind the group", NFULA_CFG_CMD, vec![NFULNL_CFG_CMD_BIND]),
             ("set the copy mode", NFULA_CFG_MODE, mode),
-            ("set the buffer size", NFULA_CFG_NLBUFSIZ, t.nlbufsiz.to_be_bytes().to_vec()),
-            ("set the queue threshold", NFULA_CFG_QTHRESH, t.qthreshold.to_be_bytes().to_vec()),
-            ("set the flush timeout", NFULA_CFG_TIMEOUT, t.timeout_cs.to_be_bytes().to_vec()),
-            ("enable sequence numbers", NFULA_CFG_FLAGS, NFULNL_CFG_F_SEQ.to_be_bytes().to_vec()),
+            (
+                "set the buffer size",
+                NFULA_CFG_NLBUFSIZ,
+                t.nlbufsiz.to_be_bytes().to_vec(),
+            ),
+            (
+                "set the queue threshold",
+                NFULA_CFG_QTHRESH,
+                t.qthreshold.to_be_bytes().to_vec(),
+            ),
+            (
+                "set the flush timeout",
+                NFULA_CFG_TIMEOUT,
+                t.timeout_cs.to_be_bytes().to_vec(),
+            ),
+            (
+                "enable sequence numbers",
+                NFULA_CFG_FLAGS,
+                NFULNL_CFG_F_SEQ.to_be_bytes().to_vec(),
+            ),
         ];
         for (what, attr, data) in steps {
             match self.request(group, attr, &data) {

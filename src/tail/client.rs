@@ -80,8 +80,10 @@ impl Client {
             match self.connect() {
                 Ok(()) => {
                     if self.announced {
-                        self.notices
-                            .push_back(Item::Notice(format!("connected to {}", self.path.display())));
+                        self.notices.push_back(Item::Notice(format!(
+                            "connected to {}",
+                            self.path.display()
+                        )));
                     }
                     self.announced = false;
                     self.connected_once = true;
@@ -91,7 +93,10 @@ impl Client {
                 Err(e) => {
                     if !self.announced {
                         self.announced = true;
-                        let text = format!("{}; retrying until it answers (Ctrl-C to stop)", self.explain(&e));
+                        let text = format!(
+                            "{}; retrying until it answers (Ctrl-C to stop)",
+                            self.explain(&e)
+                        );
                         // Said on stderr now: in line mode nothing else would show it before the wait.
                         self.notices.push_back(Item::Notice(text));
                         return Ok(());
@@ -110,8 +115,9 @@ impl Client {
             return Err(Error::Connect(why));
         }
         self.announced = true;
-        self.notices
-            .push_back(Item::Notice(format!("{why}; reconnecting (events until then are not shown)")));
+        self.notices.push_back(Item::Notice(format!(
+            "{why}; reconnecting (events until then are not shown)"
+        )));
         Ok(())
     }
 }
@@ -123,10 +129,14 @@ impl Source for Client {
                 return Ok(Some(n));
             }
             self.ensure_connected()?;
-            let Some(conn) = self.conn.as_mut() else { continue };
+            let Some(conn) = self.conn.as_mut() else {
+                continue;
+            };
             self.line.clear();
             match conn.read_until(b'\n', &mut self.line) {
-                Ok(0) => self.lost_connection("the daemon closed the connection (restarting?)".into())?,
+                Ok(0) => {
+                    self.lost_connection("the daemon closed the connection (restarting?)".into())?
+                }
                 Ok(_) => {
                     let text = String::from_utf8_lossy(&self.line);
                     match Item::from_json_line(text.trim_end()) {
@@ -134,14 +144,17 @@ impl Source for Client {
                         Err(e) => {
                             self.skipped += 1;
                             if self.skipped == 1 {
-                                self.notices
-                                    .push_back(Item::Notice(format!("skipping a malformed record from the daemon: {e}")));
+                                self.notices.push_back(Item::Notice(format!(
+                                    "skipping a malformed record from the daemon: {e}"
+                                )));
                             }
                         }
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => self.lost_connection(format!("lost the connection to the daemon: {e}"))?,
+                Err(e) => {
+                    self.lost_connection(format!("lost the connection to the daemon: {e}"))?
+                }
             }
         }
     }

@@ -63,18 +63,23 @@ impl Direct {
                 Ok(Netlink::Packet(body)) => body,
                 Ok(_) => continue,
                 Err(e) => {
-                    self.ready.push_back(Item::Notice(format!("skipping a malformed NFLOG message: {e}")));
+                    self.ready.push_back(Item::Notice(format!(
+                        "skipping a malformed NFLOG message: {e}"
+                    )));
                     continue;
                 }
             };
             match NflogMsg::parse(body) {
                 Ok(msg) => {
-                    let (indev, outdev) = (self.ifnames.name(msg.indev), self.ifnames.name(msg.outdev));
+                    let (indev, outdev) =
+                        (self.ifnames.name(msg.indev), self.ifnames.name(msg.outdev));
                     let ev = event(msg, received, indev, outdev);
                     let rec = Record::from_event(&ev, &mut self.renderer, body);
                     self.ready.push_back(Item::Event(Box::new(rec)));
                 }
-                Err(e) => self.ready.push_back(Item::Notice(format!("skipping a malformed NFLOG message: {e}"))),
+                Err(e) => self.ready.push_back(Item::Notice(format!(
+                    "skipping a malformed NFLOG message: {e}"
+                ))),
             }
         }
     }

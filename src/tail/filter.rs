@@ -22,9 +22,16 @@ impl FromStr for IpNet {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("{s:?} is not an IP address or CIDR block (e.g. 10.42.0.7, 10.42.0.0/16, fd00::/8)");
+        let bad = || {
+            format!(
+                "{s:?} is not an IP address or CIDR block (e.g. 10.42.0.7, 10.42.0.0/16, fd00::/8)"
+            )
+        };
         let (addr, len) = match s.split_once('/') {
-            Some((a, l)) => (a.parse::<IpAddr>().map_err(|_| bad())?, Some(l.parse::<u8>().map_err(|_| bad())?)),
+            Some((a, l)) => (
+                a.parse::<IpAddr>().map_err(|_| bad())?,
+                Some(l.parse::<u8>().map_err(|_| bad())?),
+            ),
             None => (s.parse::<IpAddr>().map_err(|_| bad())?, None),
         };
         let max = if addr.is_ipv4() { 32 } else { 128 };
@@ -99,7 +106,9 @@ impl Direction {
 }
 
 /// Protocol names the daemon writes (`crate::decode::protocol_name`), plus `icmpv4`.
-const PROTOCOLS: &[&str] = &["tcp", "udp", "icmp", "icmpv4", "icmpv6", "sctp", "igmp", "gre", "esp", "ah", "udplite"];
+const PROTOCOLS: &[&str] = &[
+    "tcp", "udp", "icmp", "icmpv4", "icmpv6", "sctp", "igmp", "gre", "esp", "ah", "udplite",
+];
 
 /// A protocol name or number, lower-cased.
 pub fn parse_protocol(s: &str) -> Result<String, String> {
@@ -107,7 +116,10 @@ pub fn parse_protocol(s: &str) -> Result<String, String> {
     if PROTOCOLS.contains(&p.as_str()) || p.parse::<u8>().is_ok() {
         Ok(p)
     } else {
-        Err(format!("{s:?} is not a protocol ({} or a number)", PROTOCOLS.join(", ")))
+        Err(format!(
+            "{s:?} is not a protocol ({} or a number)",
+            PROTOCOLS.join(", ")
+        ))
     }
 }
 
@@ -152,7 +164,10 @@ impl Filter {
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
         let Some(key) = canonical(key) else {
             let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
-            return Err(format!("unknown filter {key:?} (known: {})", known.join(", ")));
+            return Err(format!(
+                "unknown filter {key:?} (known: {})",
+                known.join(", ")
+            ));
         };
         if value.is_empty() {
             return Err(format!("filter {key} needs a value"));
@@ -164,9 +179,11 @@ impl Filter {
             "ip" => self.ips.push(value.parse()?),
             "from-ip" => self.from_ips.push(value.parse()?),
             "to-ip" => self.to_ips.push(value.parse()?),
-            "port" => self
-                .ports
-                .push(value.parse().map_err(|_| format!("{value:?} is not a port number (0-65535)"))?),
+            "port" => self.ports.push(
+                value
+                    .parse()
+                    .map_err(|_| format!("{value:?} is not a port number (0-65535)"))?,
+            ),
             "protocol" => self.protocols.push(parse_protocol(value)?),
             "direction" => self.directions.push(value.parse()?),
             _ => self.prefixes.push(value.to_string()),
@@ -187,7 +204,11 @@ impl Filter {
                     let value = it.next().ok_or_else(|| format!("{word} needs a value"))?;
                     (word, value)
                 }
-                None => return Err(format!("{word:?}: write filters as key=value, e.g. port=5432 ns=default")),
+                None => {
+                    return Err(format!(
+                        "{word:?}: write filters as key=value, e.g. port=5432 ns=default"
+                    ))
+                }
             };
             filter.set(&key, &value)?;
         }
@@ -203,12 +224,20 @@ impl Filter {
         any(&self.namespaces, |ns| in_namespace(r, ns))
             && any(&self.policies, |p| has_policy(r, p))
             && any(&self.pods, |p| has_pod(r, p))
-            && any(&self.ips, |n| r.src_ip.is_some_and(|a| n.contains(a)) || r.dest_ip.is_some_and(|a| n.contains(a)))
+            && any(&self.ips, |n| {
+                r.src_ip.is_some_and(|a| n.contains(a)) || r.dest_ip.is_some_and(|a| n.contains(a))
+            })
             && any(&self.from_ips, |n| r.src_ip.is_some_and(|a| n.contains(a)))
             && any(&self.to_ips, |n| r.dest_ip.is_some_and(|a| n.contains(a)))
-            && any(&self.ports, |&p| r.src_port == Some(p) || r.dest_port == Some(p))
-            && any(&self.protocols, |p| protocol_matches(p, r.protocol.as_deref()))
-            && any(&self.directions, |d| r.direction.as_deref() == Some(d.as_str()))
+            && any(&self.ports, |&p| {
+                r.src_port == Some(p) || r.dest_port == Some(p)
+            })
+            && any(&self.protocols, |p| {
+                protocol_matches(p, r.protocol.as_deref())
+            })
+            && any(&self.directions, |d| {
+                r.direction.as_deref() == Some(d.as_str())
+            })
             && any(&self.prefixes, |s| r.prefix.contains(s.as_str()))
     }
 }
@@ -235,7 +264,8 @@ fn has_policy(r: &Record, want: &str) -> bool {
         Some((wns, wname)) => wns == ns && wname == name,
         None => want == name,
     };
-    p.name.as_deref().is_some_and(|name| is(&p.namespace, name)) || p.candidates.iter().any(|(ns, name)| is(ns, name))
+    p.name.as_deref().is_some_and(|name| is(&p.namespace, name))
+        || p.candidates.iter().any(|(ns, name)| is(ns, name))
 }
 
 /// `[namespace/]name-prefix`, on either side (as `hubble observe --pod`).
@@ -321,7 +351,11 @@ impl fmt::Display for Filter {
         words.extend(self.to_ips.iter().map(|v| format!("to-ip={v}")));
         words.extend(self.ports.iter().map(|v| format!("port={v}")));
         words.extend(self.protocols.iter().map(|v| format!("protocol={v}")));
-        words.extend(self.directions.iter().map(|v| format!("direction={}", v.as_str())));
+        words.extend(
+            self.directions
+                .iter()
+                .map(|v| format!("direction={}", v.as_str())),
+        );
         words.extend(self.prefixes.iter().map(|v| format!("prefix={}", q(v))));
         f.write_str(&words.join(" "))
     }
@@ -329,7 +363,7 @@ impl fmt::Display for Filter {
 
 #[cfg(test)]
 mod tests {
-    use super::super::record::{Policy, Pod};
+    use super::super::record::{Pod, Policy};
     use super::*;
 
     fn rec() -> Record {
@@ -370,7 +404,9 @@ mod tests {
         assert!(m("ns=db") && m("ns=default") && !m("ns=kube-system"));
         assert!(m("policy=deny-db") && m("policy=default/deny-db") && !m("policy=db/deny-db"));
         assert!(m("pod=web") && m("pod=db/pg-0") && !m("pod=default/pg-0") && !m("pod=api"));
-        assert!(m("ip=10.42.1.7") && m("ip=10.42.0.0/16") && !m("ip=10.43.0.0/16") && !m("ip=fd00::/8"));
+        assert!(
+            m("ip=10.42.1.7") && m("ip=10.42.0.0/16") && !m("ip=10.43.0.0/16") && !m("ip=fd00::/8")
+        );
         assert!(m("from-ip=10.42.0.5") && !m("from-ip=10.42.1.7") && m("to-ip=10.42.1.0/24"));
         assert!(m("port=5432") && m("port=43122") && !m("port=53"));
         assert!(m("protocol=TCP") && m("proto=6") && !m("protocol=udp") && !m("protocol=icmp"));
@@ -396,8 +432,13 @@ mod tests {
 
     #[test]
     fn errors_name_the_problem() {
-        assert_eq!(Filter::parse("port=x").unwrap_err(), "\"x\" is not a port number (0-65535)");
-        assert!(Filter::parse("colour=red").unwrap_err().starts_with("unknown filter \"colour\""));
+        assert_eq!(
+            Filter::parse("port=x").unwrap_err(),
+            "\"x\" is not a port number (0-65535)"
+        );
+        assert!(Filter::parse("colour=red")
+            .unwrap_err()
+            .starts_with("unknown filter \"colour\""));
         assert!(Filter::parse("5432").unwrap_err().contains("key=value"));
         assert!(Filter::parse("ip=10.0.0.0/33").is_err());
         assert!(Filter::parse("protocol=tcpp").is_err());

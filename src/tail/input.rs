@@ -20,7 +20,12 @@ pub enum Kind {
 
 /// Looks at the first bytes: a pcap magic, a `{`, or anything else (syslogemu).
 pub fn detect(head: &[u8]) -> Kind {
-    const MAGICS: [[u8; 4]; 4] = [[0xd4, 0xc3, 0xb2, 0xa1], [0xa1, 0xb2, 0xc3, 0xd4], [0x4d, 0x3c, 0xb2, 0xa1], [0xa1, 0xb2, 0x3c, 0x4d]];
+    const MAGICS: [[u8; 4]; 4] = [
+        [0xd4, 0xc3, 0xb2, 0xa1],
+        [0xa1, 0xb2, 0xc3, 0xd4],
+        [0x4d, 0x3c, 0xb2, 0xa1],
+        [0xa1, 0xb2, 0x3c, 0x4d],
+    ];
     if head.len() >= 4 && MAGICS.iter().any(|m| head[..4] == m[..]) {
         return Kind::Pcap;
     }
@@ -84,10 +89,13 @@ impl<R: BufRead + Send> Source for Lines<R> {
         loop {
             self.buf.clear();
             self.line += 1;
-            let n = self.input.read_until(b'\n', &mut self.buf).map_err(|e| Error::File {
-                path: self.path.clone(),
-                what: format!("read error: {e}"),
-            })?;
+            let n = self
+                .input
+                .read_until(b'\n', &mut self.buf)
+                .map_err(|e| Error::File {
+                    path: self.path.clone(),
+                    what: format!("read error: {e}"),
+                })?;
             if n == 0 {
                 return Ok(None);
             }

@@ -49,7 +49,11 @@ pub enum Error {
         what: String,
     },
     #[error("{path}: line {line}: {what}")]
-    Line { path: String, line: u64, what: String },
+    Line {
+        path: String,
+        line: u64,
+        what: String,
+    },
     #[error("cannot write {path}: {err}")]
     Write { path: String, err: io::Error },
     #[error("terminal: {0}")]
@@ -116,7 +120,9 @@ pub trait Source: Send {
 /// Opens the source the options name.
 pub fn open_source(opts: &Options) -> Result<Box<dyn Source>> {
     Ok(match &opts.source {
-        SourceSpec::Daemon { path, reconnect } => Box::new(client::Client::new(path.clone(), opts.last, *reconnect)),
+        SourceSpec::Daemon { path, reconnect } => {
+            Box::new(client::Client::new(path.clone(), opts.last, *reconnect))
+        }
         SourceSpec::Direct { group } => Box::new(direct::Direct::open(*group, &opts.hostname)?),
         SourceSpec::File(path) => input::open(path, &opts.hostname)?,
     })
@@ -129,9 +135,20 @@ pub fn run(opts: Options) -> Result<()> {
         return tui::run(source, &opts);
     }
     let stdout = io::stdout();
-    let format = opts.format.or(if opts.write.is_some() { None } else { Some(OutputFormat::Compact) });
+    let format = opts.format.or(if opts.write.is_some() {
+        None
+    } else {
+        Some(OutputFormat::Compact)
+    });
     let color = opts.color.enabled(io::IsTerminal::is_terminal(&stdout));
-    let printer = format.map(|f| output::Printer::new(stdout.lock(), f, color, io::IsTerminal::is_terminal(&stdout)));
+    let printer = format.map(|f| {
+        output::Printer::new(
+            stdout.lock(),
+            f,
+            color,
+            io::IsTerminal::is_terminal(&stdout),
+        )
+    });
     let writer = match &opts.write {
         Some(path) => Some(pcap::Writer::create(path)?),
         None => None,

@@ -37,7 +37,9 @@ impl ColorChoice {
         match self {
             ColorChoice::Always => true,
             ColorChoice::Never => false,
-            ColorChoice::Auto => terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+            ColorChoice::Auto => {
+                terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            }
         }
     }
 }
@@ -74,7 +76,13 @@ pub fn sanitize_json(s: &str) -> Cow<'_, str> {
     }
     Cow::Owned(
         s.chars()
-            .map(|c| if is_hostile(c) { format!("\\u{:04x}", c as u32) } else { c.to_string() })
+            .map(|c| {
+                if is_hostile(c) {
+                    format!("\\u{:04x}", c as u32)
+                } else {
+                    c.to_string()
+                }
+            })
             .collect(),
     )
 }
@@ -152,7 +160,11 @@ pub fn policy_label(r: &Record) -> String {
     }
 }
 
-fn endpoint(ip: Option<std::net::IpAddr>, port: Option<u16>, pod: Option<&super::record::Pod>) -> String {
+fn endpoint(
+    ip: Option<std::net::IpAddr>,
+    port: Option<u16>,
+    pod: Option<&super::record::Pod>,
+) -> String {
     let mut s = match (ip, port) {
         (Some(std::net::IpAddr::V6(a)), Some(p)) => format!("[{a}]:{p}"),
         (Some(a), Some(p)) => format!("{a}:{p}"),
@@ -160,7 +172,11 @@ fn endpoint(ip: Option<std::net::IpAddr>, port: Option<u16>, pod: Option<&super:
         (None, _) => "?".to_string(),
     };
     if let Some(pod) = pod.filter(|p| !p.pod.is_empty()) {
-        s.push_str(&format!(" ({}/{})", sanitize(&pod.namespace), sanitize(&pod.pod)));
+        s.push_str(&format!(
+            " ({}/{})",
+            sanitize(&pod.namespace),
+            sanitize(&pod.pod)
+        ));
     }
     s
 }
@@ -181,14 +197,20 @@ fn proto_label(r: &Record) -> String {
 pub fn control_text(item: &Item) -> Option<String> {
     match item {
         Item::Event(_) => None,
-        Item::Lost(n) => Some(format!("the daemon dropped {n} events for this client (it read too slowly)")),
+        Item::Lost(n) => Some(format!(
+            "the daemon dropped {n} events for this client (it read too slowly)"
+        )),
         Item::Suppressed {
             policy,
             count,
             interval_s,
         } => Some(format!(
             "rate limit: {count} events of {} suppressed in the last {interval_s} s",
-            if policy.is_empty() { "unattributed traffic".into() } else { sanitize(policy).into_owned() }
+            if policy.is_empty() {
+                "unattributed traffic".into()
+            } else {
+                sanitize(policy).into_owned()
+            }
         )),
         Item::Notice(text) => Some(sanitize(text).into_owned()),
     }
@@ -232,7 +254,9 @@ impl<W: Write> Printer<W> {
             },
         }
         self.line.push('\n');
-        self.out.write_all(self.line.as_bytes()).map_err(write_error)?;
+        self.out
+            .write_all(self.line.as_bytes())
+            .map_err(write_error)?;
         // Live output is read as it comes: flush per line (a pipe would otherwise hold 8 KiB).
         self.out.flush().map_err(write_error)
     }
@@ -283,7 +307,10 @@ fn synthetic_json(r: &Record) -> String {
         put("dest_port", serde_json::json!(r.dest_port));
         put("tcp.flags", serde_json::json!(r.tcp_flags));
         if let Some(p) = &r.policy {
-            put("policy", serde_json::json!({"namespace": p.namespace, "name": p.name}));
+            put(
+                "policy",
+                serde_json::json!({"namespace": p.namespace, "name": p.name}),
+            );
         }
     }
     v.to_string()
@@ -300,7 +327,9 @@ mod tests {
 
     fn printed(format: OutputFormat, color: bool, terminal: bool, r: &Record) -> String {
         let mut out = Vec::new();
-        Printer::new(&mut out, format, color, terminal).print(r).unwrap();
+        Printer::new(&mut out, format, color, terminal)
+            .print(r)
+            .unwrap();
         String::from_utf8(out).unwrap()
     }
 
@@ -311,8 +340,14 @@ mod tests {
             "20:59:32 default/deny-db 10.42.0.5:43122 → 10.42.1.7:5432 TCP SYN\n"
         );
         let coloured = printed(OutputFormat::Compact, true, true, &record());
-        assert!(coloured.contains("\x1b[1;33mdefault/deny-db\x1b[0m"), "{coloured:?}");
-        assert_eq!(short_time("2026-11-27T20:59:32.686935+00:00"), "20:59:32.686");
+        assert!(
+            coloured.contains("\x1b[1;33mdefault/deny-db\x1b[0m"),
+            "{coloured:?}"
+        );
+        assert_eq!(
+            short_time("2026-11-27T20:59:32.686935+00:00"),
+            "20:59:32.686"
+        );
     }
 
     #[test]
@@ -321,11 +356,20 @@ mod tests {
         r.prefix = "evil\x1b]0;title\x07\u{9b}31m\u{202e}".into();
         r.policy = None;
         let line = printed(OutputFormat::Compact, true, true, &r);
-        assert!(line.contains(r"evil\x1b]0;title\x07\x9b31m\u{202e}"), "{line}");
+        assert!(
+            line.contains(r"evil\x1b]0;title\x07\x9b31m\u{202e}"),
+            "{line}"
+        );
         assert!(!line.contains('\x07') && !line.contains('\u{9b}') && !line.contains('\u{202e}'));
         r.syslogemu = Some("x\x1b[2Jy".into());
-        assert_eq!(printed(OutputFormat::Syslogemu, false, true, &r), "x\\x1b[2Jy\n");
-        assert_eq!(printed(OutputFormat::Syslogemu, false, false, &r), "x\x1b[2Jy\n");
+        assert_eq!(
+            printed(OutputFormat::Syslogemu, false, true, &r),
+            "x\\x1b[2Jy\n"
+        );
+        assert_eq!(
+            printed(OutputFormat::Syslogemu, false, false, &r),
+            "x\x1b[2Jy\n"
+        );
         r.json = Some("{\"a\":\"\u{9b}\"}".into());
         let json = printed(OutputFormat::Json, false, true, &r);
         assert_eq!(json, "{\"a\":\"\\u009b\"}\n");
@@ -335,7 +379,8 @@ mod tests {
 
     #[test]
     fn json_of_syslogemu_records() {
-        let v: serde_json::Value = serde_json::from_str(&printed(OutputFormat::Json, false, false, &record())).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&printed(OutputFormat::Json, false, false, &record())).unwrap();
         assert_eq!(v["dest_port"], 5432);
         assert_eq!(v["policy"]["name"], "deny-db");
     }

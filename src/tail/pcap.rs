@@ -7,15 +7,12 @@
 //! [`NflogMsg::parse`] reads them; the [`Writer`] writes this host's order and says so in its
 //! magic. libpcap does the same (`pcap-common.c`, `swap_nflog_header`).
 //!
-//! The reader is written here rather than with `pcap-file`'s, to name the record and byte offset
-//! of every problem and to stream files of any size.
+//! Reader and writer are written here rather than with `pcap-file`, to name the record and byte
+//! offset of every problem, to stream files of any size, and to flush per record when live.
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::Path;
-
-use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
-use pcap_file::{DataLink, Endianness, TsResolution};
 
 use super::record::Record;
 use super::{Error, Item, Source};
@@ -87,7 +84,7 @@ impl<R: Read> Reader<R> {
                 })
             }
         };
-        let mut reader = Reader {
+        let reader = Reader {
             r,
             path,
             swapped: little != cfg!(target_endian = "little"),
@@ -134,17 +131,23 @@ impl<R: Read> Reader<R> {
             return Ok(None);
         }
         if got < hdr.len() {
-            return Err(self.record_error(format!("truncated record header ({got} of 16 bytes): the file ends mid-record")));
+            return Err(self.record_error(format!(
+                "truncated record header ({got} of 16 bytes): the file ends mid-record"
+            )));
         }
         let (sec, frac) = (self.u32_at(&hdr, 0), self.u32_at(&hdr, 4));
         let (incl, orig) = (self.u32_at(&hdr, 8), self.u32_at(&hdr, 12));
         if incl > MAX_RECORD {
-            return Err(self.record_error(format!("record length {incl} is implausible for NFLOG (original length {orig})")));
+            return Err(self.record_error(format!(
+                "record length {incl} is implausible for NFLOG (original length {orig})"
+            )));
         }
         let mut data = vec![0u8; incl as usize];
         let got = read_full(&mut self.r, &mut data).map_err(|e| file_error(&self.path, e))?;
         if got < data.len() {
-            return Err(self.record_error(format!("truncated record: the file ends after {got} of {incl} bytes")));
+            return Err(self.record_error(format!(
+                "truncated record: the file ends after {got} of {incl} bytes"
+            )));
         }
         if self.swapped {
             swap_tlv_headers(&mut data);
@@ -254,7 +257,12 @@ pub fn if_label(index: u32) -> IfName {
 
 /// An event as the daemon's `Processor` builds it, without Kubernetes context. The time is the
 /// kernel's when it sent a non-zero one (as ulogd2), otherwise `fallback`.
-pub fn event<'a>(msg: NflogMsg<'a>, fallback: Timestamp, indev: IfName, outdev: IfName) -> Event<'a> {
+pub fn event<'a>(
+    msg: NflogMsg<'a>,
+    fallback: Timestamp,
+    indev: IfName,
+    outdev: IfName,
+) -> Event<'a> {
     let time = match msg.timestamp {
         Some((sec, usec)) if sec != 0 => Timestamp {
             sec: sec as i64,
@@ -273,46 +281,67 @@ pub fn event<'a>(msg: NflogMsg<'a>, fallback: Timestamp, indev: IfName, outdev: 
     }
 }
 
-/// Writes NFLOG records in this host's byte order.
+/// Writes NFLOG records in this host's byte order (the magic number tells readers which).
 pub struct Writer {
-    w: PcapWriter<BufWriter<File>>,
+    w: BufWriter<File>,
     path: String,
 }
 
 impl Writer {
     pub fn create(path: &Path) -> Result<Self, Error> {
         let name = path.display().to_string();
-        let err = |e: String| Error::Write {
+        let f = File::create(path).map_err(|err| Error::Write {
             path: name.clone(),
-            err: io::Error::other(e),
+            err,
+        })?;
+        let mut w = Writer {
+            w: BufWriter::new(f),
+            path: name,
         };
-        let f = File::create(path).map_err(|e| err(e.to_string()))?;
-        let header = PcapHeader {
-            version_major: 2,
-            version_minor: 4,
-            ts_correction: 0,
-            ts_accuracy: 0,
-            snaplen: SNAPLEN,
-            datalink: DataLink::NFLOG,
-            ts_resolution: TsResolution::MicroSecond,
-            endianness: Endianness::native(),
-        };
-        let w = PcapWriter::with_header(BufWriter::new(f), header).map_err(|e| err(e.to_string()))?;
-        Ok(Writer { w, path: name })
+        let mut hdr = Vec::with_capacity(24);
+        for v in [
+            MAGIC_US.to_ne_bytes(),
+            [0; 4],
+            [0; 4],
+            [0; 4],
+            SNAPLEN.to_ne_bytes(),
+            LINKTYPE_NFLOG.to_ne_bytes(),
+        ] {
+            hdr.extend_from_slice(&v);
+        }
+        // Version 2.4, in the slot after the magic.
+        hdr[4..6].copy_from_slice(&2u16.to_ne_bytes());
+        hdr[6..8].copy_from_slice(&4u16.to_ne_bytes());
+        w.put(&hdr)?;
+        Ok(w)
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.w.write_all(bytes).map_err(|err| Error::Write {
+            path: self.path.clone(),
+            err,
+        })
     }
 
     /// Writes a record's NFLOG bytes; `false` when it has none (syslogemu/JSON-file input).
     pub fn write(&mut self, r: &Record) -> Result<bool, Error> {
-        let Some(data) = &r.nflog else { return Ok(false) };
-        let time = record_time(r);
-        let packet = PcapPacket::new(time, data.len() as u32, data);
-        let err = |e: String| Error::Write {
-            path: self.path.clone(),
-            err: io::Error::other(e),
+        let Some(data) = &r.nflog else {
+            return Ok(false);
         };
-        self.w.write_packet(&packet).map_err(|e| err(e.to_string()))?;
+        let time = record_time(r);
+        let len = (data.len() as u32).to_ne_bytes();
+        let mut hdr = [0u8; 16];
+        hdr[0..4].copy_from_slice(&(time.as_secs() as u32).to_ne_bytes());
+        hdr[4..8].copy_from_slice(&time.subsec_micros().to_ne_bytes());
+        hdr[8..12].copy_from_slice(&len);
+        hdr[12..16].copy_from_slice(&len);
+        self.put(&hdr)?;
+        self.put(data)?;
         // Flushed per packet: a live capture stopped with Ctrl-C keeps every whole record.
-        self.w.get_mut().flush().map_err(|e| err(e.to_string()))?;
+        self.w.flush().map_err(|err| Error::Write {
+            path: self.path.clone(),
+            err,
+        })?;
         Ok(true)
     }
 
@@ -324,10 +353,16 @@ impl Writer {
 /// The record's time for the pcap header: from the NFLOG timestamp, else its RFC 3339 time,
 /// else now.
 fn record_time(r: &Record) -> std::time::Duration {
-    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+    };
     let Some(data) = &r.nflog else { return now() };
     match NflogMsg::parse(data).ok().and_then(|m| m.timestamp) {
-        Some((sec, usec)) if sec != 0 => std::time::Duration::new(sec, (usec.min(999_999) * 1000) as u32),
+        Some((sec, usec)) if sec != 0 => {
+            std::time::Duration::new(sec, (usec.min(999_999) * 1000) as u32)
+        }
         _ => parse_rfc3339(&r.timestamp).unwrap_or_else(now),
     }
 }
@@ -340,7 +375,8 @@ fn parse_rfc3339(s: &str) -> Option<std::time::Duration> {
     let usec = num(20, 26).unwrap_or(0);
     let tz = s.get(26..)?;
     let sign = if tz.starts_with('-') { -1 } else { 1 };
-    let off = sign * (tz.get(1..3)?.parse::<i64>().ok()? * 3600 + tz.get(4..6)?.parse::<i64>().ok()? * 60);
+    let off = sign
+        * (tz.get(1..3)?.parse::<i64>().ok()? * 3600 + tz.get(4..6)?.parse::<i64>().ok()? * 60);
     let days = days_from_civil(y, mo, d);
     let t = days * 86400 + h * 3600 + mi * 60 + sec - off;
     (t >= 0).then(|| std::time::Duration::new(t as u64, (usec * 1000) as u32))
@@ -365,7 +401,8 @@ mod tests {
     fn body(prefix: &[u8]) -> Vec<u8> {
         let mut buf = Vec::new();
         let payload = [
-            0x45, 0, 0, 28, 0, 1, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2, 0x9c, 0x40, 0, 53, 0, 8, 0, 0,
+            0x45, 0, 0, 28, 0, 1, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2, 0x9c, 0x40, 0,
+            53, 0, 8, 0, 0,
         ];
         Packet {
             prefix,
@@ -379,7 +416,13 @@ mod tests {
 
     /// A pcap file in the given byte order, with `bodies` in that host's attribute order.
     fn file(little: bool, bodies: &[Vec<u8>]) -> Vec<u8> {
-        let w32 = |v: u32| if little { v.to_le_bytes() } else { v.to_be_bytes() };
+        let w32 = |v: u32| {
+            if little {
+                v.to_le_bytes()
+            } else {
+                v.to_be_bytes()
+            }
+        };
         let mut f = Vec::new();
         f.extend_from_slice(&w32(MAGIC_US));
         f.extend_from_slice(&if little { [2, 0, 4, 0] } else { [0, 2, 0, 4] });
@@ -414,13 +457,22 @@ mod tests {
     #[test]
     fn both_byte_orders() {
         for little in [true, false] {
-            let recs = replay(file(little, &[body(b"DROP by policy default/x"), body(b"")])).unwrap();
+            let recs = replay(file(
+                little,
+                &[body(b"DROP by policy default/x"), body(b"")],
+            ))
+            .unwrap();
             assert_eq!(recs.len(), 2);
             assert_eq!(recs[0].prefix, "DROP by policy default/x");
             assert_eq!(recs[0].dest_port, Some(53));
             assert_eq!(recs[0].outdev, "if1");
             let line = recs[0].syslogemu.as_deref().unwrap();
-            assert!(line.contains(" h DROP by policy default/x IN= OUT=if1 MAC= SRC=10.0.0.1 DST=10.0.0.2 "), "{line}");
+            assert!(
+                line.contains(
+                    " h DROP by policy default/x IN= OUT=if1 MAC= SRC=10.0.0.1 DST=10.0.0.2 "
+                ),
+                "{line}"
+            );
             // Always stored in this host's order, ready for the writer.
             assert_eq!(recs[1].nflog.as_deref(), Some(&body(b"")[..]));
         }
@@ -434,24 +486,62 @@ mod tests {
         assert!(e.starts_with("t.pcap: not a pcap file"), "{e}");
         let mut eth = file(true, &[]);
         eth[20] = 1;
-        assert!(replay(eth).unwrap_err().to_string().contains("link type 1, not NFLOG"));
+        assert!(replay(eth)
+            .unwrap_err()
+            .to_string()
+            .contains("link type 1, not NFLOG"));
         let good = file(true, &[body(b"a"), body(b"b")]);
-        let e = replay(good[..good.len() - 7].to_vec()).unwrap_err().to_string();
+        let e = replay(good[..good.len() - 7].to_vec())
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("t.pcap: record 2 (byte offset "), "{e}");
         assert!(e.contains("truncated record: the file ends after"), "{e}");
-        let e = replay(good[..24 + 16 + body(b"a").len() + 5].to_vec()).unwrap_err().to_string();
-        assert!(e.contains("record 2") && e.contains("truncated record header (5 of 16"), "{e}");
+        let e = replay(good[..24 + 16 + body(b"a").len() + 5].to_vec())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("record 2") && e.contains("truncated record header (5 of 16"),
+            "{e}"
+        );
         let mut bad = good.clone();
         bad[24 + 16 + 4] = 0xff; // the first attribute's length
         bad[24 + 16 + 5] = 0xff;
         let e = replay(bad).unwrap_err().to_string();
-        assert!(e.contains("record 1 (byte offset 24): not a valid NFLOG message"), "{e}");
+        assert!(
+            e.contains("record 1 (byte offset 24): not a valid NFLOG message"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn writer_round_trips() {
+        let path =
+            std::env::temp_dir().join(format!("nflog-tail-writer-{}.pcap", std::process::id()));
+        let mut w = Writer::create(&path).unwrap();
+        let recs = replay(file(true, &[body(b"one"), body(b"two")])).unwrap();
+        for r in &recs {
+            assert!(w.write(r).unwrap());
+        }
+        assert!(!w.write(&Record::default()).unwrap());
+        drop(w);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let back = replay(bytes).unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[1].prefix, "two");
+        assert_eq!(back[1].nflog, recs[1].nflog);
     }
 
     #[test]
     fn rfc3339_times() {
-        assert_eq!(parse_rfc3339("1970-01-01T01:00:01.000002+01:00"), Some(std::time::Duration::new(1, 2000)));
-        assert_eq!(parse_rfc3339("2026-11-27T20:59:32.686935+00:00").map(|d| d.as_secs()), Some(1_795_813_172));
+        assert_eq!(
+            parse_rfc3339("1970-01-01T01:00:01.000002+01:00"),
+            Some(std::time::Duration::new(1, 2000))
+        );
+        assert_eq!(
+            parse_rfc3339("2026-11-27T20:59:32.686935+00:00").map(|d| d.as_secs()),
+            Some(1_795_813_172)
+        );
         assert_eq!(parse_rfc3339("junk"), None);
     }
 }

@@ -70,7 +70,11 @@ pub enum Item {
     /// The daemon dropped this many events for this client (it read too slowly).
     Lost(u64),
     /// The daemon's rate limit suppressed this many events of a policy.
-    Suppressed { policy: String, count: u64, interval_s: u64 },
+    Suppressed {
+        policy: String,
+        count: u64,
+        interval_s: u64,
+    },
     /// Something the user should know (reconnecting, a skipped malformed record).
     Notice(String),
 }
@@ -138,7 +142,8 @@ const EXTRA_FIELDS: &str = ",\"syslogemu\":";
 impl Item {
     /// Parses one JSON line (tail socket or the daemon's JSON file).
     pub fn from_json_line(line: &str) -> Result<Item, String> {
-        let wire: Wire = serde_json::from_str(line).map_err(|e| format!("not a JSON record: {e}"))?;
+        let wire: Wire =
+            serde_json::from_str(line).map_err(|e| format!("not a JSON record: {e}"))?;
         match wire.kind.as_deref() {
             None => {}
             Some("lost") => return Ok(Item::Lost(wire.count.unwrap_or(0))),
@@ -200,11 +205,17 @@ impl Record {
             _ => None,
         };
         let policy = match w.policy {
-            Some(v) => serde_json::from_value::<WirePolicy>(v).ok().map(|p| Policy {
-                namespace: p.namespace.unwrap_or_default(),
-                name: p.name,
-                candidates: p.candidates.into_iter().map(|c| (c.namespace, c.name)).collect(),
-            }),
+            Some(v) => serde_json::from_value::<WirePolicy>(v)
+                .ok()
+                .map(|p| Policy {
+                    namespace: p.namespace.unwrap_or_default(),
+                    name: p.name,
+                    candidates: p
+                        .candidates
+                        .into_iter()
+                        .map(|c| (c.namespace, c.name))
+                        .collect(),
+                }),
             None => None,
         };
         Record {
@@ -237,9 +248,13 @@ impl Record {
         let json = String::from_utf8_lossy(&buf).trim_end().to_string();
         buf.clear();
         renderer.render(Format::Syslogemu, ev, &mut buf);
-        let syslogemu = String::from_utf8_lossy(&buf).trim_end_matches('\n').to_string();
+        let syslogemu = String::from_utf8_lossy(&buf)
+            .trim_end_matches('\n')
+            .to_string();
         // The renderer writes valid JSON; if that ever broke, the line still prints.
-        let mut rec = serde_json::from_str::<Wire>(&json).map(Record::from_wire).unwrap_or_default();
+        let mut rec = serde_json::from_str::<Wire>(&json)
+            .map(Record::from_wire)
+            .unwrap_or_default();
         rec.json = Some(json);
         rec.syslogemu = Some(syslogemu);
         rec.nflog = Some(nflog.to_vec());
@@ -249,7 +264,9 @@ impl Record {
     /// Parses a ulogd2 LOGEMU line (`Mmm dd hh:mm:ss host prefix IN=… OUT=… MAC=… SRC=…`).
     pub fn from_syslogemu(line: &str) -> Result<Record, String> {
         let line = line.trim_end_matches(['\n', '\r']);
-        let not_syslogemu = || "not a syslogemu line (expected `Mmm dd hh:mm:ss host prefix IN=… OUT=…`)".to_string();
+        let not_syslogemu = || {
+            "not a syslogemu line (expected `Mmm dd hh:mm:ss host prefix IN=… OUT=…`)".to_string()
+        };
         let timestamp = line.get(..15).ok_or_else(not_syslogemu)?;
         let rest = line.get(16..).ok_or_else(not_syslogemu)?;
         // Interface names hold no spaces, so the last " IN=" is the field, whatever the prefix says.
@@ -285,7 +302,9 @@ impl Record {
                 "DPT" => self.dest_port = value.parse().ok(),
                 "TYPE" if icmp_type.is_none() => icmp_type = value.parse().ok(),
                 "CODE" if icmp_code.is_none() => icmp_code = value.parse().ok(),
-                "URG" | "ACK" | "PSH" | "RST" | "SYN" | "FIN" if value.is_empty() => flags.push(key),
+                "URG" | "ACK" | "PSH" | "RST" | "SYN" | "FIN" if value.is_empty() => {
+                    flags.push(key)
+                }
                 _ => {}
             }
         }
@@ -316,11 +335,16 @@ mod tests {
 
     #[test]
     fn reads_a_tail_socket_event() {
-        let Item::Event(rec) = Item::from_json_line(EVENT).unwrap() else { panic!() };
+        let Item::Event(rec) = Item::from_json_line(EVENT).unwrap() else {
+            panic!()
+        };
         assert_eq!(rec.prefix, "DROP by policy default/deny-db");
         assert_eq!(rec.src_ip, Some("10.42.0.5".parse().unwrap()));
         assert_eq!((rec.src_port, rec.dest_port), (Some(43122), Some(5432)));
-        assert_eq!(rec.policy.as_ref().unwrap().name.as_deref(), Some("deny-db"));
+        assert_eq!(
+            rec.policy.as_ref().unwrap().name.as_deref(),
+            Some("deny-db")
+        );
         assert_eq!(rec.src.as_ref().unwrap().pod, "web-1");
         assert_eq!(rec.nflog.as_deref(), Some(&[2, 0, 0, 0x64, 8][..]));
         let json = rec.json.unwrap();
@@ -331,9 +355,14 @@ mod tests {
 
     #[test]
     fn reads_control_records() {
-        assert_eq!(Item::from_json_line(r#"{"type":"lost","count":7}"#), Ok(Item::Lost(7)));
         assert_eq!(
-            Item::from_json_line(r#"{"timestamp":"x","type":"suppressed","policy":"a/b","suppressed":3,"interval_s":60}"#),
+            Item::from_json_line(r#"{"type":"lost","count":7}"#),
+            Ok(Item::Lost(7))
+        );
+        assert_eq!(
+            Item::from_json_line(
+                r#"{"timestamp":"x","type":"suppressed","policy":"a/b","suppressed":3,"interval_s":60}"#
+            ),
             Ok(Item::Suppressed {
                 policy: "a/b".into(),
                 count: 3,
@@ -341,7 +370,9 @@ mod tests {
             })
         );
         assert!(Item::from_json_line("{\"nflog\":\"zz\"}").is_err());
-        assert!(Item::from_json_line("garbage").unwrap_err().starts_with("not a JSON record"));
+        assert!(Item::from_json_line("garbage")
+            .unwrap_err()
+            .starts_with("not a JSON record"));
     }
 
     #[test]
@@ -357,7 +388,8 @@ mod tests {
         let empty = Record::from_syslogemu("Nov  7 09:05:03 h  IN=lo OUT= MAC= SRC=::1 DST=::1 LEN=0 PROTO=ICMPv6 TYPE=128 CODE=0 ID=1 SEQ=2 MARK=0x0 ").unwrap();
         assert_eq!(empty.prefix, "");
         assert_eq!(empty.icmp, Some((128, 0)));
-        let tricky = Record::from_syslogemu("Nov  7 09:05:03 h a IN=x b IN= OUT=lo MAC= MARK=0x0 ").unwrap();
+        let tricky =
+            Record::from_syslogemu("Nov  7 09:05:03 h a IN=x b IN= OUT=lo MAC= MARK=0x0 ").unwrap();
         assert_eq!(tricky.prefix, "a IN=x b");
         assert!(Record::from_syslogemu("hello").is_err());
     }

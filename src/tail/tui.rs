@@ -71,7 +71,9 @@ fn event_loop(
 ) -> Result<(), Error> {
     let mut source_open = true;
     while !state.quit {
-        terminal.draw(|f| draw(f, state, Instant::now())).map_err(Error::Terminal)?;
+        terminal
+            .draw(|f| draw(f, state, Instant::now()))
+            .map_err(Error::Terminal)?;
         if event::poll(Duration::from_millis(200)).map_err(Error::Terminal)? {
             if let Event::Key(key) = event::read().map_err(Error::Terminal)? {
                 state.key(key);
@@ -85,7 +87,11 @@ fn event_loop(
 }
 
 /// Moves what the source sent into the state; `false` once the source ended.
-fn drain(rx: &Receiver<Msg>, state: &mut UiState, writer: &mut Option<pcap::Writer>) -> Result<bool, Error> {
+fn drain(
+    rx: &Receiver<Msg>,
+    state: &mut UiState,
+    writer: &mut Option<pcap::Writer>,
+) -> Result<bool, Error> {
     let now = Instant::now();
     // Bounded per frame so a flood cannot freeze the keyboard.
     for _ in 0..20_000 {

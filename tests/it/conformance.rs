@@ -34,19 +34,19 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-const GROUP: &str = "100";
-const HOSTNAME: &str = "ulogd-ref";
+pub(crate) const GROUP: &str = "100";
+pub(crate) const HOSTNAME: &str = "ulogd-ref";
 const DAEMON: &str = env!("CARGO_BIN_EXE_netpol-nflogd");
 const PYTHON: &str = "/usr/bin/python3";
 const TRAFFIC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/traffic/conformance.py");
 const ULOGD_PLUGINS: &str = "/usr/lib/x86_64-linux-gnu/ulogd";
 
 /// Packets `conformance.py` writes (it prints `sent N`).
-const EXPECTED_SENT: usize = 316;
+pub(crate) const EXPECTED_SENT: usize = 316;
 /// Lines ulogd2 writes for them: every packet once, plus the extra OUTPUT rules (empty prefix,
 /// spaced prefix, three truncation rules, each for IPv4 and IPv6), minus the IPv4 fragments
 /// that INPUT sees reassembled (5 fragments → 2 datagrams).
-const EXPECTED_LINES: usize = EXPECTED_SENT + 10 - 3;
+pub(crate) const EXPECTED_LINES: usize = EXPECTED_SENT + 10 - 3;
 /// The longest prefix kube-router writes is 63 bytes (NFLOG holds 64 with the NUL).
 const LONG_PREFIX: &str = "DROP by policy kube-system/a-very-long-network-policy-name-cut-";
 
@@ -238,14 +238,14 @@ fn conformance_hostile_prefixes_are_escaped() {
 
 /// The namespaces and their addresses (see the module doc); `scratch` deletes them. `far` is
 /// only routed to, so it needs no field.
-struct Topology<'a> {
-    router: String,
+pub(crate) struct Topology<'a> {
+    pub(crate) router: String,
     peer: String,
     _scratch: &'a Scratch,
 }
 
 impl<'a> Topology<'a> {
-    fn new(scratch: &'a Scratch) -> Topology<'a> {
+    pub(crate) fn new(scratch: &'a Scratch) -> Topology<'a> {
         let (router, peer, far) = (scratch.netns("r"), scratch.netns("p"), scratch.netns("f"));
         // Fixed MAC addresses: INPUT and FORWARD lines print the whole Ethernet header.
         for (dev, mac, ns, peer_dev, peer_mac, peer_ns) in [
@@ -324,7 +324,7 @@ impl<'a> Topology<'a> {
 
     /// The rules of `router`. kube-router's two prefixes (per-policy `DROP by policy ns/name`,
     /// and the pod chain's empty one), plus the cases that trip writers up.
-    fn install_rules(&self) {
+    pub(crate) fn install_rules(&self) {
         for (restore, net, icmp, trunc_size) in [
             (
                 "iptables-restore",
@@ -363,7 +363,7 @@ impl<'a> Topology<'a> {
     }
 
     /// Runs the packet mix; returns the number of packets sent.
-    fn send_traffic(&self) -> usize {
+    pub(crate) fn send_traffic(&self) -> usize {
         let out = run(in_netns(&self.router).args([PYTHON, TRAFFIC, "--peer", &self.peer]));
         out.lines()
             .find_map(|l| l.strip_prefix("sent "))
@@ -372,7 +372,7 @@ impl<'a> Topology<'a> {
     }
 }
 
-fn ulogd_conf(out: &Path, log: &Path) -> String {
+pub(crate) fn ulogd_conf(out: &Path, log: &Path) -> String {
     let plugins = [
         "inppkt_NFLOG",
         "raw2packet_BASE",
@@ -410,7 +410,7 @@ fn daemon_args(out: &Path, stats: &Path) -> Vec<String> {
 
 /// Splits a syslogemu file into lines, checking what every line of both writers must look like:
 /// a `Mmm dd hh:mm:ss ` timestamp column and a `" \n"` ending.
-fn split_lines(bytes: &[u8], who: &str) -> Vec<String> {
+pub(crate) fn split_lines(bytes: &[u8], who: &str) -> Vec<String> {
     let text = String::from_utf8_lossy(bytes);
     assert!(
         text.is_empty() || text.ends_with('\n'),
@@ -456,7 +456,7 @@ fn is_timestamp(line: &str) -> bool {
 
 /// A line diff (longest common subsequence) with one line of context; a changed line is shown
 /// with a caret under the first differing byte.
-fn diff(a: &[String], b: &[String]) -> String {
+pub(crate) fn diff(a: &[String], b: &[String]) -> String {
     let (n, m) = (a.len(), b.len());
     let w = m + 1;
     let mut lcs = vec![0u32; (n + 1) * w];
@@ -545,14 +545,14 @@ fn diff(a: &[String], b: &[String]) -> String {
 
 /// A scratch directory and the network namespaces made in it; both removed on drop, except the
 /// directory when the test failed (its path is in the panic message).
-struct Scratch {
-    dir: PathBuf,
+pub(crate) struct Scratch {
+    pub(crate) dir: PathBuf,
     tag: String,
     netns: std::cell::RefCell<Vec<String>>,
 }
 
 impl Scratch {
-    fn new(tag: &str) -> Scratch {
+    pub(crate) fn new(tag: &str) -> Scratch {
         let dir = std::env::temp_dir().join(format!("netpol-nflog-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).expect("create scratch dir");
@@ -563,12 +563,12 @@ impl Scratch {
         }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
 
     /// Creates `nfc-<tag>-<role>-<pid>`, deleting a leftover of the same name first.
-    fn netns(&self, role: &str) -> String {
+    pub(crate) fn netns(&self, role: &str) -> String {
         let name = format!("nfc-{}-{role}-{}", self.tag, std::process::id());
         let _ = Command::new("ip")
             .args(["netns", "del", &name])
@@ -594,7 +594,7 @@ impl Drop for Scratch {
 }
 
 /// A child process (ulogd or the daemon), SIGKILLed on drop if still running.
-struct Proc {
+pub(crate) struct Proc {
     name: &'static str,
     child: Option<Child>,
     stderr: PathBuf,
@@ -602,7 +602,7 @@ struct Proc {
 
 impl Proc {
     /// `ip netns exec`, `unshare` and `sh -c 'exec …'` all exec, so the PID is the daemon's.
-    fn spawn(name: &'static str, cmd: &mut Command, stderr: &Path) -> Proc {
+    pub(crate) fn spawn(name: &'static str, cmd: &mut Command, stderr: &Path) -> Proc {
         let err = fs::File::create(stderr).expect("create stderr file");
         let child = cmd
             .stdin(Stdio::null())
@@ -618,14 +618,14 @@ impl Proc {
     }
 
     /// Whether the process is gone (and with which status).
-    fn exited(&mut self) -> Option<ExitStatus> {
+    pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
         self.child
             .as_mut()
             .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// SIGTERM, then waits up to `timeout` for the exit.
-    fn terminate(mut self, timeout: Duration) -> ExitStatus {
+    pub(crate) fn terminate(mut self, timeout: Duration) -> ExitStatus {
         let mut child = self.child.take().expect("running child");
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
@@ -660,7 +660,7 @@ impl Drop for Proc {
 
 /// The group-100 row of `/proc/net/netfilter/nfnetlink_log` in `ns`:
 /// `group portid qlen copy_mode copy_range flush_timeout use`.
-fn nflog_row(ns: &str) -> Option<Vec<u64>> {
+pub(crate) fn nflog_row(ns: &str) -> Option<Vec<u64>> {
     let text = run(in_netns(ns).args(["cat", "/proc/net/netfilter/nfnetlink_log"]));
     text.lines()
         .map(|l| {
@@ -672,7 +672,7 @@ fn nflog_row(ns: &str) -> Option<Vec<u64>> {
 }
 
 /// Polls `/proc` rather than waiting for a log line: it works for ulogd and the daemon alike.
-fn wait_bound(ns: &str, proc_: &mut Proc) {
+pub(crate) fn wait_bound(ns: &str, proc_: &mut Proc) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while nflog_row(ns).is_none() {
         let exited = proc_.exited();
@@ -686,7 +686,7 @@ fn wait_bound(ns: &str, proc_: &mut Proc) {
     }
 }
 
-fn wait_unbound(ns: &str) {
+pub(crate) fn wait_unbound(ns: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while nflog_row(ns).is_some() {
         assert!(Instant::now() < deadline, "NFLOG group {GROUP} still bound");
@@ -694,7 +694,7 @@ fn wait_unbound(ns: &str) {
     }
 }
 
-fn wait_queue_empty(ns: &str) {
+pub(crate) fn wait_queue_empty(ns: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while nflog_row(ns).is_some_and(|row| row.get(2).copied().unwrap_or(0) > 0) {
         assert!(Instant::now() < deadline, "NFLOG queue not flushed");
@@ -702,7 +702,7 @@ fn wait_queue_empty(ns: &str) {
     }
 }
 
-fn in_netns(ns: &str) -> Command {
+pub(crate) fn in_netns(ns: &str) -> Command {
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", ns]);
     cmd
@@ -712,7 +712,7 @@ fn ip_batch(ns: &str, commands: &str) {
     run_stdin(Command::new("ip").args(["-n", ns, "-batch", "-"]), commands);
 }
 
-fn run(cmd: &mut Command) -> String {
+pub(crate) fn run(cmd: &mut Command) -> String {
     let out = cmd
         .stdin(Stdio::null())
         .output()
@@ -720,7 +720,7 @@ fn run(cmd: &mut Command) -> String {
     check(cmd, out)
 }
 
-fn run_stdin(cmd: &mut Command, input: &str) -> String {
+pub(crate) fn run_stdin(cmd: &mut Command, input: &str) -> String {
     use std::io::Write;
     let mut child = cmd
         .stdin(Stdio::piped())
@@ -749,7 +749,7 @@ fn check(cmd: &Command, out: std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn read_lossy(path: &Path) -> String {
+pub(crate) fn read_lossy(path: &Path) -> String {
     fs::read(path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_else(|e| format!("({e})"))

@@ -1,6 +1,10 @@
 //! The integration tests: one binary, one module per area.
-mod overload;
 mod conformance;
 mod deploy;
+mod e2e_kube;
 mod fake_api;
 mod kube;
+mod metrics;
+mod overload;
+mod syslog;
+mod tail;

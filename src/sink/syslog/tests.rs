@@ -24,7 +24,10 @@ fn chunk(from: usize, n: usize) -> Chunk {
     for i in from..from + n {
         data.extend_from_slice(format!("<132>msg {i}\n").as_bytes());
     }
-    Chunk { data, lines: n as u64 }
+    Chunk {
+        data,
+        lines: n as u64,
+    }
 }
 
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
@@ -36,7 +39,8 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("netpol-syslog-unit-{}-{name}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("netpol-syslog-unit-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -67,24 +71,45 @@ fn config_defaults_and_embedding() {
     assert_eq!(a.name(), "syslog+unix:/dev/log");
     assert_eq!(a.rfc(), RfcChoice::Rfc3164);
     let fmt = a.format("node-1", "node-1");
-    assert_eq!((fmt.rfc, fmt.facility, fmt.severity), (Rfc::Rfc3164Local, 16, 4));
+    assert_eq!(
+        (fmt.rfc, fmt.facility, fmt.severity),
+        (Rfc::Rfc3164Local, 16, 4)
+    );
     assert_eq!(fmt.app_name, "netpol-nflogd");
 
     let Sink::Syslog(b) = &f.sinks[1];
-    assert_eq!((b.transport, b.framing, b.rfc(), b.message), (Transport::Tls, Framing::Newline, RfcChoice::Rfc3164, MsgFormat::Json));
+    assert_eq!(
+        (b.transport, b.framing, b.rfc(), b.message),
+        (
+            Transport::Tls,
+            Framing::Newline,
+            RfcChoice::Rfc3164,
+            MsgFormat::Json
+        )
+    );
     assert_eq!(b.name(), "syslog+tls:logs.example:6514");
     let fmt = b.format("node-1", "node-1");
     assert_eq!((fmt.rfc, fmt.facility, fmt.severity), (Rfc::Rfc3164, 19, 5));
     let problems = b.validate();
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert_eq!(problems[0].0, "tls_ca_file");
-    assert!(problems[0].1.starts_with("cannot read /nonexistent/ca.pem: "), "{problems:?}");
+    assert!(
+        problems[0]
+            .1
+            .starts_with("cannot read /nonexistent/ca.pem: "),
+        "{problems:?}"
+    );
 
-    let err = toml::from_str::<File>("[[sinks]]\nkind = \"syslog\"\nport = 514\n").unwrap_err().to_string();
+    let err = toml::from_str::<File>("[[sinks]]\nkind = \"syslog\"\nport = 514\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("unknown field `port`"), "{err}");
-    let err = toml::from_str::<File>("[[sinks]]\nkind = \"syslog\"\nrfc = 5425\n").unwrap_err().to_string();
+    let err = toml::from_str::<File>("[[sinks]]\nkind = \"syslog\"\nrfc = 5425\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("rfc 5425 is not 3164 or 5424"), "{err}");
-    let c: SyslogSinkConfig = toml::from_str("transport = \"udp\"\naddress = \"[::1]:514\"\nrfc = \"5424\"\n").unwrap();
+    let c: SyslogSinkConfig =
+        toml::from_str("transport = \"udp\"\naddress = \"[::1]:514\"\nrfc = \"5424\"\n").unwrap();
     assert_eq!((c.rfc(), c.validate()), (RfcChoice::Rfc5424, vec![]));
 }
 
@@ -95,7 +120,11 @@ fn every_problem_is_named() {
          app_name = \"a b\"\nhostname = \"x y\"\nbuffer_messages = 0\ntls_server_name = \"logs\"\n",
     )
     .unwrap();
-    let problems: Vec<String> = c.validate().into_iter().map(|(k, p)| format!("{k}: {p}")).collect();
+    let problems: Vec<String> = c
+        .validate()
+        .into_iter()
+        .map(|(k, p)| format!("{k}: {p}"))
+        .collect();
     assert_eq!(
         problems,
         [
@@ -111,7 +140,10 @@ fn every_problem_is_named() {
     for (address, want) in [
         ("h:0", "\"h:0\": \"0\" is not a port number 1-65535"),
         (":514", "\":514\" has no host"),
-        ("::1:514", "\"::1:514\": write IPv6 addresses as [addr]:port"),
+        (
+            "::1:514",
+            "\"::1:514\": write IPv6 addresses as [addr]:port",
+        ),
         ("[::1:514", "\"[::1:514\": unclosed '['"),
     ] {
         let c = SyslogSinkConfig {
@@ -119,14 +151,21 @@ fn every_problem_is_named() {
             address: address.into(),
             ..Default::default()
         };
-        assert_eq!(c.validate(), vec![("address".to_string(), want.to_string())]);
+        assert_eq!(
+            c.validate(),
+            vec![("address".to_string(), want.to_string())]
+        );
     }
     let c = SyslogSinkConfig {
         address: "dev/log".into(),
         app_name: "tag:x".into(),
         ..Default::default()
     };
-    let problems: Vec<String> = c.validate().into_iter().map(|(k, p)| format!("{k}: {p}")).collect();
+    let problems: Vec<String> = c
+        .validate()
+        .into_iter()
+        .map(|(k, p)| format!("{k}: {p}"))
+        .collect();
     assert_eq!(
         problems,
         [
@@ -186,7 +225,10 @@ fn unix_datagrams_buffer_while_away_and_drop_when_full() {
     }
     drop(sink.tx);
     sink.thread.join().unwrap();
-    assert_eq!((stats.written.load(Relaxed), stats.failed.load(Relaxed)), (17, 15));
+    assert_eq!(
+        (stats.written.load(Relaxed), stats.failed.load(Relaxed)),
+        (17, 15)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -204,8 +246,15 @@ fn shutdown_counts_what_could_not_be_sent() {
     let started = Instant::now();
     sink.thread.join().unwrap();
     // The grace period, plus at most one backoff.
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
-    assert_eq!((stats.written.load(Relaxed), stats.failed.load(Relaxed)), (0, 7));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        (stats.written.load(Relaxed), stats.failed.load(Relaxed)),
+        (0, 7)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -241,6 +290,13 @@ fn tcp_framings() {
         drop(sink.tx);
         sink.thread.join().unwrap();
         assert_eq!(String::from_utf8(rx.join().unwrap()).unwrap(), want);
-        assert_eq!((stats.written.load(Relaxed), stats.failed.load(Relaxed), stats.errors.load(Relaxed)), (2, 0, 0));
+        assert_eq!(
+            (
+                stats.written.load(Relaxed),
+                stats.failed.load(Relaxed),
+                stats.errors.load(Relaxed)
+            ),
+            (2, 0, 0)
+        );
     }
 }

@@ -27,7 +27,10 @@ pub fn draw(f: &mut Frame<'_>, s: &UiState, now: Instant) {
 fn header_line(s: &UiState) -> Line<'static> {
     let shown = s.visible().count();
     let mut spans = vec![
-        Span::styled(" nflog-tail ", Style::new().add_modifier(Modifier::BOLD | Modifier::REVERSED)),
+        Span::styled(
+            " nflog-tail ",
+            Style::new().add_modifier(Modifier::BOLD | Modifier::REVERSED),
+        ),
         Span::raw(format!(" {}  {shown} events", s.source)),
     ];
     if s.paused {
@@ -39,10 +42,16 @@ fn header_line(s: &UiState) -> Line<'static> {
         spans.push(Span::styled("  LIVE", Style::new().fg(Color::Green)));
     }
     if !s.filter.is_empty() {
-        spans.push(Span::styled(format!("  filter: {}", s.filter), Style::new().fg(Color::Cyan)));
+        spans.push(Span::styled(
+            format!("  filter: {}", s.filter),
+            Style::new().fg(Color::Cyan),
+        ));
     }
     if s.lost > 0 {
-        spans.push(Span::styled(format!("  lost {}", s.lost), Style::new().fg(Color::Red)));
+        spans.push(Span::styled(
+            format!("  lost {}", s.lost),
+            Style::new().fg(Color::Red),
+        ));
     }
     if s.suppressed > 0 {
         spans.push(Span::raw(format!("  rate-limited {}", s.suppressed)));
@@ -55,7 +64,10 @@ fn event_line(e: &Entry) -> Line<'_> {
     let mut spans = vec![
         Span::styled(c.time.as_str(), Style::new().add_modifier(Modifier::DIM)),
         Span::raw(" "),
-        Span::styled(c.policy.as_str(), Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD)),
+        Span::styled(
+            c.policy.as_str(),
+            Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD),
+        ),
         Span::raw(" "),
         Span::styled(c.src.as_str(), Style::new().fg(Color::Cyan)),
         Span::raw(" → "),
@@ -65,7 +77,10 @@ fn event_line(e: &Entry) -> Line<'_> {
     ];
     if !c.direction.is_empty() {
         spans.push(Span::raw(" "));
-        spans.push(Span::styled(c.direction.as_str(), Style::new().fg(Color::Blue)));
+        spans.push(Span::styled(
+            c.direction.as_str(),
+            Style::new().fg(Color::Blue),
+        ));
     }
     Line::from(spans)
 }
@@ -73,15 +88,23 @@ fn event_line(e: &Entry) -> Line<'_> {
 fn draw_events(f: &mut Frame<'_>, s: &UiState, area: Rect) {
     let rows = area.height.saturating_sub(2) as usize;
     let visible: Vec<&Entry> = s.visible().collect();
-    let end = visible.len().saturating_sub(s.scroll.min(visible.len().saturating_sub(rows)));
+    let end = visible
+        .len()
+        .saturating_sub(s.scroll.min(visible.len().saturating_sub(rows)));
     let start = end.saturating_sub(rows);
     let lines: Vec<Line<'_>> = visible[start..end].iter().map(|e| event_line(e)).collect();
     let title = if s.scroll > 0 {
-        format!(" Events (scrolled up {}; End to follow) ", visible.len() - end)
+        format!(
+            " Events (scrolled up {}; End to follow) ",
+            visible.len() - end
+        )
     } else {
         " Events ".to_string()
     };
-    f.render_widget(Paragraph::new(lines).block(Block::bordered().title(title)), area);
+    f.render_widget(
+        Paragraph::new(lines).block(Block::bordered().title(title)),
+        area,
+    );
 }
 
 fn draw_table(f: &mut Frame<'_>, s: &UiState, area: Rect, now: Instant) {
@@ -91,10 +114,18 @@ fn draw_table(f: &mut Frame<'_>, s: &UiState, area: Rect, now: Instant) {
         .take(area.height.saturating_sub(3) as usize)
         .map(|r| Row::new(vec![r.key, r.count.to_string(), format!("{:.1}", r.rate)]))
         .collect();
-    let header = Row::new(vec![s.table.column(), "COUNT", "RATE/s"]).style(Style::new().add_modifier(Modifier::BOLD));
-    let table = Table::new(rows, [Constraint::Fill(1), Constraint::Length(10), Constraint::Length(8)])
-        .header(header)
-        .block(Block::bordered().title(format!(" {} (t: next table) ", s.table.title())));
+    let header = Row::new(vec![s.table.column(), "COUNT", "RATE/s"])
+        .style(Style::new().add_modifier(Modifier::BOLD));
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Fill(1),
+            Constraint::Length(10),
+            Constraint::Length(8),
+        ],
+    )
+    .header(header)
+    .block(Block::bordered().title(format!(" {} (t: next table) ", s.table.title())));
     f.render_widget(table, area);
 }
 
@@ -119,7 +150,10 @@ fn footer_line(s: &UiState) -> Line<'_> {
             let keys = " q quit · p/space pause · / filter · c clear · t/Tab table · ↑↓ scroll";
             let mut spans = vec![Span::styled(keys, Style::new().add_modifier(Modifier::DIM))];
             if let Some(status) = &s.status {
-                spans.push(Span::styled(format!("   {status}"), Style::new().fg(Color::Yellow)));
+                spans.push(Span::styled(
+                    format!("   {status}"),
+                    Style::new().fg(Color::Yellow),
+                ));
             }
             Line::from(spans)
         }
@@ -150,7 +184,11 @@ mod tests {
         t.draw(|f| draw(f, s, now)).unwrap();
         let buf = t.backend().buffer().clone();
         (0..buf.area.height)
-            .map(|y| (0..buf.area.width).map(|x| buf[(x, y)].symbol().to_string()).collect::<String>())
+            .map(|y| {
+                (0..buf.area.width)
+                    .map(|x| buf[(x, y)].symbol().to_string())
+                    .collect::<String>()
+            })
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -164,9 +202,18 @@ mod tests {
         }
         s.push(rec(53, "kube-system", "dns", ""), t0);
         let text = screen(&s, t0 + Duration::from_secs(1));
-        assert!(text.contains("direct: NFLOG group 100  4 events  LIVE"), "{text}");
-        assert!(text.contains("20:59:32 db/deny-db 10.0.0.1:40000 → 10.0.0.2:5432 TCP SYN"), "{text}");
-        let row = text.lines().find(|l| l.contains("│db/deny-db")).expect(&text);
+        assert!(
+            text.contains("direct: NFLOG group 100  4 events  LIVE"),
+            "{text}"
+        );
+        assert!(
+            text.contains("20:59:32 db/deny-db 10.0.0.1:40000 → 10.0.0.2:5432 TCP SYN"),
+            "{text}"
+        );
+        let row = text
+            .lines()
+            .find(|l| l.contains("│db/deny-db"))
+            .expect(&text);
         assert!(row.contains("3") && row.contains("0.3"), "{row}");
         assert!(text.contains("q quit · p/space pause"), "{text}");
 

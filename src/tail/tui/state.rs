@@ -63,7 +63,9 @@ impl Table {
         match self {
             Table::Policies => e.compact.policy.clone(),
             Table::Sources => match &r.src {
-                Some(p) if !p.pod.is_empty() => sanitize(&format!("{}/{}", p.namespace, p.pod)).into_owned(),
+                Some(p) if !p.pod.is_empty() => {
+                    sanitize(&format!("{}/{}", p.namespace, p.pod)).into_owned()
+                }
                 _ => r.src_ip.map_or_else(|| "?".into(), |a| a.to_string()),
             },
             Table::Ports => {
@@ -91,7 +93,10 @@ pub struct TopRow {
 pub enum Mode {
     Normal,
     /// Editing the filter line; `error` is why the last Enter was refused.
-    Filter { input: String, error: Option<String> },
+    Filter {
+        input: String,
+        error: Option<String>,
+    },
 }
 
 #[derive(Debug)]
@@ -140,7 +145,11 @@ impl UiState {
                     compact: Compact::of(&record),
                     record: *record,
                 };
-                let q = if self.paused { &mut self.held } else { &mut self.entries };
+                let q = if self.paused {
+                    &mut self.held
+                } else {
+                    &mut self.entries
+                };
                 if q.len() == CAPACITY {
                     q.pop_front();
                 }
@@ -157,7 +166,9 @@ impl UiState {
 
     /// Events the filter lets through, oldest first.
     pub fn visible(&self) -> impl DoubleEndedIterator<Item = &Entry> {
-        self.entries.iter().filter(|e| self.filter.matches(&e.record))
+        self.entries
+            .iter()
+            .filter(|e| self.filter.matches(&e.record))
     }
 
     pub fn held(&self) -> usize {
@@ -294,8 +305,22 @@ mod tests {
         }
         s.push(rec(53, "kube-system", "dns"), t0 + Duration::from_secs(20));
         let top = s.top(t0 + Duration::from_secs(21));
-        assert_eq!(top[0], TopRow { key: "db/deny".into(), count: 3, rate: 0.0 });
-        assert_eq!(top[1], TopRow { key: "kube-system/dns".into(), count: 1, rate: 0.1 });
+        assert_eq!(
+            top[0],
+            TopRow {
+                key: "db/deny".into(),
+                count: 3,
+                rate: 0.0
+            }
+        );
+        assert_eq!(
+            top[1],
+            TopRow {
+                key: "kube-system/dns".into(),
+                count: 1,
+                rate: 0.1
+            }
+        );
         press(&mut s, KeyCode::Char('t'));
         press(&mut s, KeyCode::Tab);
         assert_eq!(s.table, Table::Ports);

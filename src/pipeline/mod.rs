@@ -1,0 +1,372 @@
+//! The only place that knows the order of the stages:
+//! source → decode → attribute → limit → render → sinks.
+//!
+//! [`Processor`] is the synchronous heart: it takes the bytes of one `recv()` and appends
+//! rendered lines to one buffer per sink, without allocating per message. [`run`] wraps it in
+//! the daemon's event loop: the socket, signals, sink threads, and the drain at shutdown.
+
+mod processor;
+
+pub use processor::Processor;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::io::unix::AsyncFd;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::{Config, SinkKind};
+use crate::event::Timestamp;
+use crate::limit::Limiter;
+use crate::render::{Format, Renderer};
+use crate::sink::{self, file::FileOutput, Chunk, SinkHandle};
+use crate::source::socket::{NflogSocket, Recv, Tuning};
+use crate::stats::{SinkStats, Stats};
+
+/// Options that only the command line sets.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Write the final counters here as JSON at exit.
+    pub stats_file: Option<PathBuf>,
+}
+
+/// Runs the daemon until SIGTERM or SIGINT; returns the final counters.
+pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<Arc<Stats>> {
+    let stats = Stats::new();
+    let hostname = if cfg.output.hostname.is_empty() {
+        crate::render::short_hostname()
+    } else {
+        cfg.output.hostname.clone()
+    };
+    let node_name = if !cfg.output.node_name.is_empty() {
+        cfg.output.node_name.clone()
+    } else {
+        std::env::var("NODE_NAME").unwrap_or_else(|_| hostname.clone())
+    };
+    let reopen = Arc::new(AtomicBool::new(false));
+    let mut sinks: Vec<SinkHandle> = Vec::new();
+    for s in &cfg.sinks {
+        let (name, output): (String, Box<dyn sink::Output>) = match s.kind {
+            SinkKind::File => {
+                let path = s.path.clone().unwrap_or_default();
+                let out = FileOutput::open(path.clone())
+                    .with_context(|| format!("cannot open {}", path.display()))?;
+                (format!("file:{}", path.display()), Box::new(out))
+            }
+            SinkKind::Stdout => ("stdout".to_string(), Box::new(sink::Stdout)),
+        };
+        let st = SinkStats::new(&name);
+        stats.add_sink(st.clone());
+        sinks.push(sink::spawn(output, st, reopen.clone()));
+    }
+    let formats: Vec<Format> = cfg.sinks.iter().map(|s| s.format).collect();
+    let (policy_default, unattributed) = cfg.limits();
+    let limiter = Limiter::new(cfg.limits.enabled, policy_default, unattributed);
+    let window = Duration::from_millis(cfg.output.correlation_window_ms);
+    let mut proc = Processor::new(
+        Renderer::new(&hostname, &node_name),
+        limiter,
+        &formats,
+        stats.clone(),
+        true,
+    )
+    .with_correlation(window);
+    let tail = match cfg.tail.socket.as_str() {
+        "" => None,
+        path => {
+            let t = crate::sink::tail::spawn(
+                std::path::Path::new(path),
+                cfg.tail.ring,
+                stats.clone(),
+            )
+            .with_context(|| {
+                format!(
+                    "cannot create the tail socket {path} (set tail.socket = \"\" to disable it)"
+                )
+            })?;
+            proc = proc.with_tail(t.clients.clone());
+            Some(t)
+        }
+    };
+    let mut kube = start_kube(&cfg, &node_name).await?;
+    let status: Option<Arc<dyn crate::metrics::StatusSource>> = kube.as_ref().map(|k| {
+        Arc::new(KubeStatus {
+            state: k.state.clone(),
+            index: k.index.clone(),
+        }) as Arc<dyn crate::metrics::StatusSource>
+    });
+    if let Some(k) = &kube {
+        proc = proc.with_kube(k.index.clone());
+    }
+    let health = Arc::new(crate::metrics::Health::default());
+    if !cfg.metrics.listen.is_empty() {
+        let listener = tokio::net::TcpListener::bind(&cfg.metrics.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {} for metrics (metrics.listen)",
+                    cfg.metrics.listen
+                )
+            })?;
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            stats.clone(),
+            health.clone(),
+            status.clone(),
+        ));
+    }
+
+    let src = &cfg.source;
+    let tuning = Tuning {
+        copy_range: src.copy_range,
+        nlbufsiz: src.kernel_buffer,
+        qthreshold: src.queue_threshold,
+        timeout_cs: src.flush_timeout_ms.div_ceil(10),
+        rcvbuf: src.socket_receive_buffer,
+    };
+    let mut socket = NflogSocket::open(&src.groups, &tuning)?;
+    for g in &src.groups {
+        tracing::info!(
+            group = g,
+            rcvbuf = socket.rcvbuf_granted,
+            "bound NFLOG group {g}"
+        );
+    }
+    health.bound.store(true, Relaxed);
+    let pending = socket.take_pending();
+    let mut acks = Vec::new();
+    for batch in pending {
+        proc.handle_batch(&batch, Timestamp::now(), &mut acks);
+    }
+    // SAFETY: NflogSocket owns its descriptor (OwnedFd), never closes or replaces it while it
+    // exists, and the AsyncFd owns the NflogSocket, so the fd stays valid while registered.
+    let mut fd = unsafe { AsyncFd::register(socket) }
+        .context("cannot register the NFLOG socket with tokio")?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let interval = Duration::from_secs(cfg.limits.summary_interval_s.max(1));
+    let mut summary = tokio::time::interval(interval);
+    summary.tick().await;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut last_publish = Instant::now();
+    let mut expiry = tokio::time::interval((window / 2).max(Duration::from_millis(20)));
+
+    loop {
+        tokio::select! {
+            ready = fd.readable() => {
+                let mut guard = ready?;
+                read_all(guard.get_inner(), &mut buf, &mut proc, &stats, &mut acks);
+                guard.clear_ready();
+                flush(&mut proc, &sinks, tail.as_ref()).await;
+                if last_publish.elapsed() >= Duration::from_secs(1) {
+                    last_publish = Instant::now();
+                    proc.publish_metrics();
+                }
+            }
+            Some((key, limit)) = next_limit(&mut kube) => {
+                tracing::info!(policy = %key, limit = ?limit, "rate limit changed");
+                proc.limiter_mut().set_limit(key.as_bytes(), limit);
+            }
+            _ = expiry.tick() => {
+                proc.expire(false);
+                flush(&mut proc, &sinks, tail.as_ref()).await;
+            }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reopening files");
+                reopen.store(true, Relaxed);
+            }
+            _ = summary.tick() => {
+                proc.emit_summaries(interval, Timestamp::now());
+                flush(&mut proc, &sinks, tail.as_ref()).await;
+                proc.publish_metrics();
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+
+    tracing::info!("shutting down: draining what the kernel still holds");
+    drain(&mut fd, &src.groups, &mut buf, &mut proc, &stats).await;
+    health.bound.store(false, Relaxed);
+    proc.expire(true);
+    proc.emit_summaries(interval, Timestamp::now());
+    flush(&mut proc, &sinks, tail.as_ref()).await;
+    proc.publish_metrics();
+    drop(tail);
+    for s in sinks {
+        drop(s.tx);
+        let _ = s.thread.join();
+    }
+    let totals = stats.to_json();
+    tracing::info!(counters = %totals, "final counters");
+    if let Some(path) = &opts.stats_file {
+        std::fs::write(path, format!("{totals}\n"))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(stats)
+}
+
+/// Starts the Kubernetes watchers unless configured off or no cluster is reachable.
+async fn start_kube(
+    cfg: &Config,
+    node_name: &str,
+) -> anyhow::Result<Option<crate::attribute::kube::KubeHandle>> {
+    let mode = cfg.kubernetes.mode.as_str();
+    if mode == "off" {
+        tracing::info!("Kubernetes attribution off: policy names come from NFLOG prefixes");
+        return Ok(None);
+    }
+    let client = match crate::attribute::kube::client_from_env().await {
+        Ok(Some(c)) => c,
+        Ok(None) if mode == "auto" => {
+            tracing::info!(
+                "no Kubernetes API configured (not in a pod, no KUBECONFIG): standalone mode"
+            );
+            return Ok(None);
+        }
+        Ok(None) => anyhow::bail!(
+            "kubernetes.mode = \"on\" but no in-cluster configuration or KUBECONFIG was found"
+        ),
+        Err(e) if mode == "auto" => {
+            tracing::warn!(error = %e, "cannot configure the Kubernetes client: standalone mode");
+            return Ok(None);
+        }
+        Err(e) => return Err(e.context("kubernetes.mode = \"on\"")),
+    };
+    let node = (!node_name.is_empty()).then(|| node_name.to_string());
+    tracing::info!(node = ?node, all_pods = cfg.kubernetes.watch_all_pods, "watching NetworkPolicies, Pods and Namespaces");
+    Ok(Some(
+        crate::attribute::kube::start(client, node, cfg.kubernetes.watch_all_pods).await,
+    ))
+}
+
+/// The next limit change from the watchers; pending forever without them.
+async fn next_limit(
+    kube: &mut Option<crate::attribute::kube::KubeHandle>,
+) -> Option<(String, Option<crate::limit::Limit>)> {
+    match kube {
+        Some(k) => k.limit_updates.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Watch state and annotation problems, for `/readyz` and metrics.
+struct KubeStatus {
+    state: Arc<crate::attribute::kube::WatchState>,
+    index: Arc<std::sync::RwLock<crate::attribute::index::Index>>,
+}
+
+impl std::fmt::Debug for KubeStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeStatus").finish_non_exhaustive()
+    }
+}
+
+impl crate::metrics::StatusSource for KubeStatus {
+    fn watch_states(&self) -> Vec<(String, bool, bool, u64, u64)> {
+        self.state
+            .resources()
+            .iter()
+            .map(|(name, r)| {
+                (
+                    name.to_string(),
+                    r.synced(),
+                    r.connected(),
+                    r.objects(),
+                    r.restarts(),
+                )
+            })
+            .collect()
+    }
+
+    fn invalid_annotations(&self) -> Vec<(String, String)> {
+        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+        index
+            .invalid_annotations()
+            .into_iter()
+            .map(|a| {
+                (
+                    format!("{}/{}", a.policy.namespace, a.policy.name),
+                    format!("{}={:?}: {}", a.annotation, a.value, a.error),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Reads until the socket is empty, processing each batch.
+fn read_all(
+    sock: &NflogSocket,
+    buf: &mut [u8],
+    proc: &mut Processor,
+    stats: &Stats,
+    acks: &mut Vec<u32>,
+) {
+    loop {
+        match sock.recv(buf) {
+            Recv::Data(n) => proc.handle_batch(&buf[..n], Timestamp::now(), acks),
+            Recv::Truncated(n) => {
+                stats.truncated_batches.fetch_add(1, Relaxed);
+                proc.handle_batch(&buf[..n], Timestamp::now(), acks);
+            }
+            Recv::Overrun => {
+                // The loss itself shows up as a sequence gap in the next message.
+                stats.overruns.fetch_add(1, Relaxed);
+            }
+            Recv::WouldBlock => return,
+        }
+    }
+}
+
+/// Hands every sink its lines. Waits when a sink is behind (bounded channel); the tail hub
+/// never makes it wait (it drops for slow clients instead).
+async fn flush(
+    proc: &mut Processor,
+    sinks: &[SinkHandle],
+    tail: Option<&crate::sink::tail::TailHandle>,
+) {
+    let chunks: Vec<(usize, Chunk)> = proc.take_chunks().collect();
+    for (i, chunk) in chunks {
+        let lines = chunk.lines;
+        if sinks[i].tx.send(chunk).await.is_err() {
+            sinks[i].stats.failed.fetch_add(lines, Relaxed);
+        }
+    }
+    if let (Some(t), Some(chunk)) = (tail, proc.take_tail()) {
+        let _ = t.tx.try_send(chunk);
+    }
+}
+
+/// Unbinds every group (the kernel flushes its queue before acknowledging) and reads until all
+/// the acknowledgements arrived, or 3 s passed.
+async fn drain(
+    fd: &mut AsyncFd<NflogSocket>,
+    groups: &[u16],
+    buf: &mut [u8],
+    proc: &mut Processor,
+    stats: &Stats,
+) {
+    let mut waiting: Vec<u32> = Vec::new();
+    for &g in groups {
+        match fd.get_mut().send_unbind(g) {
+            Ok(seq) => waiting.push(seq),
+            Err(e) => tracing::warn!(group = g, error = %e, "cannot unbind"),
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut acks = Vec::new();
+    while !waiting.is_empty() {
+        let ready = tokio::time::timeout_at(deadline, fd.readable()).await;
+        let Ok(Ok(mut guard)) = ready else {
+            tracing::warn!("the kernel did not acknowledge every unbind in time");
+            break;
+        };
+        read_all(guard.get_inner(), buf, proc, stats, &mut acks);
+        guard.clear_ready();
+        waiting.retain(|s| !acks.contains(s));
+    }
+}

@@ -1,0 +1,474 @@
+//! The synchronous heart of the pipeline: one `recv()` buffer in, rendered lines out, one
+//! buffer per sink, no allocation per message.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::attribute::ifname::IfNames;
+use crate::attribute::Attribution;
+use crate::decode;
+use crate::event::{Event, Timestamp};
+use crate::limit::{Limiter, NO_POLICY};
+use crate::render::{json::push_json_str, Format, Renderer};
+use crate::sink::Chunk;
+use crate::source::nflog::{Messages, Netlink, NflogMsg};
+use crate::stats::Stats;
+
+/// Lines waiting for one sink.
+struct Pending {
+    format: Format,
+    chunk: Chunk,
+}
+
+/// Records for `nflog-tail` clients, rendered only while one is connected.
+struct TailPending {
+    clients: Arc<std::sync::atomic::AtomicUsize>,
+    chunk: Chunk,
+    scratch: Vec<u8>,
+}
+
+/// Events per policy key, by kind of rule and direction (published as metrics).
+type PolicyCounts = HashMap<Box<[u8]>, [u64; 9]>;
+
+/// Per-message work, from received bytes to rendered lines.
+pub struct Processor {
+    renderer: Renderer,
+    ifnames: IfNames,
+    limiter: Limiter,
+    pending: Vec<Pending>,
+    stats: Arc<Stats>,
+    /// Next expected NFLOG sequence number per group.
+    next_seq: HashMap<u16, u32>,
+    /// Whether the groups were bound by us (so sequence numbers start at 0).
+    fresh_instances: bool,
+    last_malformed_report: Option<Instant>,
+    tail: Option<TailPending>,
+    policy_counts: PolicyCounts,
+    /// The Kubernetes index, when the daemon watches the API.
+    kube: Option<Arc<std::sync::RwLock<crate::attribute::index::Index>>>,
+    correlator: Option<crate::correlate::Correlator>,
+    batch_started: Instant,
+}
+
+impl Processor {
+    pub fn new(
+        renderer: Renderer,
+        limiter: Limiter,
+        formats: &[Format],
+        stats: Arc<Stats>,
+        fresh_instances: bool,
+    ) -> Self {
+        Processor {
+            renderer,
+            ifnames: IfNames::new(),
+            limiter,
+            pending: formats
+                .iter()
+                .map(|&format| Pending {
+                    format,
+                    chunk: Chunk::default(),
+                })
+                .collect(),
+            stats,
+            next_seq: HashMap::new(),
+            fresh_instances,
+            last_malformed_report: None,
+            tail: None,
+            policy_counts: HashMap::new(),
+            kube: None,
+            correlator: None,
+            batch_started: Instant::now(),
+        }
+    }
+
+    /// Correlates the messages of one packet into one structured event (window > 0).
+    pub fn with_correlation(mut self, window: Duration) -> Self {
+        self.correlator = (!window.is_zero()).then(|| crate::correlate::Correlator::new(window));
+        self
+    }
+
+    /// Attributes events with the Kubernetes index (policies, pods, workloads).
+    pub fn with_kube(
+        mut self,
+        index: Arc<std::sync::RwLock<crate::attribute::index::Index>>,
+    ) -> Self {
+        self.kube = Some(index);
+        self
+    }
+
+    /// Also renders records for `nflog-tail` (while `clients` is non-zero).
+    pub fn with_tail(mut self, clients: Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        self.tail = Some(TailPending {
+            clients,
+            chunk: Chunk::default(),
+            scratch: Vec::new(),
+        });
+        self
+    }
+
+    /// Handles one receive buffer; returns the sequence numbers of the ACKs/errors it held.
+    pub fn handle_batch(&mut self, buf: &[u8], received: Timestamp, acks: &mut Vec<u32>) {
+        self.batch_started = Instant::now();
+        self.ifnames.set_now(self.batch_started);
+        for m in Messages::new(buf) {
+            match m {
+                Ok(Netlink::Packet(body)) => self.handle_packet(body, received),
+                Ok(Netlink::Error { seq, .. }) => acks.push(seq),
+                Ok(Netlink::Other(_)) => {}
+                Err(e) => self.malformed(e),
+            }
+        }
+        self.expire(false);
+    }
+
+    fn malformed(&mut self, e: crate::source::nflog::ParseError) {
+        let n = self.stats.malformed.fetch_add(1, Relaxed) + 1;
+        if self
+            .last_malformed_report
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
+        {
+            self.last_malformed_report = Some(Instant::now());
+            tracing::warn!(reason = e.kind(), error = %e, malformed_total = n, "skipping a malformed NFLOG message");
+        }
+    }
+
+    /// One NFLOG packet message through every stage.
+    pub fn handle_packet(&mut self, body: &[u8], received: Timestamp) {
+        let msg = match NflogMsg::parse(body) {
+            Ok(m) => m,
+            Err(e) => return self.malformed(e),
+        };
+        self.stats.received.fetch_add(1, Relaxed);
+        if let Some(seq) = msg.seq {
+            self.check_seq(msg.group, seq);
+        }
+        let attribution = Attribution::from_prefix(msg.prefix);
+        if !self
+            .limiter
+            .allow(attribution.policy_key().unwrap_or(NO_POLICY))
+        {
+            self.stats.suppressed.fetch_add(1, Relaxed);
+            return;
+        }
+        let packet = decode::decode(msg.family, msg.hw_protocol, msg.payload);
+        // ulogd2 uses the kernel's timestamp when it sent a non-zero one, else receive time.
+        let time = match msg.timestamp {
+            Some((sec, usec)) if sec != 0 => Timestamp {
+                sec: sec as i64,
+                usec: usec as u32,
+            },
+            _ => received,
+        };
+        let indev = self.ifnames.name(msg.indev);
+        let outdev = self.ifnames.name(msg.outdev);
+        // Structured outputs get one event per packet: hold the message for correlation.
+        let wants_events = self.wants_events();
+        let deferred = match (&mut self.correlator, wants_events) {
+            (Some(c), true) => match crate::correlate::PacketKey::of(&packet) {
+                Some(key) => {
+                    c.add(
+                        key,
+                        body,
+                        msg.prefix.unwrap_or_default(),
+                        received,
+                        self.batch_started,
+                    );
+                    true
+                }
+                None => false,
+            },
+            _ => false,
+        };
+        let context = if deferred || !wants_events {
+            None
+        } else {
+            self.resolve(&attribution, &packet)
+        };
+        let ev = Event {
+            indev,
+            outdev,
+            msg,
+            packet,
+            time,
+            attribution,
+            context,
+        };
+        for p in self
+            .pending
+            .iter_mut()
+            .filter(|p| p.format == Format::Syslogemu || !deferred)
+        {
+            self.renderer.render(p.format, &ev, &mut p.chunk.data);
+            p.chunk.lines += 1;
+        }
+        if !deferred {
+            self.count_policy(&ev);
+            if let Some(t) = &mut self.tail {
+                if t.clients.load(Relaxed) > 0 {
+                    render_tail(&mut self.renderer, &ev, body, t);
+                }
+            }
+        }
+    }
+
+    /// Whether any output takes structured events (JSON sinks, tail clients).
+    fn wants_events(&self) -> bool {
+        self.pending.iter().any(|p| p.format == Format::Json)
+            || self
+                .tail
+                .as_ref()
+                .is_some_and(|t| t.clients.load(Relaxed) > 0)
+    }
+
+    fn resolve(
+        &self,
+        attribution: &Attribution<'_>,
+        packet: &decode::Packet,
+    ) -> Option<Arc<crate::attribute::KubeContext>> {
+        let index = self.kube.as_ref()?;
+        let (src, dst) = packet.addrs().unzip();
+        // A poisoned lock only means a watcher panicked mid-update; the index is still the
+        // best knowledge there is.
+        let index = index.read().unwrap_or_else(|p| p.into_inner());
+        index.resolve(attribution, src, dst).map(Arc::new)
+    }
+
+    /// Renders the structured events of packets whose correlation window has passed (all of
+    /// them with `force`, at shutdown).
+    pub fn expire(&mut self, force: bool) {
+        let Some(mut c) = self.correlator.take() else {
+            return;
+        };
+        if !c.is_empty() {
+            let now = Instant::now();
+            c.expire(now, force, |open| self.render_correlated(open));
+        }
+        self.correlator = Some(c);
+    }
+
+    fn render_correlated(&mut self, open: &crate::correlate::Open) {
+        let Ok(msg) = NflogMsg::parse(&open.body) else {
+            return;
+        };
+        let packet = decode::decode(msg.family, msg.hw_protocol, msg.payload);
+        let attribution = Attribution::from_prefix(msg.prefix);
+        let mut context = self.resolve(&attribution, &packet).map(|c| (*c).clone());
+        if open.count > 1 {
+            let ctx = context.get_or_insert_with(Default::default);
+            for prefix in open.prefixes() {
+                let other = Attribution::from_prefix(Some(prefix));
+                if other.source != crate::attribute::PolicySource::PolicyRule {
+                    continue;
+                }
+                let policies = match self.resolve(&other, &packet) {
+                    Some(c) if !c.policies.is_empty() => c.policies.clone(),
+                    _ => vec![crate::attribute::PolicyRef {
+                        namespace: String::from_utf8_lossy(other.namespace).into_owned(),
+                        name: String::from_utf8_lossy(other.name).into_owned(),
+                    }],
+                };
+                for p in policies {
+                    if !ctx.policies.contains(&p) {
+                        ctx.policies.push(p);
+                    }
+                }
+            }
+            ctx.count = open.count;
+        }
+        let time = match msg.timestamp {
+            Some((sec, usec)) if sec != 0 => Timestamp {
+                sec: sec as i64,
+                usec: usec as u32,
+            },
+            _ => open.received,
+        };
+        let ev = Event {
+            indev: self.ifnames.name(msg.indev),
+            outdev: self.ifnames.name(msg.outdev),
+            msg,
+            packet,
+            time,
+            attribution,
+            context: context.map(Arc::new),
+        };
+        for p in self.pending.iter_mut().filter(|p| p.format == Format::Json) {
+            self.renderer.render(p.format, &ev, &mut p.chunk.data);
+            p.chunk.lines += 1;
+        }
+        for prefix in open.prefixes() {
+            let a = Attribution::from_prefix(Some(prefix));
+            let one = Event {
+                attribution: a,
+                ..ev.clone()
+            };
+            self.count_policy(&one);
+        }
+        if let Some(t) = &mut self.tail {
+            if t.clients.load(Relaxed) > 0 {
+                render_tail(&mut self.renderer, &ev, &open.body, t);
+            }
+        }
+    }
+
+    fn count_policy(&mut self, ev: &Event<'_>) {
+        let key = match ev.attribution.source {
+            crate::attribute::PolicySource::PolicyRule => {
+                ev.attribution.policy_key().unwrap_or_default()
+            }
+            crate::attribute::PolicySource::PodChain => NO_POLICY,
+            crate::attribute::PolicySource::Custom => ev.msg.prefix.unwrap_or_default(),
+        };
+        let source = ev.attribution.source as usize;
+        let direction = match ev.context.as_deref().and_then(|c| c.direction) {
+            None => 0,
+            Some(crate::attribute::Direction::Ingress) => 1,
+            Some(crate::attribute::Direction::Egress) => 2,
+        };
+        let slot = source * 3 + direction;
+        if let Some(c) = self.policy_counts.get_mut(key) {
+            c[slot] += 1;
+        } else if self.policy_counts.len() < crate::metrics::MAX_POLICY_SERIES {
+            let mut c = [0u64; 9];
+            c[slot] = 1;
+            self.policy_counts.insert(key.into(), c);
+        } else if let Some(c) = self.policy_counts.get_mut(&b"(other)"[..]) {
+            c[slot] += 1;
+        } else {
+            let mut c = [0u64; 9];
+            c[slot] = 1;
+            self.policy_counts.insert(Box::from(&b"(other)"[..]), c);
+        }
+    }
+
+    /// Copies the per-policy counts into the shared stats for the metrics endpoint.
+    pub fn publish_metrics(&self) {
+        use crate::stats::{PolicyCounts as Counts, PolicyKey};
+        let sources = ["policy-rule", "pod-chain", "custom"];
+        let directions = ["", "ingress", "egress"];
+        let suppressed: HashMap<String, u64> = self.limiter.totals().into_iter().collect();
+        let Ok(mut table) = self.stats.policies.lock() else {
+            return;
+        };
+        for (key, counts) in &self.policy_counts {
+            let text = String::from_utf8_lossy(key);
+            let (namespace, policy) = text.split_once('/').unwrap_or(("", &text));
+            for (slot, &events) in counts.iter().enumerate().filter(|(_, &n)| n > 0) {
+                let k = PolicyKey {
+                    namespace: namespace.to_string(),
+                    policy: policy.to_string(),
+                    direction: directions[slot % 3],
+                    source: sources[slot / 3],
+                };
+                let sup = suppressed.get(text.as_ref()).copied().unwrap_or(0);
+                table.insert(
+                    k,
+                    Counts {
+                        events,
+                        suppressed: sup,
+                    },
+                );
+            }
+        }
+    }
+
+    fn check_seq(&mut self, group: u16, seq: u32) {
+        let expected = match self.next_seq.get(&group) {
+            Some(&e) => Some(e),
+            None if self.fresh_instances => Some(0),
+            None => None,
+        };
+        if let Some(expected) = expected {
+            let gap = seq.wrapping_sub(expected);
+            // A "gap" of more than half the space is a reordering or restart, not a loss.
+            if gap != 0 && gap < u32::MAX / 2 {
+                self.stats.lost_seq_gap.fetch_add(gap as u64, Relaxed);
+                tracing::warn!(
+                    group,
+                    lost = gap,
+                    "NFLOG messages lost before reaching the daemon (socket overrun)"
+                );
+            }
+        }
+        self.next_seq.insert(group, seq.wrapping_add(1));
+    }
+
+    /// Suppression summaries since the last call: logged, and written as JSON records.
+    pub fn emit_summaries(&mut self, interval: Duration, now: Timestamp) {
+        for s in self.limiter.take_summaries() {
+            tracing::info!(policy = %s.policy, suppressed = s.count, interval_s = interval.as_secs(), "messages suppressed by rate limit");
+            for p in self.pending.iter_mut().filter(|p| p.format == Format::Json) {
+                let out = &mut p.chunk.data;
+                out.extend_from_slice(b"{\"timestamp\":\"");
+                self.renderer.push_rfc3339(now, out);
+                out.extend_from_slice(b"\",\"type\":\"suppressed\",\"policy\":");
+                if s.policy.is_empty() {
+                    out.extend_from_slice(b"null");
+                } else {
+                    push_json_str(out, s.policy.as_bytes());
+                }
+                out.extend_from_slice(b",\"suppressed\":");
+                crate::render::push_u64(out, s.count);
+                out.extend_from_slice(b",\"interval_s\":");
+                crate::render::push_u64(out, interval.as_secs());
+                out.extend_from_slice(b"}\n");
+                p.chunk.lines += 1;
+            }
+        }
+    }
+
+    /// Takes the records rendered for `nflog-tail`.
+    pub fn take_tail(&mut self) -> Option<Chunk> {
+        let t = self.tail.as_mut()?;
+        (t.chunk.lines > 0).then(|| std::mem::take(&mut t.chunk))
+    }
+
+    /// Takes the rendered lines, one chunk per sink (in the order of `formats`).
+    pub fn take_chunks(&mut self) -> impl Iterator<Item = (usize, Chunk)> + '_ {
+        self.pending
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, p)| p.chunk.lines > 0)
+            .map(|(i, p)| (i, std::mem::take(&mut p.chunk)))
+    }
+
+    /// Drops the rendered lines but keeps the buffers' capacity (benchmarks).
+    pub fn discard_pending(&mut self) {
+        for p in &mut self.pending {
+            p.chunk.data.clear();
+            p.chunk.lines = 0;
+        }
+    }
+
+    pub fn limiter_mut(&mut self) -> &mut Limiter {
+        &mut self.limiter
+    }
+}
+
+/// A tail record: the JSON event plus its syslogemu line and the raw NFLOG message (hex), so
+/// `nflog-tail` can print either format and write pcap files.
+fn render_tail(renderer: &mut Renderer, ev: &Event<'_>, body: &[u8], t: &mut TailPending) {
+    let out = &mut t.chunk.data;
+    let start = out.len();
+    renderer.render(Format::Json, ev, out);
+    // Reopen the object: drop "}\n" and append the extra fields.
+    if out.len() < start + 2 {
+        return;
+    }
+    out.truncate(out.len() - 2);
+    t.scratch.clear();
+    renderer.render(Format::Syslogemu, ev, &mut t.scratch);
+    let line = t.scratch.strip_suffix(b"\n").unwrap_or(&t.scratch);
+    out.extend_from_slice(b",\"syslogemu\":");
+    push_json_str(out, line);
+    out.extend_from_slice(b",\"nflog\":\"");
+    for b in body {
+        crate::render::push_hex2_pub(out, *b);
+    }
+    out.extend_from_slice(b"\"}\n");
+    t.chunk.lines += 1;
+}
+
+#[cfg(test)]
+mod tests;

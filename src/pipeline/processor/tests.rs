@@ -1,0 +1,154 @@
+//! Processor tests: the stages in order on built messages, sequence accounting, correlation.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use super::super::Processor;
+use crate::decode::build::{ipv4, tcp, udp};
+use crate::event::Timestamp;
+use crate::limit::{Limit, Limiter};
+use crate::render::{Format, Renderer};
+use crate::source::nflog::build::Packet;
+use crate::stats::Stats;
+
+const A: [u8; 4] = [10, 42, 0, 10];
+const B: [u8; 4] = [10, 42, 0, 20];
+
+fn processor(formats: &[Format], limits: bool) -> (Processor, std::sync::Arc<Stats>) {
+    let stats = Stats::new();
+    let limiter = Limiter::new(limits, Limit::DEFAULT, Limit::DEFAULT);
+    let p = Processor::new(
+        Renderer::new("node", "node"),
+        limiter,
+        formats,
+        stats.clone(),
+        true,
+    );
+    (p, stats)
+}
+
+fn message(out: &mut Vec<u8>, prefix: &[u8], seq: u32, payload: &[u8]) {
+    Packet {
+        prefix,
+        seq: Some(seq),
+        payload,
+        ..Default::default()
+    }
+    .encode(out);
+}
+
+fn lines(p: &mut Processor) -> Vec<String> {
+    p.take_chunks()
+        .flat_map(|(_, c)| {
+            String::from_utf8(c.data)
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn sequence_gaps_are_counted_as_lost() {
+    let (mut p, stats) = processor(&[Format::Syslogemu], false);
+    let pkt = ipv4(17, 1, 0, 0, A, B, &udp(1, 2, b""));
+    let mut buf = Vec::new();
+    for seq in [0, 1, 5, 6, 10] {
+        message(&mut buf, b"x", seq, &pkt);
+    }
+    p.handle_batch(&buf, Timestamp::default(), &mut Vec::new());
+    assert_eq!(stats.received.load(Relaxed), 5);
+    assert_eq!(
+        stats.lost_seq_gap.load(Relaxed),
+        6,
+        "2,3,4 and 7,8,9 missing"
+    );
+    assert_eq!(lines(&mut p).len(), 5);
+}
+
+#[test]
+fn malformed_messages_are_counted_and_skipped() {
+    let (mut p, stats) = processor(&[Format::Syslogemu], false);
+    let pkt = ipv4(17, 1, 0, 0, A, B, &udp(1, 2, b""));
+    let mut buf = Vec::new();
+    message(&mut buf, b"ok", 0, &pkt);
+    let mut bad = Vec::new();
+    message(&mut bad, b"bad", 1, &pkt);
+    // Break the first attribute's length inside the second message.
+    bad[20..22].copy_from_slice(&0xfff0u16.to_ne_bytes());
+    buf.extend_from_slice(&bad);
+    p.handle_batch(&buf, Timestamp::default(), &mut Vec::new());
+    assert_eq!(stats.malformed.load(Relaxed), 1);
+    assert_eq!(stats.received.load(Relaxed), 1);
+}
+
+#[test]
+fn rate_limit_suppresses_per_policy_and_counts() {
+    let (mut p, stats) = processor(&[Format::Syslogemu], true);
+    let pkt = ipv4(17, 1, 0, 0, A, B, &udp(1, 2, b""));
+    let mut buf = Vec::new();
+    for seq in 0..15 {
+        message(&mut buf, b"DROP by policy default/a", seq, &pkt);
+    }
+    for seq in 15..20 {
+        message(&mut buf, b"DROP by policy default/b", seq, &pkt);
+    }
+    p.handle_batch(&buf, Timestamp::default(), &mut Vec::new());
+    assert_eq!(lines(&mut p).len(), 15, "burst 10 for a, all 5 of b");
+    assert_eq!(stats.suppressed.load(Relaxed), 5);
+}
+
+#[test]
+fn one_json_event_per_packet_one_syslogemu_line_per_message() {
+    let (p, _) = processor(&[Format::Syslogemu, Format::Json], false);
+    let mut p = p.with_correlation(Duration::from_secs(60));
+    let syn = ipv4(
+        6,
+        77,
+        0x4000,
+        0,
+        A,
+        B,
+        &tcp(40000, 5432, 9, 0, 0x02, 1024, 0),
+    );
+    let other = ipv4(
+        6,
+        78,
+        0x4000,
+        0,
+        A,
+        B,
+        &tcp(40001, 5432, 19, 0, 0x02, 1024, 0),
+    );
+    let mut buf = Vec::new();
+    message(&mut buf, b"DROP by policy default/deny-db", 0, &syn);
+    message(&mut buf, b"DROP by policy default/deny-all", 1, &syn);
+    message(&mut buf, b"", 2, &syn);
+    message(&mut buf, b"", 3, &other);
+    p.handle_batch(&buf, Timestamp::default(), &mut Vec::new());
+    let before: Vec<String> = lines(&mut p);
+    assert_eq!(
+        before.len(),
+        4,
+        "syslogemu lines are written at once: {before:?}"
+    );
+    assert!(before.iter().all(|l| !l.starts_with('{')));
+    p.expire(true);
+    let events: Vec<serde_json::Value> = lines(&mut p)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["count"], 3);
+    assert_eq!(events[0]["ip.id"], 77);
+    let names: Vec<&str> = events[0]["policy"]["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["deny-db", "deny-all"]);
+    assert_eq!(events[1]["count"], 1);
+    assert_eq!(events[1]["policy_source"], "pod-chain");
+}

@@ -1,0 +1,739 @@
+//! `nflog-tail` on the real kernel and in a real terminal.
+//!
+//! * pcap interoperability: `tcpdump -i nflog:100 -w` captures the conformance traffic; replayed
+//!   with `nflog-tail -r F -o syslogemu` it gives ulogd2's lines for the same traffic, except the
+//!   timestamp column and the interface names (a pcap carries indexes: `IN=if3` where ulogd2
+//!   wrote `IN=a0`; the test maps each name to its index). `-w` writes a pcap that tshark reads
+//!   with prefixes and addresses intact.
+//! * filters on real traffic: `--direct` in a namespace with K3s-shaped rules, then every filter
+//!   (and some combinations) over what it recorded.
+//! * the interactive view in tmux while traffic flows: events, top-table counts, pause, filter,
+//!   quit restoring the terminal.
+//! * the daemon socket (a fake server speaking the tail protocol): `--last`, control records,
+//!   reconnecting, `--no-reconnect`.
+//! * malformed input: a clear error naming file and record, exit code 1, no panic.
+//!
+//! Needs root, iproute2, iptables, tcpdump, tshark, tmux, ulogd2 and python3-scapy (the
+//! conformance traffic).
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use super::conformance::{
+    diff, in_netns, nflog_row, read_lossy, run, run_stdin, split_lines, ulogd_conf, wait_bound,
+    wait_queue_empty, wait_unbound, Proc, Scratch, Topology, EXPECTED_LINES, EXPECTED_SENT,
+    HOSTNAME,
+};
+
+const TAIL: &str = env!("CARGO_BIN_EXE_nflog-tail");
+
+fn tail(args: &[&str]) -> Output {
+    Command::new(TAIL)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run nflog-tail")
+}
+
+fn stdout_of(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "nflog-tail failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `name → index` of the interfaces in `ns`.
+fn ifindexes(ns: &str) -> HashMap<String, u32> {
+    run(Command::new("ip").args(["-n", ns, "-o", "link", "show"]))
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(": ");
+            let idx = f.next()?.trim().parse().ok()?;
+            let name = f.next()?.split('@').next()?.to_string();
+            Some((name, idx))
+        })
+        .collect()
+}
+
+/// ulogd2's line with `IN=name`/`OUT=name` turned into the `IN=ifN` a pcap replay can print.
+fn with_indexes(line: &str, idx: &HashMap<String, u32>) -> String {
+    line.split(' ')
+        .map(|tok| {
+            for key in ["IN=", "OUT="] {
+                if let Some(name) = tok.strip_prefix(key) {
+                    if let Some(i) = idx.get(name) {
+                        return format!("{key}if{i}");
+                    }
+                }
+            }
+            tok.to_string()
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn tail_pcap_replay_matches_ulogd2_and_tshark_reads_our_pcap() {
+    let scratch = Scratch::new("tail-pcap");
+    let topo = Topology::new(&scratch);
+    topo.install_rules();
+
+    // The oracle, as in conformance.rs.
+    let ulogd_out = scratch.path("ulogd.syslogemu");
+    let conf = scratch.path("ulogd.conf");
+    fs::write(&conf, ulogd_conf(&ulogd_out, &scratch.path("ulogd.log"))).expect("write ulogd.conf");
+    let mut ulogd = Proc::spawn(
+        "ulogd",
+        in_netns(&topo.router).args([
+            "unshare",
+            "--uts",
+            "sh",
+            "-c",
+            &format!("hostname {HOSTNAME} && exec ulogd -c {}", conf.display()),
+        ]),
+        &scratch.path("ulogd.stderr"),
+    );
+    wait_bound(&topo.router, &mut ulogd);
+    assert_eq!(topo.send_traffic(), EXPECTED_SENT);
+    sleep(Duration::from_millis(1500));
+    wait_queue_empty(&topo.router);
+    sleep(Duration::from_millis(300));
+    let _ = ulogd.terminate(Duration::from_secs(5));
+    wait_unbound(&topo.router);
+
+    // The same traffic through tcpdump's NFLOG capture.
+    let capture = scratch.path("capture.pcap");
+    let mut tcpdump = Proc::spawn(
+        "tcpdump",
+        in_netns(&topo.router)
+            .args(["tcpdump", "-U", "-i", "nflog:100", "-w"])
+            .arg(&capture),
+        &scratch.path("tcpdump.stderr"),
+    );
+    wait_bound(&topo.router, &mut tcpdump);
+    assert_eq!(topo.send_traffic(), EXPECTED_SENT);
+    sleep(Duration::from_millis(1500));
+    wait_queue_empty(&topo.router);
+    sleep(Duration::from_millis(300));
+    let _ = tcpdump.terminate(Duration::from_secs(5));
+
+    let replay = tail(&[
+        "-r",
+        capture.to_str().unwrap(),
+        "-o",
+        "syslogemu",
+        "--hostname",
+        HOSTNAME,
+    ]);
+    let ours = split_lines(stdout_of(&replay).as_bytes(), "nflog-tail -r");
+    let reference = split_lines(&fs::read(&ulogd_out).expect("read ulogd output"), "ulogd2");
+    assert_eq!(
+        reference.len(),
+        EXPECTED_LINES,
+        "the ulogd2 reference run is broken"
+    );
+    let idx = ifindexes(&topo.router);
+    let reference: Vec<String> = reference
+        .iter()
+        .map(|l| with_indexes(&l[16..], &idx))
+        .collect();
+    let ours: Vec<String> = ours.iter().map(|l| l[16..].to_string()).collect();
+    assert!(
+        reference == ours,
+        "replayed pcap differs from ulogd2 ('-' ulogd2 with IN=/OUT= as indexes, '+' nflog-tail):\n{}\nkept in {}",
+        diff(&reference, &ours),
+        scratch.dir.display()
+    );
+
+    // -w: what we write, tshark reads as it reads tcpdump's own capture.
+    let ours_pcap = scratch.path("ours.pcap");
+    let w = tail(&[
+        "-r",
+        capture.to_str().unwrap(),
+        "-w",
+        ours_pcap.to_str().unwrap(),
+    ]);
+    stdout_of(&w);
+    assert!(String::from_utf8_lossy(&w.stderr).contains(&format!("wrote {EXPECTED_LINES} packets")));
+    let fields = |f: &Path| {
+        run(Command::new("tshark").arg("-r").arg(f).args([
+            "-T",
+            "fields",
+            "-e",
+            "nflog.prefix",
+            "-e",
+            "ip.src",
+            "-e",
+            "ip.dst",
+            "-e",
+            "ipv6.src",
+            "-e",
+            "ipv6.dst",
+        ]))
+    };
+    let (theirs, written) = (fields(&capture), fields(&ours_pcap));
+    assert_eq!(written.lines().count(), EXPECTED_LINES);
+    assert_eq!(
+        theirs, written,
+        "tshark reads our pcap differently from tcpdump's"
+    );
+    assert!(
+        written.contains("DROP by policy default/deny-all\t10.77.1.1\t10.77.1.2"),
+        "{written}"
+    );
+    assert!(written.contains("spaced prefix: \t"), "{written}");
+    assert!(
+        written.contains("DROP by policy default/deny-all\t\t\tfd00:77:1::1\tfd00:77:1::2"),
+        "{written}"
+    );
+    // And the written file replays to the same lines.
+    let again = stdout_of(&tail(&[
+        "-r",
+        ours_pcap.to_str().unwrap(),
+        "-o",
+        "syslogemu",
+        "--hostname",
+        HOSTNAME,
+    ]));
+    assert_eq!(again, stdout_of(&replay));
+}
+
+/// A namespace with K3s-shaped NFLOG rules on OUTPUT (lo only), removed with `scratch`.
+fn rules_namespace(scratch: &Scratch) -> String {
+    let ns = scratch.netns("t");
+    run(Command::new("ip").args(["-n", &ns, "link", "set", "lo", "up"]));
+    let log = "-j NFLOG --nflog-group 100";
+    let v4 = format!(
+        "*filter\n:INPUT ACCEPT\n:FORWARD ACCEPT\n:OUTPUT ACCEPT\n\
+         -A OUTPUT -p udp --dport 53 {log} --nflog-prefix \"DROP by policy kube-system/allow-dns\"\n\
+         -A OUTPUT -p tcp --syn --dport 5432 {log} --nflog-prefix \"DROP by policy db/deny-db\"\n\
+         -A OUTPUT -p icmp --icmp-type echo-request {log}\n\
+         COMMIT\n"
+    );
+    let v6 = format!(
+        "*filter\n:INPUT ACCEPT\n:FORWARD ACCEPT\n:OUTPUT ACCEPT\n\
+         -A OUTPUT -p udp --dport 53 {log} --nflog-prefix \"DROP by policy kube-system/allow-dns\"\n\
+         -A OUTPUT -p tcp --syn --dport 5432 {log} --nflog-prefix \"DROP by policy db/deny-db\"\n\
+         -A OUTPUT -p ipv6-icmp --icmpv6-type echo-request {log} --nflog-prefix \"custom prefix\"\n\
+         COMMIT\n"
+    );
+    run_stdin(in_netns(&ns).arg("iptables-restore"), &v4);
+    run_stdin(in_netns(&ns).arg("ip6tables-restore"), &v6);
+    ns
+}
+
+/// Events per round: UDP/53 ×3 + TCP/5432 ×2 + ICMP echo over IPv4, UDP/53 + TCP/5432 + ICMPv6
+/// echo over IPv6.
+const ROUND: usize = 9;
+
+fn send_round(ns: &str) {
+    let script = "import socket\n\
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+        for _ in range(3): u.sendto(b'q', ('127.0.0.1', 53))\n\
+        u6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n\
+        u6.sendto(b'q', ('::1', 53))\n\
+        for fam, addr, n in ((socket.AF_INET, '127.0.0.1', 2), (socket.AF_INET6, '::1', 1)):\n\
+        \x20   for _ in range(n):\n\
+        \x20       t = socket.socket(fam, socket.SOCK_STREAM)\n\
+        \x20       try: t.connect((addr, 5432))\n\
+        \x20       except OSError: pass\n\
+        \x20       t.close()\n\
+        r = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)\n\
+        r.sendto(bytes([8, 0, 0xf7, 0xfe, 0, 1, 0, 0]), ('127.0.0.1', 0))\n\
+        r6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)\n\
+        r6.sendto(bytes([128, 0, 0, 0, 0, 1, 0, 1]), ('::1', 0))\n";
+    run(in_netns(ns).args(["/usr/bin/python3", "-c", script]));
+}
+
+/// Starts `nflog-tail --direct ARGS` in `ns` and waits until it holds the group.
+fn direct(scratch: &Scratch, ns: &str, name: &str, args: &[&str]) -> (Child, std::path::PathBuf) {
+    let out = scratch.path(name);
+    let file = fs::File::create(&out).expect("create output");
+    let err = scratch.path(&format!("{name}.stderr"));
+    let child = in_netns(ns)
+        .arg(TAIL)
+        .arg("--direct")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(file)
+        .stderr(fs::File::create(&err).expect("stderr file"))
+        .spawn()
+        .expect("spawn nflog-tail --direct");
+    let mut proc_ = Child(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while nflog_row(ns).is_none() {
+        let exited = proc_.exited();
+        assert!(
+            Instant::now() < deadline && exited.is_none(),
+            "nflog-tail --direct did not bind (exit: {exited:?}): {}",
+            read_lossy(&err)
+        );
+        sleep(Duration::from_millis(20));
+    }
+    (proc_, out)
+}
+
+/// A process of ours, killed (by PID) on drop.
+struct Child(std::process::Child);
+
+impl Child {
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.0.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn lines(text: &str) -> usize {
+    text.lines().count()
+}
+
+#[test]
+fn tail_filters_on_real_traffic() {
+    let scratch = Scratch::new("tail-filters");
+    let ns = rules_namespace(&scratch);
+
+    // --direct with a filter and --count exits by itself.
+    let (mut counted, counted_out) = direct(
+        &scratch,
+        &ns,
+        "counted.txt",
+        &["--port", "5432", "--ip", "::1", "-c", "1"],
+    );
+    let (recorder, events) = direct(&scratch, &ns, "events.json", &["-o", "json"]);
+    send_round(&ns);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counted.exited().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "--count 1 did not stop nflog-tail"
+        );
+        sleep(Duration::from_millis(50));
+    }
+    let counted_text = read_lossy(&counted_out);
+    assert_eq!(lines(&counted_text), 1, "{counted_text}");
+    assert!(
+        counted_text.contains("db/deny-db [::1]:")
+            && counted_text.contains(" → [::1]:5432 TCP SYN"),
+        "{counted_text}"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lines(&read_lossy(&events)) < ROUND {
+        assert!(
+            Instant::now() < deadline,
+            "direct mode saw too few events:\n{}",
+            read_lossy(&events)
+        );
+        sleep(Duration::from_millis(50));
+    }
+    drop(recorder);
+    let recorded = read_lossy(&events);
+    assert_eq!(lines(&recorded), ROUND, "{recorded}");
+    for line in recorded.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("direct -o json writes JSON");
+        assert_eq!(v["oob.out"], "lo", "{line}");
+    }
+
+    let events = events.to_str().unwrap();
+    let count = |filters: &[&str]| {
+        let mut args = vec!["-r", events];
+        args.extend_from_slice(filters);
+        lines(&stdout_of(&tail(&args)))
+    };
+    for (filters, want) in [
+        (&["--port", "5432"][..], 3),
+        (&["--port", "53", "--port", "5432"], 7),
+        (&["--protocol", "udp"], 4),
+        (&["--protocol", "icmp"], 2),
+        (&["--protocol", "icmpv6"], 1),
+        (&["--policy", "db/deny-db"], 3),
+        (&["--policy", "allow-dns"], 4),
+        (&["--namespace", "db"], 3),
+        (&["--namespace", "kube-system", "--ip", "::1"], 1),
+        (&["--ip", "127.0.0.1"], 6),
+        (&["--from-ip", "::1"], 3),
+        (&["--to-ip", "127.0.0.0/8"], 6),
+        (&["--prefix", "DROP by"], 7),
+        (&["--prefix", "custom"], 1),
+        (
+            &["--protocol", "tcp", "--to-ip", "::1", "--port", "5432"],
+            1,
+        ),
+        // Direction and pods come from the daemon's Kubernetes context; raw NFLOG has neither.
+        (&["--direction", "egress"], 0),
+        (&["--pod", "web"], 0),
+    ] {
+        assert_eq!(
+            count(filters),
+            want,
+            "nflog-tail -r events.json {}",
+            filters.join(" ")
+        );
+    }
+
+    // The same through syslogemu lines.
+    let syslog = scratch.path("events.syslogemu");
+    fs::write(
+        &syslog,
+        stdout_of(&tail(&["-r", events, "-o", "syslogemu"])),
+    )
+    .expect("write syslogemu");
+    let syslog = syslog.to_str().unwrap();
+    assert_eq!(
+        lines(&stdout_of(&tail(&[
+            "-r", syslog, "--port", "5432", "--ip", "::1"
+        ]))),
+        1
+    );
+    assert_eq!(
+        lines(&stdout_of(&tail(&["-r", syslog, "--policy", "allow-dns"]))),
+        4
+    );
+    assert_eq!(lines(&stdout_of(&tail(&["-r", syslog, "--last", "2"]))), 2);
+}
+
+/// A tmux server of our own (`-L`), so nothing else's sessions are touched.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("tmux");
+        c.args(["-L", &self.socket]);
+        c
+    }
+
+    fn screen(&self) -> String {
+        run(self.cmd().args(["capture-pane", "-p", "-t", "tail"]))
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        run(self.cmd().args(["send-keys", "-t", "tail"]).args(keys));
+    }
+
+    /// Waits until the screen shows `text`.
+    fn wait_for(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let screen = self.screen();
+            if screen.contains(text) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the screen never showed {text:?}:\n{screen}"
+            );
+            sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd().arg("kill-server").stderr(Stdio::null()).status();
+    }
+}
+
+#[test]
+fn tail_interactive_in_a_real_terminal() {
+    let scratch = Scratch::new("tail-tui");
+    let ns = rules_namespace(&scratch);
+    let tmux = Tmux {
+        socket: format!("nflog-tail-test-{}", std::process::id()),
+    };
+    let shell = format!("ip netns exec {ns} {TAIL} -i --direct; echo EXIT=$?; sleep 600");
+    run(tmux
+        .cmd()
+        .args(["new-session", "-d", "-s", "tail", "-x", "200", "-y", "50"])
+        .arg(shell));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while nflog_row(&ns).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "nflog-tail -i did not bind:\n{}",
+            tmux.screen()
+        );
+        sleep(Duration::from_millis(50));
+    }
+    tmux.wait_for("direct: NFLOG group 100");
+
+    send_round(&ns);
+    let screen = tmux.wait_for("9 events  LIVE");
+    assert!(screen.contains("db/deny-db 127.0.0.1:"), "{screen}");
+    let row = |screen: &str, key: &str| -> Vec<String> {
+        let line = screen
+            .lines()
+            .find(|l| l.contains(&format!("│{key} ")))
+            .unwrap_or_else(|| panic!("no row {key}:\n{screen}"));
+        line.split(['│', ' '])
+            .filter(|w| !w.is_empty())
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(row(&screen, "kube-system/allow-dns")[1], "4", "{screen}");
+    assert_eq!(row(&screen, "db/deny-db")[1], "3", "{screen}");
+    assert_eq!(row(&screen, "(pod")[2], "1", "{screen}");
+
+    // Pause: new events are held, not shown, until resume.
+    tmux.keys(&["p"]);
+    tmux.wait_for("PAUSED (0 new)");
+    send_round(&ns);
+    let screen = tmux.wait_for("PAUSED (9 new)");
+    assert!(screen.contains("9 events"), "{screen}");
+    tmux.keys(&["Space"]);
+    tmux.wait_for("18 events  LIVE");
+
+    // Filter: the list and the table follow it.
+    tmux.keys(&["/"]);
+    tmux.wait_for("filter: ");
+    tmux.keys(&["port=5432 ns=db", "Enter"]);
+    let screen = tmux.wait_for("6 events  LIVE  filter: ns=db port=5432");
+    assert!(!screen.contains("allow-dns"), "{screen}");
+    assert_eq!(row(&screen, "db/deny-db")[1], "6", "{screen}");
+    tmux.keys(&["Tab"]);
+    let screen = tmux.wait_for("Top sources");
+    assert_eq!(row(&screen, "127.0.0.1")[1], "4", "{screen}");
+    tmux.keys(&["c"]);
+    tmux.wait_for("0 events");
+
+    // Quit: the shell's screen is back, not the alternate one.
+    tmux.keys(&["q"]);
+    let screen = tmux.wait_for("EXIT=0");
+    assert!(
+        !screen.contains("nflog-tail"),
+        "the view is still on screen:\n{screen}"
+    );
+    let alt = run(tmux
+        .cmd()
+        .args(["display-message", "-p", "-t", "tail", "#{alternate_on}"]));
+    assert_eq!(
+        alt.trim(),
+        "0",
+        "the terminal is still on the alternate screen"
+    );
+}
+
+/// A fake daemon: accepts connections, records the request line, sends `records`.
+fn fake_daemon(path: &Path, records: Vec<String>) -> std::thread::JoinHandle<String> {
+    let listener = UnixListener::bind(path).expect("bind fake tail socket");
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().expect("accept");
+        let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+        let mut request = String::new();
+        reader.read_line(&mut request).expect("read request");
+        let mut stream = stream;
+        for r in records {
+            if stream.write_all(format!("{r}\n").as_bytes()).is_err() {
+                break;
+            }
+        }
+        // Hold the connection so the client keeps following until it has its count.
+        sleep(Duration::from_secs(2));
+        request
+    })
+}
+
+fn event_json(port: u16, prefix: &str) -> String {
+    let body = format!(
+        r#""timestamp":"2026-11-27T20:59:32.000001+00:00","hostname":"n","node_name":"n","action":"drop","oob.group":100,"oob.prefix":"{prefix}","oob.in":"","oob.out":"eth0","src_ip":"10.42.0.5","dest_ip":"10.42.1.7","protocol":"tcp","src_port":40000,"dest_port":{port},"tcp.flags":"SYN","policy_source":"policy-rule","policy":{{"namespace":"db","name":"deny-db","resolved":true,"candidates":[{{"namespace":"db","name":"deny-db"}}]}},"direction":"ingress","src":{{"pod":"web-1","namespace":"default"}},"dest":{{"pod":"pg-0","namespace":"db"}},"count":1"#
+    );
+    format!(
+        r#"{{{body},"syslogemu":"Nov 27 20:59:32 n {prefix} IN= OUT=eth0 MAC= SRC=10.42.0.5 DST=10.42.1.7 ","nflog":"02000064"}}"#
+    )
+}
+
+#[test]
+fn tail_daemon_socket_protocol() {
+    let scratch = Scratch::new("tail-socket");
+    let sock = scratch.path("tail.sock");
+    let server = fake_daemon(
+        &sock,
+        vec![
+            event_json(53, "DROP by policy db/deny-db"),
+            r#"{"type":"lost","count":5}"#.into(),
+            event_json(5432, "DROP by policy db/deny-db"),
+            r#"{"timestamp":"x","type":"suppressed","policy":"db/deny-db","suppressed":7,"interval_s":60}"#.into(),
+            event_json(5432, "DROP by policy db/deny-db\u{1b}[31m"),
+        ],
+    );
+    let out = tail(&[
+        "-S",
+        sock.to_str().unwrap(),
+        "--last",
+        "5",
+        "--port",
+        "5432",
+        "--pod",
+        "db/pg",
+        "--direction",
+        "ingress",
+        "-c",
+        "2",
+    ]);
+    let text = stdout_of(&out);
+    assert_eq!(server.join().expect("fake daemon"), "{\"last\":5}\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the daemon dropped 5 events for this client"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("rate limit: 7 events of db/deny-db suppressed in the last 60 s"),
+        "{stderr}"
+    );
+    assert_eq!(
+        text,
+        "20:59:32.000 db/deny-db 10.42.0.5:40000 (default/web-1) → 10.42.1.7:5432 (db/pg-0) TCP SYN ingress\n\
+         20:59:32.000 db/deny-db 10.42.0.5:40000 (default/web-1) → 10.42.1.7:5432 (db/pg-0) TCP SYN ingress\n"
+    );
+
+    // -o json is the daemon's object without the two tail fields; -w writes the nflog bytes.
+    fs::remove_file(&sock).expect("remove socket");
+    let server = fake_daemon(&sock, vec![event_json(5432, "p")]);
+    let pcap = scratch.path("from-daemon.pcap");
+    let out = tail(&[
+        "-S",
+        sock.to_str().unwrap(),
+        "-o",
+        "json",
+        "-w",
+        pcap.to_str().unwrap(),
+        "-c",
+        "1",
+    ]);
+    let text = stdout_of(&out);
+    server.join().expect("fake daemon");
+    let v: serde_json::Value = serde_json::from_str(text.trim()).expect("JSON");
+    assert_eq!(v["dest_port"], 5432);
+    assert!(
+        v.get("syslogemu").is_none() && v.get("nflog").is_none(),
+        "{text}"
+    );
+    let bytes = fs::read(&pcap).expect("pcap written");
+    assert_eq!(&bytes[bytes.len() - 4..], &[2, 0, 0, 100]);
+}
+
+#[test]
+fn tail_daemon_away() {
+    let scratch = Scratch::new("tail-away");
+    let sock = scratch.path("tail.sock");
+    let out = tail(&["-S", sock.to_str().unwrap(), "--no-reconnect"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no daemon socket at") && stderr.contains("--direct"),
+        "{stderr}"
+    );
+
+    // Without --no-reconnect it says so once, waits, and reads once the daemon is there.
+    let child = Command::new(TAIL)
+        .args(["-S", sock.to_str().unwrap(), "-c", "1", "-o", "syslogemu"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    sleep(Duration::from_millis(1500));
+    let server = fake_daemon(&sock, vec![event_json(80, "late")]);
+    let out = child.wait_with_output().expect("wait");
+    server.join().expect("fake daemon");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("no daemon socket at").count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("retrying") && stderr.contains("connected to"),
+        "{stderr}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Nov 27 20:59:32 n late IN= OUT=eth0 MAC= SRC=10.42.0.5 DST=10.42.1.7 \n"
+    );
+}
+
+fn pcap_header() -> Vec<u8> {
+    let mut h = Vec::new();
+    for v in [
+        0xa1b2_c3d4u32.to_le_bytes(),
+        [2, 0, 4, 0],
+        [0; 4],
+        [0; 4],
+        262_144u32.to_le_bytes(),
+        239u32.to_le_bytes(),
+    ] {
+        h.extend_from_slice(&v);
+    }
+    h
+}
+
+fn record(data: &[u8], claimed: u32) -> Vec<u8> {
+    let mut r = Vec::new();
+    for v in [1u32, 0, claimed, claimed] {
+        r.extend_from_slice(&v.to_le_bytes());
+    }
+    r.extend_from_slice(data);
+    r
+}
+
+#[test]
+fn tail_malformed_input_is_a_clear_error() {
+    let scratch = Scratch::new("tail-malformed");
+    let mut ethernet = pcap_header();
+    ethernet[20] = 1;
+    let mut truncated = pcap_header();
+    truncated.extend(record(&[2, 0, 0, 100, 8, 0, 1, 0, 8, 0, 3, 0], 12));
+    truncated.extend(record(&[2, 0, 0, 100], 40));
+    let mut bad_tlv = pcap_header();
+    bad_tlv.extend(record(&[2, 0, 0, 100, 0xff, 0x7f, 1, 0, 8, 0], 10));
+    let cases: [(&str, Vec<u8>, &str); 7] = [
+        ("empty.pcap", vec![], "empty.pcap: empty file"),
+        ("short.pcap", pcap_header()[..10].to_vec(), "short.pcap: truncated pcap header (10 of 24 bytes)"),
+        ("eth.pcap", ethernet, "eth.pcap: link type 1, not NFLOG (239)"),
+        ("trunc.pcap", truncated, "trunc.pcap: record 2 (byte offset 52): truncated record: the file ends after 4 of 40 bytes"),
+        ("tlv.pcap", bad_tlv, "tlv.pcap: record 1 (byte offset 24): not a valid NFLOG message"),
+        ("garbage.json", b"{\"timestamp\":\"x\"}\n{\"oob.prefix\": 5\n".to_vec(), "garbage.json: line 2: not a JSON record"),
+        ("noise.log", b"\x00\x01binary noise\n".to_vec(), "noise.log: line 1: not a syslogemu line"),
+    ];
+    for (name, bytes, want) in cases {
+        let path = scratch.path(name);
+        fs::write(&path, bytes).expect("write fixture");
+        let out = tail(&["-r", path.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        assert!(
+            stderr.contains(want),
+            "{name}: expected {want:?} in {stderr:?}"
+        );
+        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+    }
+    let missing = tail(&["-r", scratch.path("missing.pcap").to_str().unwrap()]);
+    assert_eq!(missing.status.code(), Some(1));
+    for bad in [
+        &["--port", "x"][..],
+        &["--protocol", "tcpp"],
+        &["--ip", "10.0.0.0/33"],
+        &["--direct", "-r", "x"],
+    ] {
+        let out = tail(bad);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{bad:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
