@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::limit::{self, Limit};
 use crate::render::Format;
+use crate::sink::syslog::SyslogSinkConfig;
 
 /// The documented default configuration, embedded so the daemon runs with no file at all.
 pub const DEFAULT_TOML: &str = include_str!("../config/netpol-nflogd.toml");
@@ -44,20 +45,48 @@ pub struct Output {
     pub correlation_window_ms: u64,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum SinkKind {
-    File,
-    Stdout,
+/// One output. `kind` selects the variant; unknown keys are errors in every variant.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Sink {
+    File(FileSink),
+    Stdout(StdoutSink),
+    Syslog(SyslogSinkConfig),
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct Sink {
-    pub kind: SinkKind,
+pub struct FileSink {
     pub format: Format,
-    #[serde(default)]
-    pub path: Option<PathBuf>,
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StdoutSink {
+    pub format: Format,
+}
+
+impl Sink {
+    pub fn file(format: Format, path: impl Into<PathBuf>) -> Sink {
+        Sink::File(FileSink {
+            format,
+            path: path.into(),
+        })
+    }
+
+    pub fn stdout(format: Format) -> Sink {
+        Sink::Stdout(StdoutSink { format })
+    }
+
+    /// The line format of file and stdout sinks.
+    pub fn format(&self) -> Option<Format> {
+        match self {
+            Sink::File(f) => Some(f.format),
+            Sink::Stdout(s) => Some(s.format),
+            Sink::Syslog(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -98,16 +127,8 @@ impl Default for Config {
             source: Source::default(),
             output: Output::default(),
             sinks: vec![
-                Sink {
-                    kind: SinkKind::File,
-                    format: Format::Syslogemu,
-                    path: Some("/var/log/ulog/syslogemu.log".into()),
-                },
-                Sink {
-                    kind: SinkKind::Stdout,
-                    format: Format::Json,
-                    path: None,
-                },
+                Sink::file(Format::Syslogemu, "/var/log/ulog/syslogemu.log"),
+                Sink::stdout(Format::Json),
             ],
             limits: Limits::default(),
             kubernetes: Kubernetes::default(),
@@ -259,16 +280,14 @@ impl Config {
             );
         }
         for (i, sink) in self.sinks.iter().enumerate() {
-            match (sink.kind, &sink.path) {
-                (SinkKind::File, None) => bad(
-                    &format!("sinks[{i}].path"),
-                    "a file sink needs a path".into(),
-                ),
-                (SinkKind::File, Some(path)) if path.as_os_str().is_empty() => {
+            match sink {
+                Sink::File(f) if f.path.as_os_str().is_empty() => {
                     bad(&format!("sinks[{i}].path"), "is empty".into())
                 }
-                (SinkKind::Stdout, Some(_)) => {
-                    bad(&format!("sinks[{i}].path"), "stdout takes no path".into())
+                Sink::Syslog(sys) => {
+                    for (key, problem) in sys.validate() {
+                        bad(&format!("sinks[{i}].{key}"), problem);
+                    }
                 }
                 _ => {}
             }
@@ -345,6 +364,36 @@ mod tests {
         let parsed = Config::parse(DEFAULT_TOML, "default").unwrap();
         assert_eq!(parsed, Config::default());
         parsed.validate().unwrap();
+    }
+
+    #[test]
+    fn syslog_sink_is_parsed_and_validated() {
+        let c = Config::parse(
+            "[[sinks]]\nkind = \"syslog\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:514\"\nframing = \"newline\"\n",
+            "t",
+        )
+        .unwrap();
+        assert!(
+            matches!(&c.sinks[..], [Sink::Syslog(s)] if s.name() == "syslog+tcp:127.0.0.1:514")
+        );
+        c.validate().unwrap();
+        let err = Config::parse("[[sinks]]\nkind = \"syslog\"\nfacility = \"nope\"\n", "t")
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sinks[0].facility"), "{err}");
+        let err = Config::parse("[[sinks]]\nkind = \"file\"\nformat = \"json\"\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("path"), "{err}");
+        let err = Config::parse(
+            "[[sinks]]\nkind = \"stdout\"\nformat = \"json\"\npath = \"x\"\n",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown field `path`"), "{err}");
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub struct Stats {
     pub lost_seq_gap: AtomicU64,
     /// `ENOBUFS` overruns of the socket (each loses an unknown number; see `lost_seq_gap`).
     pub overruns: AtomicU64,
+    /// Overruns after which no message arrived before shutdown, so no sequence gap could
+    /// measure them: messages were lost, how many is unknown.
+    pub lost_unmeasured: AtomicU64,
     /// Batches cut short by a too-small receive buffer.
     pub truncated_batches: AtomicU64,
     /// Messages suppressed by a rate limit.
@@ -92,6 +95,7 @@ impl Stats {
             "lost": self.lost_seq_gap.load(Relaxed),
             "lost_seq_gap": self.lost_seq_gap.load(Relaxed),
             "overruns": self.overruns.load(Relaxed),
+            "lost_unmeasured_overruns": self.lost_unmeasured.load(Relaxed),
             "truncated_batches": self.truncated_batches.load(Relaxed),
             "suppressed": self.suppressed.load(Relaxed),
             "written": written,

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use netpol_nflog::config::{Config, Sink, SinkKind};
+use netpol_nflog::config::{Config, Sink};
 use netpol_nflog::pipeline::{self, RunOptions};
 use netpol_nflog::render::Format;
 
@@ -157,35 +157,21 @@ fn load_config(cli: &Cli) -> Result<Config, netpol_nflog::config::ConfigError> {
     }
     if let Some(path) = &cli.syslogemu_file {
         cfg.sinks
-            .retain(|s| !(s.kind == SinkKind::File && s.format == Format::Syslogemu));
-        if !path.as_os_str().is_empty() {
-            cfg.sinks.push(Sink {
-                kind: SinkKind::File,
-                format: Format::Syslogemu,
-                path: Some(PathBuf::from(path)),
-            });
+            .retain(|s| !(matches!(s, Sink::File(_)) && s.format() == Some(Format::Syslogemu)));
+        if !path.is_empty() {
+            cfg.sinks
+                .push(Sink::file(Format::Syslogemu, PathBuf::from(path)));
         }
     }
     if let Some(path) = &cli.json_file {
-        cfg.sinks.push(Sink {
-            kind: SinkKind::File,
-            format: Format::Json,
-            path: Some(path.clone()),
-        });
+        cfg.sinks.push(Sink::file(Format::Json, path.clone()));
     }
     if let Some(fmt) = &cli.stdout {
-        cfg.sinks.retain(|s| s.kind != SinkKind::Stdout);
-        let format = match fmt.as_str() {
-            "syslogemu" => Some(Format::Syslogemu),
-            "json" => Some(Format::Json),
-            _ => None,
-        };
-        if let Some(format) = format {
-            cfg.sinks.push(Sink {
-                kind: SinkKind::Stdout,
-                format,
-                path: None,
-            });
+        cfg.sinks.retain(|s| !matches!(s, Sink::Stdout(_)));
+        match fmt.as_str() {
+            "syslogemu" => cfg.sinks.push(Sink::stdout(Format::Syslogemu)),
+            "json" => cfg.sinks.push(Sink::stdout(Format::Json)),
+            _ => {}
         }
     }
     if cli.no_rate_limit {

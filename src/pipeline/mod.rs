@@ -12,13 +12,13 @@ pub use processor::Processor;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::{Config, SinkKind};
+use crate::config::{Config, Sink};
 use crate::event::Timestamp;
 use crate::limit::Limiter;
 use crate::render::{Format, Renderer};
@@ -47,22 +47,40 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<Arc<Stats>> {
         std::env::var("NODE_NAME").unwrap_or_else(|_| hostname.clone())
     };
     let reopen = Arc::new(AtomicBool::new(false));
+    // Line sinks first, then syslog sinks: the processor's outputs are in the same order.
     let mut sinks: Vec<SinkHandle> = Vec::new();
+    let mut formats: Vec<Format> = Vec::new();
     for s in &cfg.sinks {
-        let (name, output): (String, Box<dyn sink::Output>) = match s.kind {
-            SinkKind::File => {
-                let path = s.path.clone().unwrap_or_default();
-                let out = FileOutput::open(path.clone())
-                    .with_context(|| format!("cannot open {}", path.display()))?;
-                (format!("file:{}", path.display()), Box::new(out))
+        let (name, output, format): (String, Box<dyn sink::Output>, Format) = match s {
+            Sink::File(f) => {
+                let out = FileOutput::open(f.path.clone())
+                    .with_context(|| format!("cannot open {}", f.path.display()))?;
+                (
+                    format!("file:{}", f.path.display()),
+                    Box::new(out),
+                    f.format,
+                )
             }
-            SinkKind::Stdout => ("stdout".to_string(), Box::new(sink::Stdout)),
+            Sink::Stdout(o) => ("stdout".to_string(), Box::new(sink::Stdout), o.format),
+            Sink::Syslog(_) => continue,
         };
         let st = SinkStats::new(&name);
         stats.add_sink(st.clone());
         sinks.push(sink::spawn(output, st, reopen.clone()));
+        formats.push(format);
     }
-    let formats: Vec<Format> = cfg.sinks.iter().map(|s| s.format).collect();
+    let mut syslog_formats = Vec::new();
+    for s in &cfg.sinks {
+        if let Sink::Syslog(sys) = s {
+            let st = SinkStats::new(&sys.name());
+            stats.add_sink(st.clone());
+            sinks.push(
+                crate::sink::syslog::spawn(sys, st)
+                    .with_context(|| format!("cannot start the syslog sink {}", sys.name()))?,
+            );
+            syslog_formats.push(sys.format(&hostname, &node_name));
+        }
+    }
     let (policy_default, unattributed) = cfg.limits();
     let limiter = Limiter::new(cfg.limits.enabled, policy_default, unattributed);
     let window = Duration::from_millis(cfg.output.correlation_window_ms);
@@ -77,16 +95,13 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<Arc<Stats>> {
     let tail = match cfg.tail.socket.as_str() {
         "" => None,
         path => {
-            let t = crate::sink::tail::spawn(
-                std::path::Path::new(path),
-                cfg.tail.ring,
-                stats.clone(),
-            )
-            .with_context(|| {
-                format!(
+            let t =
+                crate::sink::tail::spawn(std::path::Path::new(path), cfg.tail.ring, stats.clone())
+                    .with_context(|| {
+                        format!(
                     "cannot create the tail socket {path} (set tail.socket = \"\" to disable it)"
                 )
-            })?;
+                    })?;
             proc = proc.with_tail(t.clients.clone());
             Some(t)
         }
@@ -152,7 +167,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<Arc<Stats>> {
     let mut summary = tokio::time::interval(interval);
     summary.tick().await;
     let mut buf = vec![0u8; 256 * 1024];
-    let mut last_publish = Instant::now();
+    let mut publish = tokio::time::interval(Duration::from_secs(1));
     let mut expiry = tokio::time::interval((window / 2).max(Duration::from_millis(20)));
 
     loop {
@@ -162,11 +177,8 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<Arc<Stats>> {
                 read_all(guard.get_inner(), &mut buf, &mut proc, &stats, &mut acks);
                 guard.clear_ready();
                 flush(&mut proc, &sinks, tail.as_ref()).await;
-                if last_publish.elapsed() >= Duration::from_secs(1) {
-                    last_publish = Instant::now();
-                    proc.publish_metrics();
-                }
             }
+            _ = publish.tick() => proc.publish_metrics(),
             Some((key, limit)) = next_limit(&mut kube) => {
                 tracing::info!(policy = %key, limit = ?limit, "rate limit changed");
                 proc.limiter_mut().set_limit(key.as_bytes(), limit);
@@ -192,6 +204,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<Arc<Stats>> {
     tracing::info!("shutting down: draining what the kernel still holds");
     drain(&mut fd, &src.groups, &mut buf, &mut proc, &stats).await;
     health.bound.store(false, Relaxed);
+    proc.finish();
     proc.expire(true);
     proc.emit_summaries(interval, Timestamp::now());
     flush(&mut proc, &sinks, tail.as_ref()).await;
@@ -316,6 +329,7 @@ fn read_all(
             Recv::Overrun => {
                 // The loss itself shows up as a sequence gap in the next message.
                 stats.overruns.fetch_add(1, Relaxed);
+                proc.overrun();
             }
             Recv::WouldBlock => return,
         }

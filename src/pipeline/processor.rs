@@ -16,10 +16,36 @@ use crate::sink::Chunk;
 use crate::source::nflog::{Messages, Netlink, NflogMsg};
 use crate::stats::Stats;
 
+/// What a sink receives.
+enum Output {
+    /// Text lines in one of the line formats.
+    Lines(Format),
+    /// One syslog message per line.
+    Syslog(Box<crate::render::syslog::SyslogFormat>),
+}
+
 /// Lines waiting for one sink.
 struct Pending {
-    format: Format,
+    output: Output,
     chunk: Chunk,
+}
+
+impl Pending {
+    /// One line per NFLOG message (syslogemu, and syslog carrying syslogemu text): ulogd2's view.
+    fn per_message(&self) -> bool {
+        match &self.output {
+            Output::Lines(f) => *f == Format::Syslogemu,
+            Output::Syslog(s) => s.msg == crate::render::syslog::MsgFormat::Syslogemu,
+        }
+    }
+
+    fn render(&mut self, renderer: &mut Renderer, ev: &Event<'_>) {
+        match &self.output {
+            Output::Lines(f) => renderer.render(*f, ev, &mut self.chunk.data),
+            Output::Syslog(s) => renderer.render_syslog(s, ev, &mut self.chunk.data),
+        }
+        self.chunk.lines += 1;
+    }
 }
 
 /// Records for `nflog-tail` clients, rendered only while one is connected.
@@ -50,6 +76,8 @@ pub struct Processor {
     kube: Option<Arc<std::sync::RwLock<crate::attribute::index::Index>>>,
     correlator: Option<crate::correlate::Correlator>,
     batch_started: Instant,
+    /// An overrun happened and no message has arrived since, so its size is not known yet.
+    overrun_pending: bool,
 }
 
 impl Processor {
@@ -67,7 +95,7 @@ impl Processor {
             pending: formats
                 .iter()
                 .map(|&format| Pending {
-                    format,
+                    output: Output::Lines(format),
                     chunk: Chunk::default(),
                 })
                 .collect(),
@@ -80,6 +108,21 @@ impl Processor {
             kube: None,
             correlator: None,
             batch_started: Instant::now(),
+            overrun_pending: false,
+        }
+    }
+
+    /// Records a socket overrun: the next message's sequence number tells how much was lost.
+    pub fn overrun(&mut self) {
+        self.overrun_pending = true;
+    }
+
+    /// At shutdown: an overrun that no later message measured is reported as such, so a loss at
+    /// the very end of a burst is never silent even though its size cannot be known.
+    pub fn finish(&mut self) {
+        if std::mem::take(&mut self.overrun_pending) {
+            self.stats.lost_unmeasured.fetch_add(1, Relaxed);
+            tracing::warn!("the socket overran after the last message received: an unknown number of messages were lost at the end (see lost_unmeasured_overruns)");
         }
     }
 
@@ -141,6 +184,7 @@ impl Processor {
             Err(e) => return self.malformed(e),
         };
         self.stats.received.fetch_add(1, Relaxed);
+        self.overrun_pending = false;
         if let Some(seq) = msg.seq {
             self.check_seq(msg.group, seq);
         }
@@ -198,10 +242,9 @@ impl Processor {
         for p in self
             .pending
             .iter_mut()
-            .filter(|p| p.format == Format::Syslogemu || !deferred)
+            .filter(|p| p.per_message() || !deferred)
         {
-            self.renderer.render(p.format, &ev, &mut p.chunk.data);
-            p.chunk.lines += 1;
+            p.render(&mut self.renderer, &ev);
         }
         if !deferred {
             self.count_policy(&ev);
@@ -215,7 +258,7 @@ impl Processor {
 
     /// Whether any output takes structured events (JSON sinks, tail clients).
     fn wants_events(&self) -> bool {
-        self.pending.iter().any(|p| p.format == Format::Json)
+        self.pending.iter().any(|p| !p.per_message())
             || self
                 .tail
                 .as_ref()
@@ -293,9 +336,8 @@ impl Processor {
             attribution,
             context: context.map(Arc::new),
         };
-        for p in self.pending.iter_mut().filter(|p| p.format == Format::Json) {
-            self.renderer.render(p.format, &ev, &mut p.chunk.data);
-            p.chunk.lines += 1;
+        for p in self.pending.iter_mut().filter(|p| !p.per_message()) {
+            p.render(&mut self.renderer, &ev);
         }
         for prefix in open.prefixes() {
             let a = Attribution::from_prefix(Some(prefix));
@@ -398,7 +440,31 @@ impl Processor {
     pub fn emit_summaries(&mut self, interval: Duration, now: Timestamp) {
         for s in self.limiter.take_summaries() {
             tracing::info!(policy = %s.policy, suppressed = s.count, interval_s = interval.as_secs(), "messages suppressed by rate limit");
-            for p in self.pending.iter_mut().filter(|p| p.format == Format::Json) {
+            for p in self.pending.iter_mut() {
+                if let Output::Syslog(fmt) = &p.output {
+                    let text = format!(
+                        "{} messages suppressed for {} in {} s",
+                        s.count,
+                        if s.policy.is_empty() {
+                            "messages without a policy"
+                        } else {
+                            &s.policy
+                        },
+                        interval.as_secs()
+                    );
+                    self.renderer.render_syslog_text(
+                        fmt,
+                        now,
+                        "suppressed",
+                        text.as_bytes(),
+                        &mut p.chunk.data,
+                    );
+                    p.chunk.lines += 1;
+                    continue;
+                }
+                if !matches!(p.output, Output::Lines(Format::Json)) {
+                    continue;
+                }
                 let out = &mut p.chunk.data;
                 out.extend_from_slice(b"{\"timestamp\":\"");
                 self.renderer.push_rfc3339(now, out);
@@ -416,6 +482,14 @@ impl Processor {
                 p.chunk.lines += 1;
             }
         }
+    }
+
+    /// Adds a syslog sink's output; its chunks come after those of `formats`, in call order.
+    pub fn add_syslog_output(&mut self, fmt: crate::render::syslog::SyslogFormat) {
+        self.pending.push(Pending {
+            output: Output::Syslog(Box::new(fmt)),
+            chunk: Chunk::default(),
+        });
     }
 
     /// Takes the records rendered for `nflog-tail`.

@@ -179,8 +179,8 @@ fn network(ev: &Event<'_>, o: &mut Obj<'_>) {
         }
         _ => {}
     }
-    match p.protocol() {
-        Some(n) => match protocol_name(n) {
+    if let Some(n) = p.protocol() {
+        match protocol_name(n) {
             Some(name) => o.str("protocol", name.as_bytes()),
             None => {
                 let out = o.key("protocol");
@@ -188,8 +188,7 @@ fn network(ev: &Event<'_>, o: &mut Obj<'_>) {
                 push_u64(out, n as u64);
                 out.push(b'"');
             }
-        },
-        None => {}
+        }
     }
     if let Some((sport, dport)) = p.ports() {
         o.num("src_port", sport as u64);

@@ -25,7 +25,7 @@ use serde::Deserialize;
 
 use crate::attribute::{Direction, PolicySource};
 use crate::decode::protocol_name;
-use crate::event::Event;
+use crate::event::{Event, Timestamp};
 
 use super::time::LocalClock;
 use super::{json, push_escaped, push_ipv4, push_ipv6, push_u64, syslogemu, Renderer};
@@ -145,22 +145,75 @@ const HOSTNAME_MAX: usize = 255;
 const APP_NAME_MAX: usize = 48;
 /// RFC 3164 §4.1.3 limits the TAG to 32 characters; rsyslog reads longer ones, others cut.
 const TAG_MAX: usize = 32;
+const MSGID_MAX: usize = 32;
 
 impl Renderer {
     /// Renders one syslog message with the renderer's clock (the pipeline's entry point).
     pub fn render_syslog(&mut self, fmt: &SyslogFormat, ev: &Event<'_>, out: &mut Vec<u8>) {
         render(fmt, ev, &mut self.clock, out);
     }
+
+    /// [`render_text`] with the renderer's clock.
+    pub fn render_syslog_text(
+        &mut self,
+        fmt: &SyslogFormat,
+        time: Timestamp,
+        msgid: &str,
+        text: &[u8],
+        out: &mut Vec<u8>,
+    ) {
+        render_text(fmt, time, msgid, text, &mut self.clock, out);
+    }
 }
 
 /// Appends one syslog message for `ev`, ending in `\n`.
 pub fn render(fmt: &SyslogFormat, ev: &Event<'_>, clock: &mut LocalClock, out: &mut Vec<u8>) {
+    push_header(fmt, ev.time, MSGID, Some(ev), clock, out);
+    match fmt.msg {
+        MsgFormat::Syslogemu => syslogemu::render_body(ev, out),
+        MsgFormat::Json => json::render(
+            ev,
+            fmt.hostname.as_bytes(),
+            fmt.node_name.as_bytes(),
+            clock,
+            out,
+        ),
+    }
+    // Both bodies end in exactly one '\n', which is kept as the message delimiter.
+    debug_assert_eq!(out.last(), Some(&b'\n'));
+}
+
+/// Appends one message that is not a packet (the rate limiter's suppression summary, a
+/// notice): the same header with `msgid` (at most 32 printable characters), no structured
+/// data, and `text` as MSG with control bytes escaped, so it stays one line.
+pub fn render_text(
+    fmt: &SyslogFormat,
+    time: Timestamp,
+    msgid: &str,
+    text: &[u8],
+    clock: &mut LocalClock,
+    out: &mut Vec<u8>,
+) {
+    push_header(fmt, time, msgid, None, clock, out);
+    push_escaped(out, text);
+    out.push(b'\n');
+}
+
+/// Everything before MSG. RFC 5424 messages carry `ev`'s structured data, or `-` without one.
+fn push_header(
+    fmt: &SyslogFormat,
+    time: Timestamp,
+    msgid: &str,
+    ev: Option<&Event<'_>>,
+    clock: &mut LocalClock,
+    out: &mut Vec<u8>,
+) {
     out.push(b'<');
     push_u64(out, pri(fmt) as u64);
     out.push(b'>');
     match fmt.rfc {
         Rfc::Rfc3164 | Rfc::Rfc3164Local => {
-            clock.push_ctime(ev.time, out);
+            clock.push_ctime(time, out);
             out.push(b' ');
             if fmt.rfc == Rfc::Rfc3164 {
                 push_header_field(out, fmt.hostname.as_bytes(), HOSTNAME_MAX, b"");
@@ -175,7 +228,7 @@ pub fn render(fmt: &SyslogFormat, ev: &Event<'_>, clock: &mut LocalClock, out: &
         }
         Rfc::Rfc5424 => {
             out.extend_from_slice(b"1 ");
-            clock.push_rfc3339(ev.time, out);
+            clock.push_rfc3339(time, out);
             out.push(b' ');
             push_header_field(out, fmt.hostname.as_bytes(), HOSTNAME_MAX, b"");
             out.push(b' ');
@@ -183,24 +236,15 @@ pub fn render(fmt: &SyslogFormat, ev: &Event<'_>, clock: &mut LocalClock, out: &
             out.push(b' ');
             push_u64(out, pid() as u64);
             out.push(b' ');
-            out.extend_from_slice(MSGID.as_bytes());
+            push_header_field(out, msgid.as_bytes(), MSGID_MAX, b"");
             out.push(b' ');
-            push_structured_data(ev, out);
+            match ev {
+                Some(ev) => push_structured_data(ev, out),
+                None => out.push(b'-'),
+            }
             out.push(b' ');
         }
     }
-    match fmt.msg {
-        MsgFormat::Syslogemu => syslogemu::render_body(ev, out),
-        MsgFormat::Json => json::render(
-            ev,
-            fmt.hostname.as_bytes(),
-            fmt.node_name.as_bytes(),
-            clock,
-            out,
-        ),
-    }
-    // Both bodies end in exactly one '\n', which is kept as the message delimiter.
-    debug_assert_eq!(out.last(), Some(&b'\n'));
 }
 
 fn pri(fmt: &SyslogFormat) -> u8 {
@@ -493,6 +537,30 @@ mod tests {
         f.severity = 9;
         let s = render_str(&f, &ev);
         assert!(s.starts_with("<191>Nov  7 09:05:03 - bad_name_x["), "{s}");
+    }
+
+    #[test]
+    fn text_records() {
+        std::env::set_var("TZ", "UTC");
+        let f = fmt(Rfc::Rfc5424, MsgFormat::Json);
+        let mut out = Vec::new();
+        let t = Timestamp {
+            sec: 1_794_042_303,
+            usec: 42,
+        };
+        render_text(
+            &f,
+            t,
+            "suppressed",
+            b"{\"a\":1}\nx",
+            &mut LocalClock::new(),
+            &mut out,
+        );
+        let pid = std::process::id();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!("<132>1 2026-11-07T09:05:03.000042+00:00 node-1 netpol-nflogd {pid} suppressed - {{\"a\":1}}\\x0ax\n")
+        );
     }
 
     #[test]

@@ -156,7 +156,7 @@ pub fn policy_label(r: &Record) -> String {
             None => sanitize(&format!("{}/?", p.namespace)).into_owned(),
         },
         None if r.prefix.is_empty() => "(pod chain)".to_string(),
-        None => format!("{:?}", sanitize(&r.prefix).as_ref()),
+        None => format!("\"{}\"", sanitize(&r.prefix)),
     }
 }
 

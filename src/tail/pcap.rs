@@ -150,7 +150,7 @@ impl<R: Read> Reader<R> {
             )));
         }
         if self.swapped {
-            swap_tlv_headers(&mut data);
+            swap_tlv_headers(&mut data, true);
         }
         let usec = if self.nanos { frac / 1000 } else { frac };
         let rec = PcapRecord {
@@ -198,14 +198,17 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-/// Swaps the (length, type) header of every attribute after the 4-byte `nfgenmsg`. Stops at a
-/// length that cannot be right; the parser then reports the bad attribute.
-pub fn swap_tlv_headers(data: &mut [u8]) {
+/// Swaps the (length, type) header of every attribute after the 4-byte `nfgenmsg`, from the
+/// other byte order to this host's (`to_native`) or back. Stops at a length that cannot be
+/// right; the parser then reports the bad attribute.
+pub fn swap_tlv_headers(data: &mut [u8], to_native: bool) {
     let mut at = 4;
     while at + 4 <= data.len() {
+        let before = u16::from_ne_bytes([data[at], data[at + 1]]) as usize;
         data.swap(at, at + 1);
         data.swap(at + 2, at + 3);
-        let len = u16::from_ne_bytes([data[at], data[at + 1]]) as usize;
+        let after = u16::from_ne_bytes([data[at], data[at + 1]]) as usize;
+        let len = if to_native { after } else { before };
         if len < 4 {
             return;
         }
@@ -432,7 +435,7 @@ mod tests {
         for b in bodies {
             let mut b = b.clone();
             if little != cfg!(target_endian = "little") {
-                swap_tlv_headers(&mut b);
+                swap_tlv_headers(&mut b, false);
             }
             for v in [1_800_000_000, 5, b.len() as u32, b.len() as u32] {
                 f.extend_from_slice(&w32(v));

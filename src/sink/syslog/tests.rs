@@ -8,7 +8,10 @@ use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
+
 use super::*;
+use crate::render::syslog::{MsgFormat, Rfc};
 
 fn fast() -> Tuning {
     Tuning {
