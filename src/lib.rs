@@ -20,6 +20,7 @@ pub mod event;
 pub mod limit;
 pub mod metrics;
 pub mod pipeline;
+pub mod privilege;
 pub mod render;
 pub mod sink;
 pub mod source;

@@ -118,6 +118,18 @@ fn main() -> ExitCode {
             }
         };
     }
+    // Before any thread or socket exists: keep CAP_NET_ADMIN, drop the rest.
+    match netpol_nflog::privilege::keep_only_net_admin() {
+        Ok(netpol_nflog::privilege::Outcome::Dropped) => {
+            tracing::info!("capabilities: kept CAP_NET_ADMIN only")
+        }
+        Ok(netpol_nflog::privilege::Outcome::NotHeld) => {
+            tracing::warn!("running without CAP_NET_ADMIN: binding the NFLOG group will fail")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot drop capabilities; continuing with the ones given")
+        }
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -129,6 +129,9 @@ impl Source for Client {
                 return Ok(Some(n));
             }
             self.ensure_connected()?;
+            if !self.notices.is_empty() {
+                continue;
+            }
             let Some(conn) = self.conn.as_mut() else {
                 continue;
             };

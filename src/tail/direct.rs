@@ -17,7 +17,7 @@ use crate::attribute::ifname::IfNames;
 use crate::event::Timestamp;
 use crate::render::Renderer;
 use crate::source::nflog::{Messages, Netlink, NflogMsg};
-use crate::source::socket::{NflogSocket, Recv, Tuning};
+use crate::source::socket::{NflogSocket, Recv, SocketError, Tuning};
 
 const TUNING: Tuning = Tuning {
     copy_range: 65535,
@@ -39,7 +39,7 @@ pub struct Direct {
 
 impl Direct {
     pub fn open(group: u16, hostname: &str) -> Result<Self, Error> {
-        let mut sock = NflogSocket::open(&[group], &TUNING)?;
+        let mut sock = NflogSocket::open(&[group], &TUNING).map_err(explain)?;
         let pending = sock.take_pending();
         let mut d = Direct {
             sock,
@@ -94,6 +94,36 @@ impl Direct {
         // SAFETY: pfd is a valid pollfd for the duration of the call.
         unsafe { libc::poll(&mut pfd, 1, 1000) };
     }
+}
+
+/// The kernel answers a bind of a group another socket holds with EPERM, not EBUSY
+/// (`nfnetlink_log.c`, `nfulnl_recv_config`: `inst->peer_portid != portid` → `-EPERM`), the
+/// same errno as a missing CAP_NET_ADMIN. `/proc` tells the two apart.
+fn explain(e: SocketError) -> Error {
+    match e {
+        SocketError::Config { group, ref err, .. } if err.raw_os_error() == Some(libc::EPERM) => {
+            if group_bound(group) {
+                Error::Socket(SocketError::GroupBusy { group })
+            } else {
+                Error::Connect(format!(
+                    "not allowed to bind NFLOG group {group}: run as root (or with CAP_NET_ADMIN)"
+                ))
+            }
+        }
+        other => Error::Socket(other),
+    }
+}
+
+/// Whether `/proc/net/netfilter/nfnetlink_log` lists the group (someone has bound it).
+pub fn group_bound(group: u16) -> bool {
+    std::fs::read_to_string("/proc/net/netfilter/nfnetlink_log").is_ok_and(|t| {
+        t.lines().any(|l| {
+            l.split_whitespace()
+                .next()
+                .and_then(|g| g.parse::<u16>().ok())
+                == Some(group)
+        })
+    })
 }
 
 impl Source for Direct {

@@ -176,16 +176,17 @@ struct Sink<W: Write> {
 }
 
 impl<W: Write> Sink<W> {
+    /// Writes the pcap record first: once a line is printed, its packet is on disk.
     fn event(&mut self, rec: &Record) -> Result<()> {
-        if let Some(p) = &mut self.printer {
-            p.print(rec)?;
-        }
         if let Some(w) = &mut self.writer {
             if w.write(rec)? {
                 self.written += 1;
             } else {
                 self.without_bytes += 1;
             }
+        }
+        if let Some(p) = &mut self.printer {
+            p.print(rec)?;
         }
         Ok(())
     }

@@ -183,7 +183,7 @@ pub(crate) fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 
 /// A running netpol-nflogd in a namespace; SIGKILLed (by PID) on drop if still running.
 pub(crate) struct Daemon {
-    child: Option<Child>,
+    pub child: Option<Child>,
     pub stdout: PathBuf,
     pub stderr: PathBuf,
 }

@@ -308,14 +308,49 @@ fn tail_filters_on_real_traffic() {
     let scratch = Scratch::new("tail-filters");
     let ns = rules_namespace(&scratch);
 
-    // --direct with a filter and --count exits by itself.
+    // Everything --direct sees, as JSON; filtered below.
+    let pcap = scratch.path("events.pcap");
+    let (recorder, events) = direct(
+        &scratch,
+        &ns,
+        "events.json",
+        &["-o", "json", "-w", pcap.to_str().unwrap()],
+    );
+    send_round(&ns);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lines(&read_lossy(&events)) < ROUND {
+        assert!(
+            Instant::now() < deadline,
+            "direct mode saw too few events:\n{}",
+            read_lossy(&events)
+        );
+        sleep(Duration::from_millis(50));
+    }
+    drop(recorder);
+    wait_unbound(&ns);
+
+    // A second binder is refused with a clear reason.
+    let (_holder, _) = direct(&scratch, &ns, "holder.txt", &[]);
+    let busy = Command::new("ip")
+        .args(["netns", "exec", &ns, TAIL, "--direct"])
+        .output()
+        .expect("run");
+    assert_eq!(busy.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&busy.stderr);
+    assert!(
+        stderr.contains("NFLOG group 100 is already bound by another process"),
+        "{stderr}"
+    );
+    drop(_holder);
+    wait_unbound(&ns);
+
+    // --direct with filters and --count exits by itself.
     let (mut counted, counted_out) = direct(
         &scratch,
         &ns,
         "counted.txt",
         &["--port", "5432", "--ip", "::1", "-c", "1"],
     );
-    let (recorder, events) = direct(&scratch, &ns, "events.json", &["-o", "json"]);
     send_round(&ns);
     let deadline = Instant::now() + Duration::from_secs(10);
     while counted.exited().is_none() {
@@ -333,16 +368,6 @@ fn tail_filters_on_real_traffic() {
         "{counted_text}"
     );
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while lines(&read_lossy(&events)) < ROUND {
-        assert!(
-            Instant::now() < deadline,
-            "direct mode saw too few events:\n{}",
-            read_lossy(&events)
-        );
-        sleep(Duration::from_millis(50));
-    }
-    drop(recorder);
     let recorded = read_lossy(&events);
     assert_eq!(lines(&recorded), ROUND, "{recorded}");
     for line in recorded.lines() {
@@ -350,7 +375,8 @@ fn tail_filters_on_real_traffic() {
         assert_eq!(v["oob.out"], "lo", "{line}");
     }
 
-    let events = events.to_str().unwrap();
+    // Filters over the pcap --direct wrote (the JSON above has no syslogemu line to replay).
+    let events = pcap.to_str().unwrap();
     let count = |filters: &[&str]| {
         let mut args = vec!["-r", events];
         args.extend_from_slice(filters);
@@ -430,19 +456,30 @@ impl Tmux {
 
     /// Waits until the screen shows `text`.
     fn wait_for(&self, text: &str) -> String {
+        self.wait_until(text, |s| s.contains(text))
+    }
+
+    /// Waits until `ok(screen)`; `what` names it in the failure.
+    fn wait_until(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let screen = self.screen();
-            if screen.contains(text) {
+            if ok(&screen) {
                 return screen;
             }
             assert!(
                 Instant::now() < deadline,
-                "the screen never showed {text:?}:\n{screen}"
+                "the screen never showed {what}:\n{screen}"
             );
             sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// The `col`-th word of the top-table row whose first word starts with `key`.
+fn count_of<'s>(screen: &'s str, key: &str, col: usize) -> Option<&'s str> {
+    let line = screen.lines().find(|l| l.contains(&format!("│{key}")))?;
+    line.split(['│', ' ']).filter(|w| !w.is_empty()).nth(col)
 }
 
 impl Drop for Tmux {
@@ -474,29 +511,21 @@ fn tail_interactive_in_a_real_terminal() {
     }
     tmux.wait_for("direct: NFLOG group 100");
 
+    // A frame can be captured half drawn: wait until every part of it agrees.
     send_round(&ns);
-    let screen = tmux.wait_for("9 events  LIVE");
-    assert!(screen.contains("db/deny-db 127.0.0.1:"), "{screen}");
-    let row = |screen: &str, key: &str| -> Vec<String> {
-        let line = screen
-            .lines()
-            .find(|l| l.contains(&format!("│{key} ")))
-            .unwrap_or_else(|| panic!("no row {key}:\n{screen}"));
-        line.split(['│', ' '])
-            .filter(|w| !w.is_empty())
-            .map(String::from)
-            .collect()
-    };
-    assert_eq!(row(&screen, "kube-system/allow-dns")[1], "4", "{screen}");
-    assert_eq!(row(&screen, "db/deny-db")[1], "3", "{screen}");
-    assert_eq!(row(&screen, "(pod")[2], "1", "{screen}");
+    tmux.wait_until("9 events with their top-policy counts", |s| {
+        s.contains("9 events  LIVE")
+            && s.contains("db/deny-db 127.0.0.1:")
+            && count_of(s, "kube-system/allow-dns", 1) == Some("4")
+            && count_of(s, "db/deny-db", 1) == Some("3")
+            && count_of(s, "(pod", 2) == Some("1")
+    });
 
     // Pause: new events are held, not shown, until resume.
     tmux.keys(&["p"]);
     tmux.wait_for("PAUSED (0 new)");
     send_round(&ns);
-    let screen = tmux.wait_for("PAUSED (9 new)");
-    assert!(screen.contains("9 events"), "{screen}");
+    tmux.wait_until("9 held events", |s| s.contains("9 events  PAUSED (9 new)"));
     tmux.keys(&["Space"]);
     tmux.wait_for("18 events  LIVE");
 
@@ -504,12 +533,15 @@ fn tail_interactive_in_a_real_terminal() {
     tmux.keys(&["/"]);
     tmux.wait_for("filter: ");
     tmux.keys(&["port=5432 ns=db", "Enter"]);
-    let screen = tmux.wait_for("6 events  LIVE  filter: ns=db port=5432");
-    assert!(!screen.contains("allow-dns"), "{screen}");
-    assert_eq!(row(&screen, "db/deny-db")[1], "6", "{screen}");
+    tmux.wait_until("the filtered view", |s| {
+        s.contains("6 events  LIVE  filter: ns=db port=5432")
+            && !s.contains("allow-dns")
+            && count_of(s, "db/deny-db", 1) == Some("6")
+    });
     tmux.keys(&["Tab"]);
-    let screen = tmux.wait_for("Top sources");
-    assert_eq!(row(&screen, "127.0.0.1")[1], "4", "{screen}");
+    tmux.wait_until("the sources table", |s| {
+        s.contains("Top sources") && count_of(s, "127.0.0.1", 1) == Some("4")
+    });
     tmux.keys(&["c"]);
     tmux.wait_for("0 events");
 
@@ -570,12 +602,13 @@ fn tail_daemon_socket_protocol() {
             r#"{"type":"lost","count":5}"#.into(),
             event_json(5432, "DROP by policy db/deny-db"),
             r#"{"timestamp":"x","type":"suppressed","policy":"db/deny-db","suppressed":7,"interval_s":60}"#.into(),
-            event_json(5432, "DROP by policy db/deny-db\u{1b}[31m"),
+            event_json(5432, "DROP by policy db/deny-db\\u001b[31m"),
         ],
     );
     let out = tail(&[
         "-S",
         sock.to_str().unwrap(),
+        "--no-reconnect",
         "--last",
         "5",
         "--port",

@@ -1,0 +1,6 @@
+//! `annotations`: see [`netpol_nflog_fuzz::checks::annotations`] for what it feeds and asserts.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| netpol_nflog_fuzz::checks::annotations(data));
