@@ -9,7 +9,6 @@
 //! configured defaults. Buckets are governor GCRA limiters, generic over the clock so tests move
 //! time by hand.
 
-use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
@@ -147,8 +146,9 @@ pub struct Limiter<C: Clock = DefaultClock> {
     default_policy: Limit,
     default_unattributed: Limit,
     /// Limits set from the API, by policy key; absent keys use `default_policy`.
-    configured: HashMap<Box<[u8]>, Limit>,
-    buckets: HashMap<Box<[u8]>, Entry<C>>,
+    // Keys are policy names from firewall rules, not attacker-chosen: a fast hash is fine.
+    configured: rustc_hash::FxHashMap<Box<[u8]>, Limit>,
+    buckets: rustc_hash::FxHashMap<Box<[u8]>, Entry<C>>,
 }
 
 impl Limiter<DefaultClock> {
@@ -174,8 +174,8 @@ impl<C: Clock + Clone> Limiter<C> {
             enabled,
             default_policy,
             default_unattributed,
-            configured: HashMap::new(),
-            buckets: HashMap::new(),
+            configured: Default::default(),
+            buckets: Default::default(),
         }
     }
 

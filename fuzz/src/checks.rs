@@ -164,7 +164,12 @@ pub fn nflog_batch(data: &[u8]) {
     p.handle_batch(data, RECEIVED, &mut acks);
     p.expire(true);
     for (i, chunk) in p.take_chunks() {
-        let what = ["corr syslogemu", "corr json", "corr syslog 3164", "corr syslog 5424"][i];
+        let what = [
+            "corr syslogemu",
+            "corr json",
+            "corr syslog 3164",
+            "corr syslog 5424",
+        ][i];
         assert_lines(&chunk.data, chunk.lines, what);
         if i == 0 {
             assert_eq!(chunk.lines, parsed, "{what}: one line per parsed message");
@@ -218,11 +223,17 @@ pub fn decode(data: &[u8]) {
 /// characters, and its JSON (when it has some) is JSON.
 fn check_record(r: &Record) {
     if let Some(json) = &r.json {
-        assert!(!json.contains('\n'), "record JSON holds a newline: {json:?}");
+        assert!(
+            !json.contains('\n'),
+            "record JSON holds a newline: {json:?}"
+        );
         assert_json(json.as_bytes(), "record json");
     }
     if let Some(line) = &r.syslogemu {
-        assert!(!line.contains('\n'), "record syslogemu holds a newline: {line:?}");
+        assert!(
+            !line.contains('\n'),
+            "record syslogemu holds a newline: {line:?}"
+        );
     }
     for format in [
         OutputFormat::Compact,
@@ -348,7 +359,11 @@ pub fn annotations(data: &[u8]) {
         got.burst
     );
     if err.is_some() {
-        assert_eq!(got, Limit::DEFAULT, "a bad annotation falls back to the defaults");
+        assert_eq!(
+            got,
+            Limit::DEFAULT,
+            "a bad annotation falls back to the defaults"
+        );
     }
     let _ = err.map(|e| e.to_string());
 

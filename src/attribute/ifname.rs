@@ -6,7 +6,6 @@
 //! does not know (the interface is already gone) resolves to the empty name, never to the
 //! previous packet's name as ulogd2's static buffer does.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::event::IfName;
@@ -14,7 +13,7 @@ use crate::event::IfName;
 const TTL: Duration = Duration::from_secs(30);
 
 pub struct IfNames {
-    cache: HashMap<u32, (IfName, Instant)>,
+    cache: rustc_hash::FxHashMap<u32, (IfName, Instant)>,
     /// The time of the current batch: one clock read per batch, not two per message.
     now: Instant,
 }
@@ -28,7 +27,7 @@ impl Default for IfNames {
 impl IfNames {
     pub fn new() -> Self {
         IfNames {
-            cache: HashMap::new(),
+            cache: Default::default(),
             now: Instant::now(),
         }
     }

@@ -66,7 +66,7 @@ struct Cli {
     no_reconnect: bool,
 
     /// Read NFLOG group directly (no daemon; fails if something else holds the group).
-    #[arg(long, conflicts_with_all = ["read", "socket"])]
+    #[arg(long, conflicts_with = "read")]
     direct: bool,
 
     /// NFLOG group for --direct.
@@ -74,7 +74,7 @@ struct Cli {
     group: u16,
 
     /// Read events from a file: NFLOG pcap, JSON lines or syslogemu (- for standard input).
-    #[arg(short, long, value_name = "FILE", conflicts_with = "socket")]
+    #[arg(short, long, value_name = "FILE")]
     read: Option<PathBuf>,
 
     /// Write matching events to an NFLOG pcap (prints nothing unless -o is given too).

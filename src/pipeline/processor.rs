@@ -56,7 +56,8 @@ struct TailPending {
 }
 
 /// Events per policy key, by kind of rule and direction (published as metrics).
-type PolicyCounts = HashMap<Box<[u8]>, [u64; 9]>;
+// Keys come from firewall rules (root-written), so a fast non-keyed hash is safe here.
+type PolicyCounts = rustc_hash::FxHashMap<Box<[u8]>, [u64; 9]>;
 
 /// Per-message work, from received bytes to rendered lines.
 pub struct Processor {
@@ -66,7 +67,7 @@ pub struct Processor {
     pending: Vec<Pending>,
     stats: Arc<Stats>,
     /// Next expected NFLOG sequence number per group.
-    next_seq: HashMap<u16, u32>,
+    next_seq: Vec<(u16, u32)>,
     /// Whether the groups were bound by us (so sequence numbers start at 0).
     fresh_instances: bool,
     last_malformed_report: Option<Instant>,
@@ -100,11 +101,11 @@ impl Processor {
                 })
                 .collect(),
             stats,
-            next_seq: HashMap::new(),
+            next_seq: Vec::new(),
             fresh_instances,
             last_malformed_report: None,
             tail: None,
-            policy_counts: HashMap::new(),
+            policy_counts: PolicyCounts::default(),
             kube: None,
             correlator: None,
             batch_started: Instant::now(),
@@ -416,8 +417,9 @@ impl Processor {
     }
 
     fn check_seq(&mut self, group: u16, seq: u32) {
-        let expected = match self.next_seq.get(&group) {
-            Some(&e) => Some(e),
+        let slot = self.next_seq.iter().position(|&(g, _)| g == group);
+        let expected = match slot.map(|i| self.next_seq[i].1) {
+            Some(e) => Some(e),
             None if self.fresh_instances => Some(0),
             None => None,
         };
@@ -433,7 +435,10 @@ impl Processor {
                 );
             }
         }
-        self.next_seq.insert(group, seq.wrapping_add(1));
+        match slot {
+            Some(i) => self.next_seq[i].1 = seq.wrapping_add(1),
+            None => self.next_seq.push((group, seq.wrapping_add(1))),
+        }
     }
 
     /// Suppression summaries since the last call: logged, and written as JSON records.

@@ -67,6 +67,14 @@ impl<'o> Obj<'o> {
 /// A JSON string; bytes that are not UTF-8 become U+FFFD, control characters `\u00XX`.
 pub fn push_json_str(out: &mut Vec<u8>, v: &[u8]) {
     out.push(b'"');
+    // Nearly every value is plain printable ASCII: copy it in one go.
+    if v.iter()
+        .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.extend_from_slice(v);
+        out.push(b'"');
+        return;
+    }
     for chunk in v.utf8_chunks() {
         for c in chunk.valid().chars() {
             match c {

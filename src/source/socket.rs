@@ -71,6 +71,17 @@ impl AsRawFd for NflogSocket {
     }
 }
 
+/// Whether some socket in this network namespace has bound `group`
+/// (`/proc/net/netfilter/nfnetlink_log` lists one instance per line, the group first).
+pub fn group_is_bound(group: u16) -> bool {
+    std::fs::read_to_string("/proc/net/netfilter/nfnetlink_log")
+        .map(|t| {
+            t.lines()
+                .any(|l| l.split_whitespace().next() == Some(&group.to_string()))
+        })
+        .unwrap_or(false)
+}
+
 /// What one `recv()` produced.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Recv {
@@ -190,7 +201,14 @@ impl NflogSocket {
         for (what, attr, data) in steps {
             match self.request(group, attr, &data) {
                 Ok(()) => {}
-                Err(err) if attr == NFULA_CFG_CMD && err.raw_os_error() == Some(libc::EBUSY) => {
+                // nfulnl_recv_config() answers EPERM (older kernels EBUSY) when another socket
+                // owns the group; EPERM also means "no CAP_NET_ADMIN", so look the group up.
+                Err(err)
+                    if attr == NFULA_CFG_CMD
+                        && (err.raw_os_error() == Some(libc::EBUSY)
+                            || (err.raw_os_error() == Some(libc::EPERM)
+                                && group_is_bound(group))) =>
+                {
                     return Err(SocketError::GroupBusy { group });
                 }
                 Err(err) if err.kind() == io::ErrorKind::TimedOut => {

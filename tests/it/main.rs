@@ -4,6 +4,7 @@ mod deploy;
 mod e2e_kube;
 mod fake_api;
 mod faults;
+mod fuzz_regressions;
 mod kube;
 mod metrics;
 mod overload;

@@ -1,0 +1,78 @@
+//! Fuzz regressions: every committed seed and every minimised crash, through the fuzz targets'
+//! own checks.
+//!
+//! The checks are `fuzz/src/checks.rs`, included here as they are, so a test asserts exactly
+//! what libFuzzer asserted when it found the input: no panic, and the target's invariant (one
+//! line per NFLOG message in every format, JSON that parses, limits within the documented
+//! ranges, …). Seeds live in `fuzz/seeds/<target>/` (captured from real traffic by
+//! `fuzz/capture-seeds.sh`, or hand-written); crash inputs in `fuzz/seeds/regressions/` and,
+//! with their backtrace, as one test each below.
+
+#[path = "../../fuzz/src/checks.rs"]
+mod checks;
+
+use std::path::Path;
+
+/// Runs `check` on every file in `fuzz/seeds/<dir>` and names the file that fails.
+fn replay(dir: &str, check: fn(&[u8])) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/seeds")
+        .join(dir);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("directory entry").path())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "{}: no seeds", dir.display());
+    for file in files {
+        let data = std::fs::read(&file).expect("read seed");
+        if let Err(panic) = std::panic::catch_unwind(|| check(&data)) {
+            let msg = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("(no message)");
+            panic!("{}: {msg}", file.display());
+        }
+    }
+}
+
+/// Decodes the hex in a regression test (whitespace ignored).
+#[allow(dead_code)]
+fn hex(s: &str) -> Vec<u8> {
+    let digits: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    digits
+        .chunks(2)
+        .map(|p| u8::from_str_radix(std::str::from_utf8(p).expect("ascii"), 16).expect("hex"))
+        .collect()
+}
+
+#[test]
+fn seeds_nflog_batch() {
+    replay("nflog_batch", checks::nflog_batch);
+}
+
+#[test]
+fn seeds_decode() {
+    replay("decode", checks::decode);
+}
+
+#[test]
+fn seeds_pcap_reader() {
+    replay("pcap_reader", checks::pcap_reader);
+}
+
+#[test]
+fn seeds_tail_text() {
+    replay("tail_text", checks::tail_text);
+}
+
+#[test]
+fn seeds_annotations() {
+    replay("annotations", checks::annotations);
+}
+
+#[test]
+fn seeds_config() {
+    replay("config", checks::config);
+}
