@@ -7,7 +7,12 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use std::sync::{Arc, RwLock};
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use netpol_nflog::attribute::index::Index;
 use netpol_nflog::decode::build::{icmp, ipv4, ipv6, tcp, udp};
 use netpol_nflog::event::Timestamp;
 use netpol_nflog::limit::{Limit, Limiter};
@@ -15,6 +20,7 @@ use netpol_nflog::pipeline::Processor;
 use netpol_nflog::render::{Format, Renderer};
 use netpol_nflog::source::nflog::build::Packet;
 use netpol_nflog::stats::Stats;
+use serde_json::json;
 
 struct Counting;
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
@@ -105,6 +111,45 @@ fn batch() -> Vec<u8> {
     out
 }
 
+/// An index with 1,000 pods (10.42.0.0/22, so the batch's addresses are pods) in 10 namespaces
+/// and 100 policies, the shape of a mid-size cluster as seen from one node.
+fn index() -> Arc<RwLock<Index>> {
+    let mut index = Index::new();
+    for i in 0..1000u32 {
+        let ip = std::net::Ipv4Addr::from(0x0a2a_0000u32 + i).to_string();
+        let ns = if i == 10 {
+            "default".to_string()
+        } else {
+            format!("team-{}", i % 10)
+        };
+        let pod: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("web-5d8f7c9b4-{i:05}"), "namespace": ns, "uid": format!("uid-{i}"),
+                         "labels": {"app": "web", "pod-template-hash": "5d8f7c9b4"},
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-5d8f7c9b4", "uid": "rs", "controller": true}]},
+            "spec": {"nodeName": "node-1", "containers": [{"name": "app", "image": "x"}]},
+            "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}
+        }))
+        .expect("pod json");
+        index.apply_pod(&pod);
+    }
+    for i in 0..100u32 {
+        let (ns, name) = match i {
+            0 => ("default".to_string(), "deny-db".to_string()),
+            1 => ("monitoring".to_string(), "deny-icmp".to_string()),
+            _ => (format!("team-{}", i % 10), format!("policy-{i}")),
+        };
+        let np: NetworkPolicy = serde_json::from_value(json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": ns, "uid": format!("np-{i}")},
+            "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress"]}
+        }))
+        .expect("policy json");
+        index.apply_policy(&np);
+    }
+    Arc::new(RwLock::new(index))
+}
+
 fn processor(formats: &[Format]) -> Processor {
     let limiter = Limiter::new(false, Limit::DEFAULT, Limit::DEFAULT);
     Processor::new(
@@ -135,6 +180,14 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    // The same JSON output with Kubernetes attribution (policy lookup, pods on both sides).
+    let mut attributed = processor(&[Format::Json]).with_kube(index());
+    g.bench_function("json+attribution", |bch| {
+        bch.iter(|| {
+            attributed.handle_batch(&buf, now, &mut acks);
+            attributed.discard_pending();
+        })
+    });
     // Suppressed messages stop before decode and render.
     let mut limited = Processor::new(
         Renderer::new("node-1", "node-1"),

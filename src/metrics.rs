@@ -235,12 +235,12 @@ pub async fn serve(
         let health = health.clone();
         let status = status.clone();
         tokio::spawn(async move {
-            let mut buf = vec![0u8; 2048];
-            let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf)).await
-            else {
+            // Read the whole request head: answering and closing while the client is still
+            // sending headers would reset the connection under it.
+            let Some(head) = read_head(&mut conn).await else {
                 return;
             };
-            let req = String::from_utf8_lossy(&buf[..n]);
+            let req = String::from_utf8_lossy(&head);
             let path = req.split_whitespace().nth(1).unwrap_or("/");
             let (code, ctype, body) = respond(path, &stats, &health, status);
             let head = format!("HTTP/1.1 {code}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
@@ -249,6 +249,23 @@ pub async fn serve(
             let _ = conn.shutdown().await;
         });
     }
+}
+
+/// Reads up to the blank line that ends an HTTP request head (8 KiB and 5 s at most).
+async fn read_head(conn: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
+        if head.len() > 8192 {
+            return None;
+        }
+        match tokio::time::timeout_at(deadline, conn.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return (!head.is_empty()).then_some(head),
+            Ok(Ok(n)) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(head)
 }
 
 fn respond(

@@ -10,7 +10,7 @@ mod processor;
 pub use processor::Processor;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,7 +46,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<Arc<Stats>> {
     } else {
         std::env::var("NODE_NAME").unwrap_or_else(|_| hostname.clone())
     };
-    let reopen = Arc::new(AtomicBool::new(false));
+    let reopen = Arc::new(std::sync::atomic::AtomicU64::new(0));
     // Line sinks first, then syslog sinks: the processor's outputs are in the same order.
     let mut sinks: Vec<SinkHandle> = Vec::new();
     let mut formats: Vec<Format> = Vec::new();
@@ -92,6 +92,9 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<Arc<Stats>> {
         true,
     )
     .with_correlation(window);
+    for fmt in syslog_formats {
+        proc.add_syslog_output(fmt);
+    }
     let tail = match cfg.tail.socket.as_str() {
         "" => None,
         path => {
@@ -189,7 +192,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<Arc<Stats>> {
             }
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reopening files");
-                reopen.store(true, Relaxed);
+                reopen.fetch_add(1, Relaxed);
             }
             _ = summary.tick() => {
                 proc.emit_summaries(interval, Timestamp::now());

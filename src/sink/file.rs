@@ -2,10 +2,10 @@
 //! copytruncate, `O_APPEND` makes writes land at the new end of the truncated file.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::PathBuf;
 
-use super::Output;
+use super::{whole_lines, write_counting, Output, WriteError};
 
 pub struct FileOutput {
     path: PathBuf,
@@ -33,18 +33,25 @@ impl FileOutput {
 }
 
 impl Output for FileOutput {
-    fn write_chunk(&mut self, data: &[u8]) -> io::Result<()> {
+    fn write_chunk(&mut self, data: &[u8]) -> Result<(), WriteError> {
         if self.file.is_none() {
-            self.file = Some(Self::open_path(&self.path)?);
+            self.file = Some(Self::open_path(&self.path).map_err(WriteError::new)?);
         }
         let file = self
             .file
             .as_mut()
-            .ok_or_else(|| io::Error::other("file not open"))?;
-        // A partial write on a full disk leaves a cut line behind; finish it with a newline
-        // when space returns is not possible to know, so write whole chunks and report the
-        // chunk's lines as lost on error.
-        file.write_all(data)
+            .ok_or_else(|| WriteError::new(io::Error::other("file not open")))?;
+        write_counting(file, data).map_err(|(err, n)| {
+            // A full disk can take part of a line. Cut it off again so the next line, written
+            // when space returns, does not get glued to a fragment.
+            let complete = whole_lines(data, n);
+            if n > complete {
+                if let Ok(len) = file.metadata().map(|m| m.len()) {
+                    let _ = file.set_len(len.saturating_sub((n - complete) as u64));
+                }
+            }
+            WriteError { err, complete }
+        })
     }
 
     fn reopen(&mut self) -> io::Result<()> {

@@ -10,7 +10,7 @@ pub mod syslog;
 pub mod tail;
 
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,9 +25,47 @@ pub struct Chunk {
     pub lines: u64,
 }
 
+/// A write that failed after `complete` bytes, all whole lines, reached their destination.
+#[derive(Debug)]
+pub struct WriteError {
+    pub err: io::Error,
+    pub complete: usize,
+}
+
+impl WriteError {
+    pub fn new(err: io::Error) -> Self {
+        WriteError { err, complete: 0 }
+    }
+}
+
+/// Writes `data` with as many `write` calls as it takes; on failure, returns how many bytes got
+/// through (a cut line included).
+pub fn write_counting(w: &mut impl Write, data: &[u8]) -> Result<(), (io::Error, usize)> {
+    let mut done = 0;
+    while done < data.len() {
+        match w.write(&data[done..]) {
+            Ok(0) => return Err((io::ErrorKind::WriteZero.into(), done)),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err((e, done)),
+        }
+    }
+    Ok(())
+}
+
+/// The length of the whole lines at the start of `data[..written]`.
+pub fn whole_lines(data: &[u8], written: usize) -> usize {
+    data[..written.min(data.len())]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1)
+}
+
 /// The I/O side of a sink.
 pub trait Output: Send {
-    fn write_chunk(&mut self, data: &[u8]) -> io::Result<()>;
+    /// Writes whole lines. On failure, reports how many bytes of whole lines were written; an
+    /// output that can (a file) removes the cut line it may have left behind.
+    fn write_chunk(&mut self, data: &[u8]) -> Result<(), WriteError>;
     /// Called after SIGHUP (log rotation).
     fn reopen(&mut self) -> io::Result<()> {
         Ok(())
@@ -49,7 +87,7 @@ pub struct SinkHandle {
 pub fn spawn(
     mut output: Box<dyn Output>,
     stats: Arc<SinkStats>,
-    reopen: Arc<AtomicBool>,
+    reopen: Arc<AtomicU64>,
 ) -> SinkHandle {
     let (tx, mut rx) = mpsc::channel::<Chunk>(64);
     let st = stats.clone();
@@ -58,8 +96,12 @@ pub fn spawn(
         .spawn(move || {
             let mut dead = false;
             let mut last_report = Instant::now() - Duration::from_secs(60);
+            // SIGHUP bumps a shared generation; each sink reopens once per bump it sees.
+            let mut generation = reopen.load(Relaxed);
             while let Some(chunk) = rx.blocking_recv() {
-                if reopen.swap(false, Relaxed) {
+                let now = reopen.load(Relaxed);
+                if now != generation {
+                    generation = now;
                     if let Err(e) = output.reopen() {
                         tracing::error!(sink = %st.name, error = %e, "cannot reopen");
                     }
@@ -72,8 +114,13 @@ pub fn spawn(
                     Ok(()) => {
                         st.written.fetch_add(chunk.lines, Relaxed);
                     }
-                    Err(e) => {
-                        st.failed.fetch_add(chunk.lines, Relaxed);
+                    Err(WriteError { err: e, complete }) => {
+                        let ok = chunk.data[..complete]
+                            .iter()
+                            .filter(|&&b| b == b'\n')
+                            .count() as u64;
+                        st.written.fetch_add(ok, Relaxed);
+                        st.failed.fetch_add(chunk.lines.saturating_sub(ok), Relaxed);
                         st.errors.fetch_add(1, Relaxed);
                         dead = output.is_permanent(&e);
                         // One report per 10 s, with the running total, so a full disk cannot
@@ -100,13 +147,82 @@ pub fn spawn(
 pub struct Stdout;
 
 impl Output for Stdout {
-    fn write_chunk(&mut self, data: &[u8]) -> io::Result<()> {
+    fn write_chunk(&mut self, data: &[u8]) -> Result<(), WriteError> {
+        // Straight to fd 1, bypassing std's line buffer, so a failure says exactly how much of
+        // the chunk the pipe took.
         let mut out = io::stdout().lock();
-        out.write_all(data)?;
-        out.flush()
+        out.flush().map_err(WriteError::new)?;
+        let mut raw = RawStdout;
+        write_counting(&mut raw, data).map_err(|(err, n)| WriteError {
+            err,
+            complete: whole_lines(data, n),
+        })
     }
 
     fn is_permanent(&self, err: &io::Error) -> bool {
         err.kind() == io::ErrorKind::BrokenPipe
+    }
+}
+
+/// File descriptor 1, written with write(2) directly.
+struct RawStdout;
+
+impl Write for RawStdout {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // SAFETY: writing from a valid buffer to fd 1, which the process owns for its lifetime.
+        let n = unsafe { libc::write(1, buf.as_ptr() as *const libc::c_void, buf.len()) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Accepts `cap` bytes, then fails like a full disk.
+    struct Full {
+        cap: usize,
+        got: Vec<u8>,
+    }
+
+    impl Write for Full {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.cap - self.got.len()).min(7);
+            if n == 0 {
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            self.got.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn partial_writes_count_whole_lines() {
+        let data = b"line one\nline two\nline three\n";
+        let mut w = Full {
+            cap: 15,
+            got: Vec::new(),
+        };
+        let (err, n) = write_counting(&mut w, data).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
+        assert_eq!(n, 15);
+        assert_eq!(whole_lines(data, n), 9, "only \"line one\\n\" is whole");
+        let mut ok = Full {
+            cap: 100,
+            got: Vec::new(),
+        };
+        write_counting(&mut ok, data).unwrap();
+        assert_eq!(ok.got, data);
     }
 }

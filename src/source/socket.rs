@@ -40,11 +40,11 @@ pub struct Tuning {
 
 #[derive(Debug, Error)]
 pub enum SocketError {
-    #[error("cannot open the NFLOG netlink socket: {0} (is this process root or does it have CAP_NET_ADMIN?)")]
+    #[error("cannot open the NFLOG netlink socket (is this process root or does it have CAP_NET_ADMIN?)")]
     Open(#[source] io::Error),
     #[error("NFLOG group {group} is already bound by another process in this network namespace (ulogd2, tcpdump -i nflog:{group}, another netpol-nflogd?); only one process can read a group")]
     GroupBusy { group: u16 },
-    #[error("the kernel refused to {what} for NFLOG group {group}: {err}")]
+    #[error("the kernel refused to {what} for NFLOG group {group}")]
     Config {
         group: u16,
         what: &'static str,
