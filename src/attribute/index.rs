@@ -197,11 +197,18 @@ pub struct Index {
     pods: Store<PodEntry>,
     by_ip: HashMap<IpAddr, Arc<PodEntry>>,
     namespaces: Store<(Arc<str>, Labels)>,
+    /// Bumped by every change, so readers can cache what they resolved.
+    generation: u64,
 }
 
 impl Index {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Changes with every update of the index.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     pub fn counts(&self) -> Counts {
@@ -219,6 +226,7 @@ impl Index {
 
     /// Feeds one watcher event for NetworkPolicies.
     pub fn policy_event(&mut self, ev: &Event<NetworkPolicy>) -> PolicyUpdate {
+        self.generation += 1;
         match ev {
             Event::Init => {
                 self.policies.begin_relist();
@@ -232,6 +240,7 @@ impl Index {
 
     /// Adds or replaces a NetworkPolicy.
     pub fn apply_policy(&mut self, np: &NetworkPolicy) -> PolicyUpdate {
+        self.generation += 1;
         let uid = uid_of(&np.metadata);
         let entry = self.policy_entry(np);
         let key = entry.key.clone();
@@ -267,6 +276,7 @@ impl Index {
 
     /// Removes a NetworkPolicy (a `DELETED` event carries the last state of the object).
     pub fn delete_policy(&mut self, np: &NetworkPolicy) -> PolicyUpdate {
+        self.generation += 1;
         self.delete_policy_uid(uid_of(&np.metadata))
     }
 
@@ -373,6 +383,7 @@ impl Index {
 
     /// Feeds one watcher event for Pods.
     pub fn pod_event(&mut self, ev: &Event<Pod>) {
+        self.generation += 1;
         match ev {
             Event::Init => self.pods.begin_relist(),
             Event::InitApply(p) | Event::Apply(p) => self.apply_pod(p),
@@ -388,6 +399,7 @@ impl Index {
 
     /// Adds or replaces a Pod. Pods that have no IP of their own are removed instead.
     pub fn apply_pod(&mut self, pod: &Pod) {
+        self.generation += 1;
         let uid = uid_of(&pod.metadata);
         let ips = own_ips(pod);
         self.remove_pod_uid(uid);
@@ -404,6 +416,7 @@ impl Index {
     }
 
     pub fn delete_pod(&mut self, pod: &Pod) {
+        self.generation += 1;
         self.remove_pod_uid(uid_of(&pod.metadata));
         self.note_removal();
     }
@@ -457,6 +470,7 @@ impl Index {
 
     /// Feeds one watcher event for Namespaces (their labels, for `namespaceSelector`).
     pub fn namespace_event(&mut self, ev: &Event<Namespace>) {
+        self.generation += 1;
         match ev {
             Event::Init => self.namespaces.begin_relist(),
             Event::InitApply(ns) | Event::Apply(ns) => self.apply_namespace(ns),
@@ -472,6 +486,7 @@ impl Index {
     }
 
     pub fn apply_namespace(&mut self, ns: &Namespace) {
+        self.generation += 1;
         let name = self
             .strings
             .get(ns.metadata.name.as_deref().unwrap_or_default());

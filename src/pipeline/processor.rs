@@ -79,7 +79,27 @@ pub struct Processor {
     batch_started: Instant,
     /// An overrun happened and no message has arrived since, so its size is not known yet.
     overrun_pending: bool,
+    /// Resolved contexts by (policy key, addresses), valid for one index generation: the same
+    /// pods and policies repeat across drops, and resolving allocates.
+    resolved: ResolveCache,
 }
+
+#[derive(Default)]
+struct ResolveCache {
+    generation: u64,
+    entries: rustc_hash::FxHashMap<u64, CacheEntry>,
+}
+
+struct CacheEntry {
+    source: crate::attribute::PolicySource,
+    key: Box<[u8]>,
+    src: Option<std::net::IpAddr>,
+    dst: Option<std::net::IpAddr>,
+    context: Option<Arc<crate::attribute::KubeContext>>,
+}
+
+/// Entries kept before the cache starts over (bounds memory under a flood of distinct pairs).
+const RESOLVE_CACHE_MAX: usize = 65536;
 
 impl Processor {
     pub fn new(
@@ -110,6 +130,7 @@ impl Processor {
             correlator: None,
             batch_started: Instant::now(),
             overrun_pending: false,
+            resolved: ResolveCache::default(),
         }
     }
 
@@ -267,16 +288,42 @@ impl Processor {
     }
 
     fn resolve(
-        &self,
+        &mut self,
         attribution: &Attribution<'_>,
         packet: &decode::Packet,
     ) -> Option<Arc<crate::attribute::KubeContext>> {
+        use std::hash::{Hash, Hasher};
         let index = self.kube.as_ref()?;
         let (src, dst) = packet.addrs().unzip();
         // A poisoned lock only means a watcher panicked mid-update; the index is still the
         // best knowledge there is.
         let index = index.read().unwrap_or_else(|p| p.into_inner());
-        index.resolve(attribution, src, dst).map(Arc::new)
+        let cache = &mut self.resolved;
+        if cache.generation != index.generation() || cache.entries.len() >= RESOLVE_CACHE_MAX {
+            cache.generation = index.generation();
+            cache.entries.clear();
+        }
+        let key = attribution.policy_key().unwrap_or_default();
+        let mut h = rustc_hash::FxHasher::default();
+        (attribution.source as u8, key, src, dst).hash(&mut h);
+        let hash = h.finish();
+        if let Some(e) = cache.entries.get(&hash) {
+            if e.source == attribution.source && *e.key == *key && e.src == src && e.dst == dst {
+                return e.context.clone();
+            }
+        }
+        let context = index.resolve(attribution, src, dst).map(Arc::new);
+        cache.entries.insert(
+            hash,
+            CacheEntry {
+                source: attribution.source,
+                key: key.into(),
+                src,
+                dst,
+                context: context.clone(),
+            },
+        );
+        context
     }
 
     /// Renders the structured events of packets whose correlation window has passed (all of
