@@ -27,7 +27,7 @@ cleanup() {
 trap cleanup EXIT
 
 cargo build --quiet --manifest-path "$here/Cargo.toml" --example capture_nflog
-capture=$here/target/debug/examples/capture_nflog
+capture=${CARGO_TARGET_DIR:-$here/target}/debug/examples/capture_nflog
 
 for ns in "$R" "$P" "$F"; do ip netns add "$ns"; done
 ip link add a0 netns "$R" address 02:77:00:00:01:01 type veth peer name a1 netns "$P" address 02:77:00:00:01:02

@@ -20,18 +20,22 @@ if [ ${#targets[@]} -eq 0 ]; then
 fi
 export RUSTC_BOOTSTRAP=1
 
+# Build once, then run the binaries: `cargo fuzz run` would rebuild whenever src/ changed.
 nice -n 19 cargo fuzz build --fuzz-dir "$here" || exit 1
+bin=$here/target/x86_64-unknown-linux-gnu/release
 
 declare -A execs status
+# Text inputs past a few KiB only slow the search down; NFLOG batches and pcaps need room.
+declare -A max_len=([tail_text]=4096 [config]=8192 [annotations]=256 [decode]=4096)
 for t in "${targets[@]}"; do
     mkdir -p "$here/corpus/$t" "$here/artifacts/$t" "$here/seeds/$t"
     log=$here/artifacts/$t/run.log
     echo "== $t: ${seconds}s (log: $log)"
     dict=()
     [ -f "$here/dicts/$t.dict" ] && dict=("-dict=$here/dicts/$t.dict")
-    nice -n 19 cargo fuzz run --fuzz-dir "$here" "$t" "$here/corpus/$t" "$here/seeds/$t" -- \
+    nice -n 19 "$bin/$t" "$here/corpus/$t" "$here/seeds/$t" -artifact_prefix="$here/artifacts/$t/" \
         -max_total_time="$seconds" -rss_limit_mb=512 -malloc_limit_mb=256 -timeout=10 \
-        -print_final_stats=1 "${dict[@]}" >"$log" 2>&1
+        -max_len="${max_len[$t]:-65536}" -print_final_stats=1 "${dict[@]}" >"$log" 2>&1
     rc=$?
     execs[$t]=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | tail -1 | grep -o '[0-9]*$')
     if [ -z "${execs[$t]}" ]; then

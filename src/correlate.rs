@@ -155,6 +155,27 @@ impl Correlator {
         }
     }
 
+    /// Packets held now.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Hands out the oldest packets until at most `max` are held: under a flood of distinct
+    /// packets the table stays bounded, and those events are just written early.
+    pub fn shrink_to(&mut self, max: usize, mut f: impl FnMut(&Open)) {
+        while self.order.len() > max {
+            let Some((slot, _)) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(open) = self.slots[slot].take() {
+                f(&open);
+                self.open.remove(&open.key);
+                self.pool.push((open.body, open.prefixes));
+                self.free.push(slot);
+            }
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.order.is_empty()
     }
@@ -212,5 +233,11 @@ mod tests {
         assert!(c.is_empty());
         // The same packet identity later is a new packet.
         assert!(c.add(key(1), b"x", b"", ts, t0 + Duration::from_secs(1)));
+        for id in 10..20 {
+            c.add(key(id), b"b", b"", ts, t0);
+        }
+        let mut early = 0;
+        c.shrink_to(4, |_| early += 1);
+        assert_eq!((early, c.len()), (7, 4));
     }
 }

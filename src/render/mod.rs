@@ -71,6 +71,10 @@ pub fn short_hostname() -> String {
 /// end the line or drive a terminal: control bytes (0x00-0x1f, 0x7f) become `\xHH`. Everything
 /// else, including UTF-8, is kept verbatim so ordinary prefixes stay identical to ulogd2's.
 pub fn push_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+    if !bytes.iter().any(|&b| b < 0x20 || b == 0x7f) {
+        out.extend_from_slice(bytes);
+        return;
+    }
     for &b in bytes {
         if b < 0x20 || b == 0x7f {
             out.extend_from_slice(&[b'\\', b'x', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
