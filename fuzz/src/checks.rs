@@ -305,12 +305,9 @@ pub fn tail_text(data: &[u8]) {
             let _ = filter.matches(&r);
             check_record(&r);
         }
-        match Item::from_json_line(line) {
-            Ok(Item::Event(r)) => {
-                let _ = filter.matches(&r);
-                check_record(&r);
-            }
-            Ok(_) | Err(_) => {}
+        if let Ok(Item::Event(r)) = Item::from_json_line(line) {
+            let _ = filter.matches(&r);
+            check_record(&r);
         }
     }
 }

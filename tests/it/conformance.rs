@@ -131,6 +131,7 @@ fn conformance_syslogemu_matches_ulogd2() {
             .map(|l| l[16..].to_string())
             .collect::<Vec<_>>()
     };
+    parser_extracts_every_field(&ours);
     let (reference, ours) = (strip(&reference), strip(&ours));
     if reference != ours {
         panic!(
@@ -753,4 +754,85 @@ pub(crate) fn read_lossy(path: &Path) -> String {
     fs::read(path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_else(|e| format!("({e})"))
+}
+
+/// The shipped Fluent Bit regex (parsers/fluent-bit-parsers.conf, Oniguruma) must parse every
+/// line shape this traffic produces from the real daemon, and extract each `KEY=VALUE` token's
+/// value exactly (the first occurrence: ICMP's `ID=` comes after the IP header's).
+fn parser_extracts_every_field(lines: &[String]) {
+    const FIELDS: [(&str, &str); 21] = [
+        ("IN", "in"),
+        ("OUT", "out"),
+        ("MAC", "mac"),
+        ("SRC", "src"),
+        ("DST", "dst"),
+        ("LEN", "len"),
+        ("TOS", "tos"),
+        ("PREC", "prec"),
+        ("TTL", "ttl"),
+        ("ID", "id"),
+        ("TC", "tc"),
+        ("HOPLIMIT", "hoplimit"),
+        ("FLOWLBL", "flowlbl"),
+        ("PROTO", "proto"),
+        ("SPT", "spt"),
+        ("DPT", "dpt"),
+        ("SEQ", "seq"),
+        ("WINDOW", "window"),
+        ("UID", "uid"),
+        ("GID", "gid"),
+        ("MARK", "mark"),
+    ];
+    for line in lines {
+        let fields = crate::deploy::extract(line).unwrap_or_else(|| {
+            panic!("the Fluent Bit regex does not match a real line:\n{line:?}")
+        });
+        // Tokens after "IN=" (the prefix before it may hold anything); INCOMPLETE is glued to the
+        // next token, so strip it before splitting.
+        let body = &line[line.find(" IN=").map_or(0, |i| i + 1)..];
+        let body = body.replace("INCOMPLETE", " ");
+        let mut seen = std::collections::HashSet::new();
+        let mut after_proto = false;
+        for token in body.split(' ') {
+            let Some((key, value)) = token.split_once('=') else {
+                continue;
+            };
+            // After PROTO=, ICMP's ID/SEQ/TYPE/CODE are transport fields of their own.
+            let key = match (after_proto, key) {
+                (true, "ID") => "icmp_id",
+                (true, "TYPE") => "icmp_type",
+                (true, "CODE") => "icmp_code",
+                (true, "SEQ") if !fields.contains_key("seq") => "icmp_seq",
+                _ => key,
+            };
+            after_proto |= key == "PROTO";
+            if !seen.insert(key.to_string()) {
+                continue;
+            }
+            let field = match FIELDS.iter().find(|(k, _)| *k == key) {
+                Some((_, f)) => *f,
+                None if key.starts_with("icmp_") => key,
+                None => continue,
+            };
+            assert_eq!(
+                fields.get(field).map(String::as_str),
+                Some(value),
+                "field {field} of a real line:\n{line:?}\nextracted: {fields:?}"
+            );
+        }
+        let prefix = fields.get("prefix").map(String::as_str).unwrap_or("");
+        if let Some(rest) = prefix.strip_prefix("DROP by policy ") {
+            let (ns, name) = rest.split_once('/').expect("ns/name");
+            assert_eq!(
+                fields.get("policy_namespace").map(String::as_str),
+                Some(ns),
+                "{line:?}"
+            );
+            assert_eq!(
+                fields.get("policy_name").map(String::as_str),
+                Some(name),
+                "{line:?}"
+            );
+        }
+    }
 }

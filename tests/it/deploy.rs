@@ -527,7 +527,7 @@ fn syslogemu_regex() -> &'static Regex {
 /// The named captures of `line`, or None when it does not match: the groups that took part in the
 /// match, empty ones included (`OUT=` gives `out: ""`). This is what fluentd records; Fluent Bit
 /// additionally drops the empty ones (Skip_Empty_Values On). expected.json uses these semantics.
-fn extract(line: &str) -> Option<BTreeMap<String, String>> {
+pub(crate) fn extract(line: &str) -> Option<BTreeMap<String, String>> {
     let rx = syslogemu_regex();
     let caps = rx.captures(line)?;
     let mut fields = BTreeMap::new();
