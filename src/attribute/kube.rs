@@ -276,7 +276,8 @@ fn warn_invalid(bad: &InvalidAnnotation) {
         namespace = %bad.policy.namespace,
         policy = %bad.policy.name,
         annotation = bad.annotation,
-        value = %bad.value,
+        // Debug formatting: an annotation value can hold a newline or an escape sequence.
+        value = ?bad.value,
         error = %bad.error,
         "NetworkPolicy annotation is invalid; kube-router uses its defaults (10/minute, burst 10) for both values"
     );
