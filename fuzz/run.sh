@@ -6,7 +6,8 @@
 # Needs cargo-fuzz (`cargo install cargo-fuzz`). On a stable toolchain RUSTC_BOOTSTRAP=1 unlocks
 # the nightly flags cargo-fuzz passes (-Zsanitizer=address). Each target starts from the committed
 # seeds (fuzz/seeds/TARGET, read only) and its own growing corpus (fuzz/corpus/TARGET); crashes go
-# to fuzz/artifacts/TARGET/ and the run goes on with the next target. Memory is bounded as the
+# to fuzz/artifacts/TARGET/ and fuzzing goes on (libFuzzer's fork mode with -ignore_crashes), so a
+# shallow crash does not end a target's run. Memory is bounded as the
 # daemon needs it to be: 512 MB resident, no single allocation above 256 MB.
 # Prints, per target, the executions libFuzzer reports at the end (stat::number_of_executed_units).
 set -uo pipefail
@@ -35,19 +36,19 @@ for t in "${targets[@]}"; do
     [ -f "$here/dicts/$t.dict" ] && dict=("-dict=$here/dicts/$t.dict")
     nice -n 19 "$bin/$t" "$here/corpus/$t" "$here/seeds/$t" -artifact_prefix="$here/artifacts/$t/" \
         -max_total_time="$seconds" -rss_limit_mb=512 -malloc_limit_mb=256 -timeout=10 \
-        -max_len="${max_len[$t]:-65536}" -print_final_stats=1 "${dict[@]}" >"$log" 2>&1
+        -max_len="${max_len[$t]:-65536}" -print_final_stats=1 "${dict[@]}" \
+        -fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1 >"$log" 2>&1
     rc=$?
-    execs[$t]=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | tail -1 | grep -o '[0-9]*$')
-    if [ -z "${execs[$t]}" ]; then
-        # A crash stops libFuzzer before its final stats: take its last status line.
-        execs[$t]=$(grep -o '^#[0-9]*' "$log" | tail -1 | tr -d '#')
-    fi
-    if [ $rc -eq 0 ]; then
+    # Fork mode's parent counts every child's executions in its "#N: cov: ..." lines.
+    execs[$t]=$(grep -o '^#[0-9]*' "$log" | tail -1 | tr -d '#')
+    crashes=$(grep -o 'oom/timeout/crash: [0-9/]*' "$log" | tail -1 | cut -d' ' -f2)
+    if [ "$rc" -eq 0 ] && [ "${crashes:-0/0/0}" = 0/0/0 ]; then
         status[$t]=ok
     else
-        status[$t]="FAILED (exit $rc): $(grep -o 'Test unit written to .*' "$log" | tail -1)"
+        status[$t]="exit $rc, oom/timeout/crash ${crashes:-?}: inputs in $here/artifacts/$t/"
     fi
-    grep -E '#[0-9]+ *DONE|stat::number_of_executed_units' "$log" | tail -2
+    grep -E '^#[0-9]+' "$log" | tail -1
+    grep -E '^INFO: exiting' "$log" | tail -1
 done
 
 echo

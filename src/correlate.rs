@@ -55,7 +55,6 @@ impl PacketKey {
 /// A packet whose messages are being collected.
 pub struct Open {
     pub key: PacketKey,
-    opened: Instant,
     pub received: Timestamp,
     /// The first message's netlink body (the event is rendered from it).
     pub body: Vec<u8>,
@@ -116,7 +115,6 @@ impl Correlator {
         p.extend_from_slice(prefix);
         let open = Open {
             key,
-            opened: now,
             received,
             body: b,
             prefixes: p,
@@ -145,13 +143,17 @@ impl Correlator {
                 break;
             }
             self.order.pop_front();
-            if let Some(open) = self.slots[slot].take() {
-                debug_assert_eq!(open.opened, opened);
-                f(&open);
-                self.open.remove(&open.key);
-                self.pool.push((open.body, open.prefixes));
-                self.free.push(slot);
-            }
+            self.release(slot, &mut f);
+        }
+    }
+
+    /// Hands a packet out and recycles its slot and buffers.
+    fn release(&mut self, slot: usize, f: &mut impl FnMut(&Open)) {
+        if let Some(open) = self.slots[slot].take() {
+            f(&open);
+            self.open.remove(&open.key);
+            self.pool.push((open.body, open.prefixes));
+            self.free.push(slot);
         }
     }
 
@@ -167,12 +169,7 @@ impl Correlator {
             let Some((slot, _)) = self.order.pop_front() else {
                 break;
             };
-            if let Some(open) = self.slots[slot].take() {
-                f(&open);
-                self.open.remove(&open.key);
-                self.pool.push((open.body, open.prefixes));
-                self.free.push(slot);
-            }
+            self.release(slot, &mut f);
         }
     }
 

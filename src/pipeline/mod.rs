@@ -7,7 +7,7 @@
 
 mod processor;
 
-pub use processor::Processor;
+pub use processor::{event_time, Processor};
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;

@@ -222,14 +222,7 @@ impl Processor {
             return;
         }
         let packet = decode::decode(msg.family, msg.hw_protocol, msg.payload);
-        // ulogd2 uses the kernel's timestamp when it sent a non-zero one, else receive time.
-        let time = match msg.timestamp {
-            Some((sec, usec)) if sec != 0 => Timestamp {
-                sec: sec as i64,
-                usec: usec as u32,
-            },
-            _ => received,
-        };
+        let time = event_time(&msg, received);
         let indev = self.ifnames.name(msg.indev);
         let outdev = self.ifnames.name(msg.outdev);
         // Structured outputs get one event per packet: hold the message for correlation.
@@ -372,13 +365,7 @@ impl Processor {
             }
             ctx.count = open.count;
         }
-        let time = match msg.timestamp {
-            Some((sec, usec)) if sec != 0 => Timestamp {
-                sec: sec as i64,
-                usec: usec as u32,
-            },
-            _ => open.received,
-        };
+        let time = event_time(&msg, open.received);
         let ev = Event {
             indev: self.ifnames.name(msg.indev),
             outdev: self.ifnames.name(msg.outdev),
@@ -573,6 +560,19 @@ impl Processor {
 
     pub fn limiter_mut(&mut self) -> &mut Limiter {
         &mut self.limiter
+    }
+}
+
+/// ulogd2's choice of time: the kernel's packet timestamp when it sent a non-zero one (INPUT,
+/// FORWARD), otherwise when the message was received (OUTPUT, POSTROUTING).
+pub fn event_time(msg: &NflogMsg<'_>, received: Timestamp) -> Timestamp {
+    match msg.timestamp {
+        Some((sec, usec)) if sec != 0 => Timestamp {
+            sec: sec as i64,
+            // Clamped: a hostile or broken message must not make the renderers print 7 digits.
+            usec: usec.min(999_999) as u32,
+        },
+        _ => received,
     }
 }
 

@@ -266,13 +266,7 @@ pub fn event<'a>(
     indev: IfName,
     outdev: IfName,
 ) -> Event<'a> {
-    let time = match msg.timestamp {
-        Some((sec, usec)) if sec != 0 => Timestamp {
-            sec: sec as i64,
-            usec: usec.min(999_999) as u32,
-        },
-        _ => fallback,
-    };
+    let time = crate::pipeline::event_time(&msg, fallback);
     Event {
         msg,
         packet: crate::decode::decode(msg.family, msg.hw_protocol, msg.payload),

@@ -89,3 +89,27 @@ fn regression_timestamp_year_overflow() {
          1400 0300 00f0c2aabe5bee38 0000000000000005 \
          0600 0a00 78000000"));
 }
+
+/// `nflog-tail -r` on a syslogemu file whose first 15 bytes hold a multi-byte character (here
+/// five bytes that are not UTF-8, which `Lines` turns into U+FFFD): the default compact output
+/// panics in `short_time` (src/tail/output.rs:145, `&ts[7..]` on a 15-byte timestamp), "start
+/// byte index 7 is not a char boundary". Found by `tail_text` after 154 executions, minimised
+/// with `-minimize_crash`; `fuzz/seeds/regressions/tail_text-short-time-char-boundary.bin`.
+/// Backtrace: short_time (output.rs:145) ← Compact::of (output.rs:106) ← Printer::print
+/// (output.rs:244).
+#[test]
+fn regression_short_time_char_boundary() {
+    checks::tail_text(&hex("ffffffffff4e20494e3d"));
+}
+
+/// `nflog-tail -o json` on a terminal, reading a syslogemu file whose prefix holds U+202E
+/// (RIGHT-TO-LEFT OVERRIDE): such records have no JSON of their own, and `Printer::print`
+/// writes `synthetic_json(r)` (src/tail/output.rs, the `None =>` arm of `OutputFormat::Json`)
+/// without `sanitize_json`, unlike the `Some` arm. serde_json escapes C0 but not DEL, C1 or
+/// the bidirectional controls, so they reach the terminal. Found by `tail_text` (several
+/// crash files; `-minimize_crash` drifts to the `short_time` crash, so this input is the
+/// hand-cut form of them); `fuzz/seeds/regressions/tail_text-json-terminal-bidi.bin`.
+#[test]
+fn regression_synthetic_json_not_sanitized() {
+    checks::tail_text(b"Nov 27 20:59:32 h a\xe2\x80\xaeb IN= OUT=\n");
+}
