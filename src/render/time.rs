@@ -56,7 +56,8 @@ impl LocalClock {
             month[0], month[1], month[2], b' ', day[0], day[1], b' ', h[0], h[1], b':', m[0], m[1],
             b':', s[0], s[1],
         ];
-        let year = (tm.tm_year + 1900).clamp(0, 9999);
+        // i64: a hostile NFLA_TIMESTAMP can put tm_year near i32::MAX.
+        let year = (tm.tm_year as i64 + 1900).clamp(0, 9999) as i32;
         let (mo, d) = (two(tm.tm_mon + 1), two(tm.tm_mday));
         self.iso = [
             b'0' + (year / 1000) as u8,

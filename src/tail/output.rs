@@ -142,7 +142,8 @@ pub fn short_time(ts: &str) -> String {
     let t = if ts.as_bytes().get(10) == Some(&b'T') {
         ts.get(11..23).unwrap_or(ts)
     } else if ts.len() == 15 {
-        &ts[7..]
+        // `get`, not indexing: a line from a file may hold multi-byte characters here.
+        ts.get(7..).unwrap_or(ts)
     } else {
         ts
     };
@@ -250,6 +251,7 @@ impl<W: Write> Printer<W> {
             OutputFormat::Json => match &r.json {
                 Some(s) if self.terminal => self.line.push_str(&sanitize_json(s)),
                 Some(s) => self.line.push_str(s),
+                None if self.terminal => self.line.push_str(&sanitize_json(&synthetic_json(r))),
                 None => self.line.push_str(&synthetic_json(r)),
             },
         }
