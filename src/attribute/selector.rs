@@ -97,7 +97,7 @@ impl Requirement {
         let value = labels.get(&self.key);
         match &self.op {
             Op::In(values) => value.is_some_and(|v| values.iter().any(|x| &**x == v)),
-            Op::NotIn(values) => value.map_or(true, |v| values.iter().all(|x| &**x != v)),
+            Op::NotIn(values) => value.is_none_or(|v| values.iter().all(|x| &**x != v)),
             Op::Exists => value.is_some(),
             Op::DoesNotExist => value.is_none(),
         }
