@@ -243,10 +243,12 @@ impl Processor {
             },
             _ => false,
         };
-        let context = if deferred || !wants_events {
-            None
-        } else {
+        // Per-message syslog carries pod and policy fields too, so it needs the context even
+        // when the structured event itself waits for correlation.
+        let context = if (wants_events && !deferred) || self.has_syslog_per_message() {
             self.resolve(&attribution, &packet)
+        } else {
+            None
         };
         let ev = Event {
             indev,
@@ -272,6 +274,13 @@ impl Processor {
                 }
             }
         }
+    }
+
+    /// Whether a syslog output renders one message per NFLOG message (with structured data).
+    fn has_syslog_per_message(&self) -> bool {
+        self.pending
+            .iter()
+            .any(|p| matches!(p.output, Output::Syslog(_)) && p.per_message())
     }
 
     /// Whether any output takes structured events (JSON sinks, tail clients).

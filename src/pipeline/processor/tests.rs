@@ -152,3 +152,50 @@ fn one_json_event_per_packet_one_syslogemu_line_per_message() {
     assert_eq!(events[1]["count"], 1);
     assert_eq!(events[1]["policy_source"], "pod-chain");
 }
+
+#[test]
+fn per_message_syslog_gets_kubernetes_fields_even_when_json_waits() {
+    use k8s_openapi::api::core::v1::Pod;
+    let mut index = crate::attribute::index::Index::new();
+    for (name, ip) in [("web-0", "10.42.0.10"), ("db-0", "10.42.0.20")] {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "shop", "uid": name},
+            "spec": {"nodeName": "node", "containers": []},
+            "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}
+        }))
+        .unwrap();
+        index.apply_pod(&pod);
+    }
+    let (p, _) = processor(&[Format::Json], false);
+    let mut p = p
+        .with_correlation(Duration::from_secs(60))
+        .with_kube(std::sync::Arc::new(std::sync::RwLock::new(index)));
+    p.add_syslog_output(crate::render::syslog::SyslogFormat {
+        rfc: crate::render::syslog::Rfc::Rfc5424,
+        facility: 16,
+        severity: 4,
+        app_name: "netpol-nflogd".into(),
+        hostname: "node".into(),
+        node_name: "node".into(),
+        msg: crate::render::syslog::MsgFormat::Syslogemu,
+    });
+    let mut buf = Vec::new();
+    let syn = ipv4(
+        6,
+        5,
+        0x4000,
+        0,
+        A,
+        B,
+        &tcp(40000, 5432, 9, 0, 0x02, 1024, 0),
+    );
+    message(&mut buf, b"DROP by policy shop/deny-db", 0, &syn);
+    p.handle_batch(&buf, Timestamp::default(), &mut Vec::new());
+    let out = lines(&mut p);
+    assert_eq!(out.len(), 1, "JSON waits, syslog is written: {out:?}");
+    assert!(
+        out[0].contains("src_pod=\"web-0\"") && out[0].contains("dest_pod=\"db-0\""),
+        "{}",
+        out[0]
+    );
+}
