@@ -10,6 +10,7 @@
 pub mod ifname;
 pub mod index;
 pub mod kube;
+pub mod rules;
 pub mod selector;
 
 use std::sync::Arc;
