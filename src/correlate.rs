@@ -1,180 +1,230 @@
-//! Correlation: one dropped packet, several NFLOG messages, one structured event.
+//! Correlation: the NFLOG messages one dropped packet produced, as one structured event.
 //!
-//! On K3s a packet dropped by policies A and B arrives as `DROP by policy A`, `DROP by policy B`
-//! and the pod chain's empty-prefix message, all with the same IP ID and 5-tuple. The syslogemu
-//! output keeps one line per message (ulogd2 compatibility); structured outputs get one event that
-//! lists every policy and counts the messages.
+//! On K3s, kube-router's pod firewall chain (`KUBE-POD-FW-…`) jumps to the chain of every policy
+//! that selects the pod; each policy chain that does not allow the packet logs it with
+//! `DROP by policy <ns>/<name>`, and the pod chain itself then logs it with an empty prefix just
+//! before its `REJECT` ([pod.go], [policy.go]). All of that happens in one traversal of one hook
+//! by one packet, so the kernel queues those messages one after the other, and the pod chain's
+//! empty-prefix message is the last one.
 //!
-//! Messages are held for a short window. The raw message bytes are copied into pooled buffers, so
-//! holding them does not allocate once the pool has grown.
+//! Only such a run is merged: a message joins the packet being collected when it was logged at
+//! the same hook, on the same interfaces, with the same kernel timestamp and the same packet
+//! bytes, and its prefix has not been seen for that packet yet (a rule logs a traversal once).
+//! Anything else, including an identical packet sent again (IPv4 ID 0 on DF datagrams, one IPv6
+//! flow label per flow, identical payloads), starts a new event. The price of that rule: when
+//! messages of two CPUs interleave in the queue, one packet may give two events; distinct
+//! packets are never merged.
+//!
+//! The packet being collected is handed out when a message does not join it, when the
+//! empty-prefix message (the pod chain's, always the last) has joined it, when the window has
+//! passed since its first message (its other messages would have arrived by then), or at
+//! shutdown. Its decoded headers and Kubernetes context are kept from the first message, so
+//! nothing is decoded or resolved twice; the message bytes are copied into a reused buffer.
+//!
+//! [pod.go]: https://github.com/k3s-io/kube-router/blob/master/pkg/controllers/netpol/pod.go
+//! [policy.go]: https://github.com/k3s-io/kube-router/blob/master/pkg/controllers/netpol/policy.go
 
-use std::collections::{HashMap, VecDeque};
-use std::net::IpAddr;
+use std::ops::Range;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::attribute::KubeContext;
 use crate::decode::Packet;
-use crate::event::Timestamp;
+use crate::event::{IfName, Timestamp};
+use crate::source::nflog::NflogMsg;
 
-/// What identifies one packet across the messages it produced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PacketKey {
-    pub src: IpAddr,
-    pub dst: IpAddr,
-    pub protocol: u8,
-    /// IPv4 identification, or the IPv6 flow label.
-    pub id: u32,
-    pub ports: (u16, u16),
-    /// TCP sequence number or ICMP id/sequence word: tells apart packets that share an IP ID.
-    pub extra: u32,
+/// What the messages of one traversal share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Traversal {
+    group: u16,
+    family: u8,
+    hook: u8,
+    indev: u32,
+    outdev: u32,
+    physindev: u32,
+    physoutdev: u32,
+    timestamp: Option<(u64, u64)>,
 }
 
-impl PacketKey {
-    pub fn of(p: &Packet) -> Option<PacketKey> {
-        let (src, dst) = p.addrs()?;
-        let id = match p.network {
-            crate::decode::Network::Ipv4(Some(h)) => h.id as u32,
-            crate::decode::Network::Ipv6(Some(h)) => h.flow_label,
-            _ => 0,
-        };
-        let extra = match p.transport {
-            crate::decode::Transport::Tcp(t) => t.seq,
-            crate::decode::Transport::Icmp(i) | crate::decode::Transport::Icmpv6(i) => i.rest,
-            _ => 0,
-        };
-        Some(PacketKey {
-            src,
-            dst,
-            protocol: p.protocol().unwrap_or(0),
-            id,
-            ports: p.ports().unwrap_or((0, 0)),
-            extra,
-        })
+impl Traversal {
+    fn of(msg: &NflogMsg<'_>) -> Self {
+        Traversal {
+            group: msg.group,
+            family: msg.family,
+            hook: msg.hook,
+            indev: msg.indev,
+            outdev: msg.outdev,
+            physindev: msg.physindev,
+            physoutdev: msg.physoutdev,
+            timestamp: msg.timestamp,
+        }
     }
+}
+
+/// What the first message of a packet gave, kept so the event is not decoded or resolved again.
+#[derive(Debug, Clone)]
+pub struct First {
+    pub packet: Packet,
+    pub time: Timestamp,
+    pub indev: IfName,
+    pub outdev: IfName,
+    pub received: Timestamp,
+    pub context: Option<Arc<KubeContext>>,
 }
 
 /// A packet whose messages are being collected.
 pub struct Open {
-    pub key: PacketKey,
-    pub received: Timestamp,
     /// The first message's netlink body (the event is rendered from it).
     pub body: Vec<u8>,
-    /// The prefixes of every message, NUL-separated (a prefix cannot hold a NUL).
-    pub prefixes: Vec<u8>,
+    payload: Range<usize>,
+    traversal: Traversal,
+    /// The prefixes of every message, NUL-separated (a prefix cannot hold a NUL), written or not.
+    prefixes: Vec<u8>,
+    /// Messages seen for this packet, written or suppressed.
+    seen: u32,
+    /// Messages written (not suppressed): the event's `count`.
     pub count: u32,
+    pub first: First,
+    opened: Instant,
 }
 
 impl Open {
-    /// The prefixes of all correlated messages, in arrival order.
+    /// The prefixes of all messages of this packet, in arrival order.
     pub fn prefixes(&self) -> impl Iterator<Item = &[u8]> {
-        self.prefixes.split(|&b| b == 0).take(self.count as usize)
+        self.prefixes.split(|&b| b == 0).take(self.seen as usize)
+    }
+
+    /// The first message, parsed again from its copy (a header walk: it parsed before).
+    pub fn message(&self) -> Option<NflogMsg<'_>> {
+        NflogMsg::parse(&self.body).ok()
+    }
+
+    fn same_packet(&self, msg: &NflogMsg<'_>) -> bool {
+        self.traversal == Traversal::of(msg)
+            && self.body.get(self.payload.clone()) == Some(msg.payload)
+            && !self.prefixes().any(|p| p == msg.prefix.unwrap_or_default())
+    }
+
+    /// The pod chain's message comes last in a traversal: nothing more can join.
+    fn complete(&self) -> bool {
+        self.prefixes().any(|p| p.is_empty())
     }
 }
 
+/// What [`Correlator::add`] did with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Added {
+    /// It opened a new packet (the previous one, if any, was handed out first).
+    Opened,
+    /// It joined the packet being collected.
+    Joined,
+    /// A suppressed message that did not join: the previous packet, if any, was handed out.
+    Skipped,
+}
+
+/// Collects consecutive messages of one packet. See the module documentation.
 pub struct Correlator {
     window: Duration,
-    open: HashMap<PacketKey, usize>,
-    slots: Vec<Option<Open>>,
-    order: VecDeque<(usize, Instant)>,
-    free: Vec<usize>,
-    pool: Vec<(Vec<u8>, Vec<u8>)>,
+    open: Option<Open>,
+    /// Buffers of the last packet handed out, reused for the next one.
+    spare: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Correlator {
     pub fn new(window: Duration) -> Self {
         Correlator {
             window,
-            open: HashMap::new(),
-            slots: Vec::new(),
-            order: VecDeque::new(),
-            free: Vec::new(),
-            pool: Vec::new(),
+            open: None,
+            spare: None,
         }
     }
 
-    /// Adds a message. Returns false when it joined an open packet (nothing new to render).
+    /// Adds a message whose body is `body` (`msg` parsed from it). `first` is what the event
+    /// needs if this message opens a packet; `written` is false for a suppressed message, which
+    /// is remembered (a later message with its prefix is another packet) but not counted.
+    /// Packets that are complete are handed to `emit`.
     pub fn add(
         &mut self,
-        key: PacketKey,
         body: &[u8],
-        prefix: &[u8],
-        received: Timestamp,
+        msg: &NflogMsg<'_>,
+        written: bool,
+        first: impl FnOnce() -> First,
         now: Instant,
-    ) -> bool {
-        if let Some(&slot) = self.open.get(&key) {
-            if let Some(open) = self.slots[slot].as_mut() {
+        emit: &mut impl FnMut(&Open),
+    ) -> Added {
+        let prefix = msg.prefix.unwrap_or_default();
+        let joined = match self.open.as_mut() {
+            Some(open) if open.same_packet(msg) => {
                 open.prefixes.push(0);
                 open.prefixes.extend_from_slice(prefix);
-                open.count += 1;
-                return false;
+                open.seen += 1;
+                open.count += u32::from(written);
+                true
             }
+            _ => false,
+        };
+        let added = if joined {
+            Added::Joined
+        } else {
+            self.flush(emit);
+            if !written {
+                return Added::Skipped;
+            }
+            self.open = Some(self.start(body, msg, first(), now));
+            Added::Opened
+        };
+        if self.open.as_ref().is_some_and(Open::complete) {
+            self.flush(emit);
         }
-        let (mut b, mut p) = self.pool.pop().unwrap_or_default();
+        added
+    }
+
+    fn start(&mut self, body: &[u8], msg: &NflogMsg<'_>, first: First, now: Instant) -> Open {
+        let (mut b, mut p) = self.spare.take().unwrap_or_default();
         b.clear();
         b.extend_from_slice(body);
         p.clear();
-        p.extend_from_slice(prefix);
-        let open = Open {
-            key,
-            received,
+        p.extend_from_slice(msg.prefix.unwrap_or_default());
+        // The payload is a sub-slice of the body: keep its place in the copy.
+        let start = (msg.payload.as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
+        let payload = if start <= body.len() && start + msg.payload.len() <= body.len() {
+            start..start + msg.payload.len()
+        } else {
+            0..0
+        };
+        Open {
             body: b,
+            payload,
+            traversal: Traversal::of(msg),
             prefixes: p,
+            seen: 1,
             count: 1,
-        };
-        let slot = match self.free.pop() {
-            Some(s) => {
-                self.slots[s] = Some(open);
-                s
-            }
-            None => {
-                self.slots.push(Some(open));
-                self.slots.len() - 1
-            }
-        };
-        self.open.insert(key, slot);
-        self.order.push_back((slot, now));
-        true
-    }
-
-    /// Calls `f` for every packet whose window has passed (all of them with `force`), oldest
-    /// first, then recycles its buffers.
-    pub fn expire(&mut self, now: Instant, force: bool, mut f: impl FnMut(&Open)) {
-        while let Some(&(slot, opened)) = self.order.front() {
-            if !force && now.saturating_duration_since(opened) < self.window {
-                break;
-            }
-            self.order.pop_front();
-            self.release(slot, &mut f);
+            first,
+            opened: now,
         }
     }
 
-    /// Hands a packet out and recycles its slot and buffers.
-    fn release(&mut self, slot: usize, f: &mut impl FnMut(&Open)) {
-        if let Some(open) = self.slots[slot].take() {
-            f(&open);
-            self.open.remove(&open.key);
-            self.pool.push((open.body, open.prefixes));
-            self.free.push(slot);
+    /// Hands out the packet being collected, if any.
+    pub fn flush(&mut self, emit: &mut impl FnMut(&Open)) {
+        if let Some(open) = self.open.take() {
+            emit(&open);
+            self.spare = Some((open.body, open.prefixes));
         }
     }
 
-    /// Packets held now.
-    pub fn len(&self) -> usize {
-        self.order.len()
-    }
-
-    /// Hands out the oldest packets until at most `max` are held: under a flood of distinct
-    /// packets the table stays bounded, and those events are just written early.
-    pub fn shrink_to(&mut self, max: usize, mut f: impl FnMut(&Open)) {
-        while self.order.len() > max {
-            let Some((slot, _)) = self.order.pop_front() else {
-                break;
-            };
-            self.release(slot, &mut f);
+    /// Hands out the packet being collected once the window has passed since its first message.
+    pub fn expire(&mut self, now: Instant, emit: &mut impl FnMut(&Open)) {
+        let due = self
+            .open
+            .as_ref()
+            .is_some_and(|o| now.saturating_duration_since(o.opened) >= self.window);
+        if due {
+            self.flush(emit);
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
+        self.open.is_none()
     }
 
     pub fn window(&self) -> Duration {
@@ -185,56 +235,150 @@ impl Correlator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::build::{ipv4, udp};
+    use crate::source::nflog::build::Packet as Msg;
 
-    fn key(id: u32) -> PacketKey {
-        PacketKey {
-            src: "10.42.0.10".parse().unwrap(),
-            dst: "10.42.0.20".parse().unwrap(),
-            protocol: 6,
-            id,
-            ports: (40000, 5432),
-            extra: 7,
+    fn body(prefix: &[u8], payload: &[u8], timestamp: Option<(u64, u64)>) -> Vec<u8> {
+        let mut out = Vec::new();
+        Msg {
+            prefix,
+            payload,
+            timestamp,
+            ..Default::default()
+        }
+        .encode(&mut out);
+        // The encoder writes a whole netlink message; the correlator sees its body.
+        out[crate::source::nflog::NLMSG_HDRLEN..].to_vec()
+    }
+
+    fn first() -> First {
+        First {
+            packet: crate::decode::decode(2, 0x0800, &[]),
+            time: Timestamp::default(),
+            indev: IfName::default(),
+            outdev: IfName::default(),
+            received: Timestamp::default(),
+            context: None,
         }
     }
 
-    #[test]
-    fn messages_of_one_packet_become_one_event() {
-        let mut c = Correlator::new(Duration::from_millis(200));
+    /// Feeds messages; returns the count of every event handed out, in order.
+    fn run(c: &mut Correlator, messages: &[(Vec<u8>, bool)]) -> Vec<u32> {
+        let mut counts = Vec::new();
         let t0 = Instant::now();
-        let ts = Timestamp::default();
-        assert!(c.add(key(1), b"body1", b"DROP by policy default/a", ts, t0));
-        assert!(!c.add(key(1), b"body1", b"DROP by policy default/b", ts, t0));
-        assert!(!c.add(key(1), b"body1", b"", ts, t0));
-        assert!(c.add(key(2), b"body2", b"", ts, t0));
-        let mut seen = Vec::new();
-        c.expire(t0 + Duration::from_millis(100), false, |o| {
-            seen.push(o.count)
-        });
-        assert!(seen.is_empty(), "window not over yet");
-        c.expire(t0 + Duration::from_millis(250), false, |o| {
-            seen.push(o.count);
-            if o.count == 3 {
-                let p: Vec<&[u8]> = o.prefixes().collect();
-                assert_eq!(
-                    p,
-                    vec![
-                        &b"DROP by policy default/a"[..],
-                        b"DROP by policy default/b",
-                        b""
-                    ]
-                );
-                assert_eq!(o.body, b"body1");
-            }
-        });
-        assert_eq!(seen, vec![3, 1]);
-        assert!(c.is_empty());
-        // The same packet identity later is a new packet.
-        assert!(c.add(key(1), b"x", b"", ts, t0 + Duration::from_secs(1)));
-        for id in 10..20 {
-            c.add(key(id), b"b", b"", ts, t0);
+        for (b, written) in messages {
+            let msg = NflogMsg::parse(b).unwrap();
+            c.add(b, &msg, *written, first, t0, &mut |o| counts.push(o.count));
         }
-        let mut early = 0;
-        c.shrink_to(4, |_| early += 1);
-        assert_eq!((early, c.len()), (7, 4));
+        counts
+    }
+
+    const DATAGRAM: fn() -> Vec<u8> = || {
+        // IPv4 ID 0, DF: what the kernel sends for a DF datagram of an unconnected socket.
+        ipv4(
+            17,
+            0,
+            0x4000,
+            0,
+            [10, 42, 0, 10],
+            [10, 42, 0, 20],
+            &udp(5000, 53, b"q"),
+        )
+    };
+
+    #[test]
+    fn identical_datagrams_are_separate_packets() {
+        let d = DATAGRAM();
+        let mut c = Correlator::new(Duration::from_secs(60));
+        let mut msgs = Vec::new();
+        for _ in 0..10 {
+            msgs.push((body(b"DROP by policy shop/deny", &d, None), true));
+            msgs.push((body(b"", &d, None), true));
+        }
+        assert_eq!(run(&mut c, &msgs), vec![2; 10]);
+        assert!(c.is_empty(), "the empty prefix completes a packet");
+    }
+
+    #[test]
+    fn a_repeated_prefix_starts_a_new_packet() {
+        // The pod chain's message is limited to 10/minute in the kernel: often only the
+        // policy's message arrives, and the next identical packet repeats its prefix.
+        let d = DATAGRAM();
+        let mut c = Correlator::new(Duration::from_secs(60));
+        let msgs: Vec<_> = (0..5)
+            .map(|_| (body(b"DROP by policy shop/deny", &d, None), true))
+            .collect();
+        let mut counts = run(&mut c, &msgs);
+        c.flush(&mut |o| counts.push(o.count));
+        assert_eq!(counts, vec![1; 5]);
+    }
+
+    #[test]
+    fn messages_of_one_packet_merge_until_the_pod_chain() {
+        let d = DATAGRAM();
+        let other = ipv4(
+            17,
+            0,
+            0x4000,
+            0,
+            [10, 42, 0, 11],
+            [10, 42, 0, 20],
+            &udp(5000, 53, b"q"),
+        );
+        let mut c = Correlator::new(Duration::from_secs(60));
+        let msgs = vec![
+            (body(b"DROP by policy shop/a", &d, None), true),
+            (body(b"DROP by policy shop/b", &d, None), true),
+            (body(b"", &d, None), true),
+            (body(b"DROP by policy shop/a", &other, None), true),
+            (body(b"DROP by policy shop/a", &d, None), true),
+        ];
+        let mut counts = run(&mut c, &msgs);
+        c.flush(&mut |o| counts.push(o.count));
+        assert_eq!(counts, vec![3, 1, 1]);
+    }
+
+    #[test]
+    fn different_kernel_timestamps_are_different_packets() {
+        let d = DATAGRAM();
+        let mut c = Correlator::new(Duration::from_secs(60));
+        let msgs = vec![
+            (body(b"DROP by policy shop/a", &d, Some((100, 1))), true),
+            (body(b"", &d, Some((100, 2))), true),
+        ];
+        assert_eq!(run(&mut c, &msgs), vec![1, 1]);
+    }
+
+    #[test]
+    fn suppressed_messages_separate_but_do_not_count() {
+        let d = DATAGRAM();
+        let mut c = Correlator::new(Duration::from_secs(60));
+        let msgs = vec![
+            (body(b"DROP by policy shop/a", &d, None), true),
+            // The same packet's pod-chain message, suppressed by the daemon's limit.
+            (body(b"", &d, None), false),
+            // The next identical packet: its policy message suppressed, its pod-chain one not.
+            (body(b"DROP by policy shop/a", &d, None), false),
+            (body(b"", &d, None), true),
+        ];
+        assert_eq!(run(&mut c, &msgs), vec![1, 1]);
+    }
+
+    #[test]
+    fn the_window_hands_out_a_lone_message() {
+        let d = DATAGRAM();
+        let mut c = Correlator::new(Duration::from_millis(50));
+        let b = body(b"DROP by policy shop/a", &d, None);
+        let msg = NflogMsg::parse(&b).unwrap();
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        c.add(&b, &msg, true, first, t0, &mut |o| out.push(o.count));
+        c.expire(t0 + Duration::from_millis(10), &mut |o| out.push(o.count));
+        assert!(out.is_empty());
+        c.expire(t0 + Duration::from_millis(60), &mut |o| {
+            out.push(o.count);
+            assert_eq!(o.message().unwrap().payload, &d[..]);
+        });
+        assert_eq!(out, vec![1]);
     }
 }

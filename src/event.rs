@@ -63,4 +63,6 @@ pub struct Event<'a> {
     pub attribution: Attribution<'a>,
     /// Kubernetes context, when the daemon watches the API.
     pub context: Option<Arc<crate::attribute::KubeContext>>,
+    /// How many NFLOG messages of this packet the event stands for (1 for a single message).
+    pub count: u32,
 }

@@ -1,8 +1,18 @@
 //! Per-policy rate limits, applied in the daemon.
 //!
-//! In: the policy key of an event (`namespace/name` from the prefix, or none). Out: write it or
-//! suppress it; suppressed messages are counted per policy and reported in summaries, never
+//! In: the limit key of a message ([`key_into`]: the rule that logged it). Out: write it or
+//! suppress it; suppressed messages are counted per key and reported in summaries, never
 //! dropped silently.
+//!
+//! The keys follow the rules kube-router programs ([pod.go], [policy.go]), each of which has its
+//! own kernel `limit` bucket per IP family: the `DROP by policy` rule of each policy chain (keyed
+//! `namespace/name` as the prefix spells it, so an annotation's limit applies to it), the
+//! empty-prefix rule at the end of **each pod's** firewall chain (keyed by that pod and family,
+//! so a flood of drops to one pod never silences another pod's), and any other prefix (a rule
+//! someone wrote by hand, keyed by its prefix).
+//!
+//! [pod.go]: https://github.com/k3s-io/kube-router/blob/master/pkg/controllers/netpol/pod.go
+//! [policy.go]: https://github.com/k3s-io/kube-router/blob/master/pkg/controllers/netpol/policy.go
 //!
 //! The limits come from kube-router's annotations `kube-router.io/netpol-nflog-limit` and
 //! `-limit-burst`, parsed with kube-router's own grammar ([`parse_annotations`]), or from the
@@ -129,15 +139,103 @@ struct Entry<C: Clock> {
     suppressed_total: u64,
 }
 
-/// One suppression summary: `count` messages of `policy` were suppressed since the last one.
+/// One suppression summary: `count` messages of the bucket `key` were suppressed since the
+/// last one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Suppressed {
-    pub policy: String,
+    pub key: String,
     pub count: u64,
 }
 
-/// The key used for messages that name no policy (pod chain and custom prefixes).
+impl Suppressed {
+    /// The kind of rule the key stands for.
+    pub fn source(&self) -> crate::attribute::PolicySource {
+        source_of(self.key.as_bytes())
+    }
+
+    /// The NetworkPolicy (`namespace/name`, as the prefix spells it) for `DROP by policy` keys.
+    pub fn policy(&self) -> Option<&str> {
+        (self.source() == crate::attribute::PolicySource::PolicyRule).then_some(&*self.key)
+    }
+
+    /// The key in words, for logs and syslog.
+    pub fn describe(&self) -> String {
+        let k = &self.key;
+        if let Some(rest) = k.strip_prefix("pod-chain:") {
+            format!("the pod chain of {rest}")
+        } else if let Some(rest) = k.strip_prefix("custom:") {
+            format!("prefix {rest:?}")
+        } else if k.is_empty() || k.as_bytes() == OVERFLOW_KEY {
+            "messages without a policy".to_string()
+        } else {
+            k.clone()
+        }
+    }
+}
+
+/// The kind of rule a limit key stands for.
+pub fn source_of(key: &[u8]) -> crate::attribute::PolicySource {
+    use crate::attribute::PolicySource;
+    if key.starts_with(POD_CHAIN_KEY) {
+        PolicySource::PodChain
+    } else if key.starts_with(CUSTOM_KEY) || key == NO_POLICY || key == OVERFLOW_KEY {
+        PolicySource::Custom
+    } else {
+        PolicySource::PolicyRule
+    }
+}
+
+/// A key that names no rule (messages whose rule cannot be told); limited by the default for
+/// messages without a policy.
 pub const NO_POLICY: &[u8] = b"";
+
+/// Keys of empty-prefix messages (kube-router's pod chains) start with this.
+pub const POD_CHAIN_KEY: &[u8] = b"pod-chain:";
+/// Keys of messages with a prefix that is not kube-router's start with this.
+pub const CUSTOM_KEY: &[u8] = b"custom:";
+/// Where new keys go once [`MAX_BUCKETS`] exist: keys of pod chains whose pod is unknown hold
+/// packet addresses, which a remote sender chooses, so the table must stay bounded.
+pub const OVERFLOW_KEY: &[u8] = b"(other)";
+/// Buckets kept at most (about 200 bytes each).
+pub const MAX_BUCKETS: usize = 65536;
+
+/// Writes the limit key of one message into `out` (cleared first). `protected` is the pod whose
+/// chain rejected an empty-prefix message (`namespace`, `pod`), when attribution decided it; for
+/// an undecided one the key holds both addresses, so it never shares a bucket with other pods.
+/// Namespaces are DNS labels without `:`, so the tagged keys cannot collide with policy keys.
+pub fn key_into(
+    out: &mut Vec<u8>,
+    attribution: &crate::attribute::Attribution<'_>,
+    prefix: &[u8],
+    protected: Option<(&str, &str)>,
+    addrs: Option<(std::net::IpAddr, std::net::IpAddr)>,
+) {
+    use crate::attribute::PolicySource;
+    use std::io::Write as _;
+    out.clear();
+    match attribution.source {
+        PolicySource::PolicyRule => {
+            out.extend_from_slice(attribution.policy_key().unwrap_or_default())
+        }
+        PolicySource::Custom => {
+            out.extend_from_slice(CUSTOM_KEY);
+            out.extend_from_slice(prefix);
+        }
+        PolicySource::PodChain => {
+            out.extend_from_slice(POD_CHAIN_KEY);
+            let family = match addrs {
+                Some((std::net::IpAddr::V6(_), _)) => "IPv6",
+                _ => "IPv4",
+            };
+            // Writing to a Vec cannot fail.
+            let _ = match (protected, addrs) {
+                (Some((ns, pod)), _) => write!(out, "{ns}/{pod} {family}"),
+                (None, Some((src, dst))) => write!(out, "{src} > {dst}"),
+                (None, None) => Ok(()),
+            };
+        }
+    }
+}
 
 /// Rate limits by policy key.
 pub struct Limiter<C: Clock = DefaultClock> {
@@ -146,9 +244,11 @@ pub struct Limiter<C: Clock = DefaultClock> {
     default_policy: Limit,
     default_unattributed: Limit,
     /// Limits set from the API, by policy key; absent keys use `default_policy`.
-    // Keys are policy names from firewall rules, not attacker-chosen: a fast hash is fine.
+    // Keys are policy names from the API: a fast hash is fine.
     configured: rustc_hash::FxHashMap<Box<[u8]>, Limit>,
-    buckets: rustc_hash::FxHashMap<Box<[u8]>, Entry<C>>,
+    /// Pod-chain keys of unknown pods hold addresses a remote sender picks: SipHash with a
+    /// random key keeps them from being chosen to collide.
+    buckets: std::collections::HashMap<Box<[u8]>, Entry<C>>,
 }
 
 impl Limiter<DefaultClock> {
@@ -199,7 +299,11 @@ impl<C: Clock + Clone> Limiter<C> {
     }
 
     fn limit_for(&self, key: &[u8]) -> Limit {
-        if key == NO_POLICY {
+        if key == NO_POLICY
+            || key == OVERFLOW_KEY
+            || key.starts_with(POD_CHAIN_KEY)
+            || key.starts_with(CUSTOM_KEY)
+        {
             return self.default_unattributed;
         }
         self.configured
@@ -214,6 +318,11 @@ impl<C: Clock + Clone> Limiter<C> {
         if !self.enabled {
             return true;
         }
+        let key = if self.buckets.contains_key(key) || self.buckets.len() < MAX_BUCKETS {
+            key
+        } else {
+            OVERFLOW_KEY
+        };
         if !self.buckets.contains_key(key) {
             let limit = self.limit_for(key);
             let bucket = RateLimiter::direct_with_clock(limit.quota(), self.clock.clone());
@@ -248,12 +357,12 @@ impl<C: Clock + Clone> Limiter<C> {
             .map(|(k, e)| {
                 let count = std::mem::take(&mut e.suppressed);
                 Suppressed {
-                    policy: String::from_utf8_lossy(k).into_owned(),
+                    key: String::from_utf8_lossy(k).into_owned(),
                     count,
                 }
             })
             .collect();
-        out.sort_by(|a, b| a.policy.cmp(&b.policy));
+        out.sort_by(|a, b| a.key.cmp(&b.key));
         out
     }
 
@@ -341,7 +450,7 @@ mod tests {
         assert_eq!(
             lim.take_summaries(),
             vec![Suppressed {
-                policy: "default/deny-db".into(),
+                key: "default/deny-db".into(),
                 count: 16
             }]
         );

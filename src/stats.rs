@@ -45,6 +45,8 @@ pub struct Stats {
     pub truncated_batches: AtomicU64,
     /// Messages suppressed by a rate limit.
     pub suppressed: AtomicU64,
+    /// Written messages merged into the event of an earlier message of the same packet.
+    pub correlated: AtomicU64,
     /// Events handed to the tail socket's clients, and those a slow client missed.
     pub tail_sent: AtomicU64,
     pub tail_dropped: AtomicU64,
@@ -98,6 +100,7 @@ impl Stats {
             "lost_unmeasured_overruns": self.lost_unmeasured.load(Relaxed),
             "truncated_batches": self.truncated_batches.load(Relaxed),
             "suppressed": self.suppressed.load(Relaxed),
+            "correlated": self.correlated.load(Relaxed),
             "written": written,
             "sink_failed": failed,
         })

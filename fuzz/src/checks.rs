@@ -135,7 +135,7 @@ pub fn nflog_batch(data: &[u8]) {
     let mut acks = Vec::new();
     p.handle_batch(data, RECEIVED, &mut acks);
     p.finish();
-    for (i, chunk) in p.take_chunks() {
+    for (netpol_nflog::pipeline::SinkId(i), chunk) in p.take_chunks() {
         let what = ["syslogemu", "json", "syslog 3164", "syslog 5424"][i];
         assert_lines(&chunk.data, chunk.lines, what);
         assert_eq!(chunk.lines, parsed, "{what}: one line per parsed message");
@@ -163,7 +163,7 @@ pub fn nflog_batch(data: &[u8]) {
     let (mut p, _clients) = processor(Some(Duration::from_millis(100)));
     p.handle_batch(data, RECEIVED, &mut acks);
     p.expire(true);
-    for (i, chunk) in p.take_chunks() {
+    for (netpol_nflog::pipeline::SinkId(i), chunk) in p.take_chunks() {
         let what = [
             "corr syslogemu",
             "corr json",

@@ -5,8 +5,13 @@
 //! rendered lines to one buffer per sink, without allocating per message. [`run`] wraps it in
 //! the daemon's event loop: the socket, signals, sink threads, and the drain at shutdown.
 
+mod accounting;
+mod enrich;
+mod outputs;
+mod policy_counts;
 mod processor;
 
+pub use outputs::{OutputKind, SinkId};
 pub use processor::{event_time, Processor};
 
 use std::path::PathBuf;
@@ -47,9 +52,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<Arc<Stats>> {
         std::env::var("NODE_NAME").unwrap_or_else(|_| hostname.clone())
     };
     let reopen = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    // Line sinks first, then syslog sinks: the processor's outputs are in the same order.
-    let mut sinks: Vec<SinkHandle> = Vec::new();
-    let mut formats: Vec<Format> = Vec::new();
+    let mut sinks: Vec<(OutputKind, SinkHandle)> = Vec::new();
     for s in &cfg.sinks {
         let (name, output, format): (String, Box<dyn sink::Output>, Format) = match s {
             Sink::File(f) => {
@@ -62,24 +65,22 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<Arc<Stats>> {
                 )
             }
             Sink::Stdout(o) => ("stdout".to_string(), Box::new(sink::Stdout), o.format),
-            Sink::Syslog(_) => continue,
+            Sink::Syslog(sys) => {
+                let st = SinkStats::new(&sys.name());
+                stats.add_sink(st.clone());
+                let handle = crate::sink::syslog::spawn(sys, st)
+                    .with_context(|| format!("cannot start the syslog sink {}", sys.name()))?;
+                let kind = OutputKind::Syslog(Box::new(sys.format(&hostname, &node_name)));
+                sinks.push((kind, handle));
+                continue;
+            }
         };
         let st = SinkStats::new(&name);
         stats.add_sink(st.clone());
-        sinks.push(sink::spawn(output, st, reopen.clone()));
-        formats.push(format);
-    }
-    let mut syslog_formats = Vec::new();
-    for s in &cfg.sinks {
-        if let Sink::Syslog(sys) = s {
-            let st = SinkStats::new(&sys.name());
-            stats.add_sink(st.clone());
-            sinks.push(
-                crate::sink::syslog::spawn(sys, st)
-                    .with_context(|| format!("cannot start the syslog sink {}", sys.name()))?,
-            );
-            syslog_formats.push(sys.format(&hostname, &node_name));
-        }
+        sinks.push((
+            OutputKind::Lines(format),
+            sink::spawn(output, st, reopen.clone()),
+        ));
     }
     let (policy_default, unattributed) = cfg.limits();
     let limiter = Limiter::new(cfg.limits.enabled, policy_default, unattributed);
@@ -87,14 +88,16 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<Arc<Stats>> {
     let mut proc = Processor::new(
         Renderer::new(&hostname, &node_name),
         limiter,
-        &formats,
+        &[],
         stats.clone(),
         true,
     )
     .with_correlation(window);
-    for fmt in syslog_formats {
-        proc.add_syslog_output(fmt);
-    }
+    // Each sink is kept under the id of the output that feeds it.
+    let sinks: std::collections::BTreeMap<SinkId, SinkHandle> = sinks
+        .into_iter()
+        .map(|(kind, handle)| (proc.add_output(kind), handle))
+        .collect();
     let tail = match cfg.tail.socket.as_str() {
         "" => None,
         path => {
@@ -213,7 +216,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<Arc<Stats>> {
     flush(&mut proc, &sinks, tail.as_ref()).await;
     proc.publish_metrics();
     drop(tail);
-    for s in sinks {
+    for s in sinks.into_values() {
         drop(s.tx);
         let _ = s.thread.join();
     }
@@ -343,14 +346,17 @@ fn read_all(
 /// never makes it wait (it drops for slow clients instead).
 async fn flush(
     proc: &mut Processor,
-    sinks: &[SinkHandle],
+    sinks: &std::collections::BTreeMap<SinkId, SinkHandle>,
     tail: Option<&crate::sink::tail::TailHandle>,
 ) {
-    let chunks: Vec<(usize, Chunk)> = proc.take_chunks().collect();
-    for (i, chunk) in chunks {
+    let chunks: Vec<(SinkId, Chunk)> = proc.take_chunks().collect();
+    for (id, chunk) in chunks {
+        let Some(sink) = sinks.get(&id) else {
+            continue;
+        };
         let lines = chunk.lines;
-        if sinks[i].tx.send(chunk).await.is_err() {
-            sinks[i].stats.failed.fetch_add(lines, Relaxed);
+        if sink.tx.send(chunk).await.is_err() {
+            sink.stats.failed.fetch_add(lines, Relaxed);
         }
     }
     if let (Some(t), Some(chunk)) = (tail, proc.take_tail()) {

@@ -107,6 +107,63 @@ pub fn render(
     clock: &mut LocalClock,
     out: &mut Vec<u8>,
 ) {
+    render_with(ev, hostname, node_name, clock, out, |_| {});
+}
+
+/// A tail record for `nflog-tail`: the event's fields, its syslogemu line (without the newline)
+/// and the raw NFLOG message body in hex, so the client can print either format and write pcap.
+pub fn render_tail_record(
+    ev: &Event<'_>,
+    hostname: &[u8],
+    node_name: &[u8],
+    clock: &mut LocalClock,
+    syslogemu: &[u8],
+    body: &[u8],
+    out: &mut Vec<u8>,
+) {
+    render_with(ev, hostname, node_name, clock, out, |o| {
+        o.str("syslogemu", syslogemu);
+        let out = o.key("nflog");
+        out.push(b'"');
+        for b in body {
+            super::push_hex2(out, *b, false);
+        }
+        out.push(b'"');
+    });
+}
+
+/// A suppression summary record: `count` messages of one limit key were suppressed in the
+/// last `interval`. `policy` is the NetworkPolicy for `DROP by policy` keys, null otherwise;
+/// `limit_key` names the bucket (see `limit::key_into`).
+pub fn render_suppressed(
+    timestamp: &[u8],
+    s: &crate::limit::Suppressed,
+    interval: std::time::Duration,
+    out: &mut Vec<u8>,
+) {
+    let mut o = Obj::new(out);
+    o.str("timestamp", timestamp);
+    o.str("type", b"suppressed");
+    match s.policy() {
+        Some(p) => o.str("policy", p.as_bytes()),
+        None => o.raw("policy", b"null"),
+    }
+    o.str("policy_source", s.source().as_str().as_bytes());
+    o.str("limit_key", s.key.as_bytes());
+    o.num("suppressed", s.count);
+    o.num("interval_s", interval.as_secs());
+    o.end();
+    out.push(b'\n');
+}
+
+fn render_with(
+    ev: &Event<'_>,
+    hostname: &[u8],
+    node_name: &[u8],
+    clock: &mut LocalClock,
+    out: &mut Vec<u8>,
+    extra: impl FnOnce(&mut Obj<'_>),
+) {
     let mut o = Obj::new(out);
     let ts = o.key("timestamp");
     ts.push(b'"');
@@ -146,6 +203,7 @@ pub fn render(
     }
     network(ev, &mut o);
     policy(ev, &mut o);
+    extra(&mut o);
     o.end();
     out.push(b'\n');
 }
@@ -317,7 +375,7 @@ fn policy(ev: &Event<'_>, o: &mut Obj<'_>) {
     if let Some(pod) = ctx.and_then(|c| c.dest.as_deref()) {
         pod_obj(o, "dest", pod);
     }
-    o.num("count", ctx.map_or(1, |c| c.count.max(1)) as u64);
+    o.num("count", ev.count.max(1) as u64);
 }
 
 fn pod_obj(o: &mut Obj<'_>, key: &str, pod: &PodMeta) {

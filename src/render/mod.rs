@@ -46,6 +46,25 @@ impl Renderer {
         self.clock.push_rfc3339(t, out);
     }
 
+    /// A record for `nflog-tail` clients (see [`json::render_tail_record`]).
+    pub fn render_tail_record(
+        &mut self,
+        ev: &Event<'_>,
+        syslogemu: &[u8],
+        body: &[u8],
+        out: &mut Vec<u8>,
+    ) {
+        json::render_tail_record(
+            ev,
+            &self.hostname,
+            &self.node_name,
+            &mut self.clock,
+            syslogemu,
+            body,
+            out,
+        );
+    }
+
     pub fn render(&mut self, format: Format, ev: &Event<'_>, out: &mut Vec<u8>) {
         match format {
             Format::Syslogemu => syslogemu::render(ev, &self.hostname, &mut self.clock, out),

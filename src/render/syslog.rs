@@ -421,6 +421,7 @@ mod tests {
             attribution: Attribution::from_prefix(msg.prefix),
             msg,
             context: ctx.map(Arc::new),
+            count: 1,
         }
     }
 

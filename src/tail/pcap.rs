@@ -275,6 +275,7 @@ pub fn event<'a>(
         outdev,
         attribution: Attribution::from_prefix(msg.prefix),
         context: None,
+        count: 1,
     }
 }
 

@@ -547,6 +547,7 @@ fn render_chunk(
             attribution: Attribution::from_prefix(msg.prefix),
             msg,
             context,
+            count: 1,
         };
         render(fmt, &ev, &mut clock, &mut chunk.data);
         chunk.lines += 1;

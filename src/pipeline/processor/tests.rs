@@ -127,16 +127,13 @@ fn one_json_event_per_packet_one_syslogemu_line_per_message() {
     message(&mut buf, b"", 2, &syn);
     message(&mut buf, b"", 3, &other);
     p.handle_batch(&buf, Timestamp::default(), &mut Vec::new());
-    let before: Vec<String> = lines(&mut p);
-    assert_eq!(
-        before.len(),
-        4,
-        "syslogemu lines are written at once: {before:?}"
-    );
-    assert!(before.iter().all(|l| !l.starts_with('{')));
-    p.expire(true);
-    let events: Vec<serde_json::Value> = lines(&mut p)
-        .iter()
+    // The pod chain's empty-prefix message is the last of a traversal: both events are
+    // complete without waiting for the window.
+    let all: Vec<String> = lines(&mut p);
+    let (json, syslogemu): (Vec<_>, Vec<_>) = all.iter().partition(|l| l.starts_with('{'));
+    assert_eq!(syslogemu.len(), 4, "one line per message: {all:?}");
+    let events: Vec<serde_json::Value> = json
+        .into_iter()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(events.len(), 2);
@@ -198,4 +195,127 @@ fn per_message_syslog_gets_kubernetes_fields_even_when_json_waits() {
         "{}",
         out[0]
     );
+}
+
+fn pod_index(
+    pods: &[(&str, &str)],
+) -> std::sync::Arc<std::sync::RwLock<crate::attribute::index::Index>> {
+    use k8s_openapi::api::core::v1::Pod;
+    let mut index = crate::attribute::index::Index::new();
+    for (name, ip) in pods {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "shop", "uid": name},
+            "spec": {"nodeName": "node", "containers": []},
+            "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}
+        }))
+        .unwrap();
+        index.apply_pod(&pod);
+    }
+    std::sync::Arc::new(std::sync::RwLock::new(index))
+}
+
+/// kube-router puts one empty-prefix NFLOG rule, with its own limit, at the end of each pod's
+/// chain: a flood of drops to one pod must not silence another pod's.
+#[test]
+fn pod_chain_messages_are_limited_per_pod() {
+    const OUTSIDE: [u8; 4] = [192, 168, 100, 2];
+    for kube in [false, true] {
+        let (p, stats) = processor(&[Format::Syslogemu], true);
+        let mut p = if kube {
+            p.with_kube(pod_index(&[("a", "10.42.0.10"), ("b", "10.42.0.20")]))
+        } else {
+            p
+        };
+        let mut buf = Vec::new();
+        for seq in 0..60 {
+            let pkt = ipv4(
+                17,
+                seq as u16,
+                0,
+                0,
+                OUTSIDE,
+                A,
+                &udp(1000 + seq as u16, 53, b""),
+            );
+            message(&mut buf, b"", seq, &pkt);
+        }
+        let to_b = ipv4(17, 1, 0, 0, OUTSIDE, B, &udp(999, 53, b""));
+        message(&mut buf, b"", 60, &to_b);
+        p.handle_batch(&buf, Timestamp::default(), &mut Vec::new());
+        let out = lines(&mut p);
+        assert_eq!(
+            out.len(),
+            11,
+            "kube {kube}: burst 10 for a, then b: {out:?}"
+        );
+        assert!(out[10].contains("DST=10.42.0.20"), "{}", out[10]);
+        assert_eq!(stats.suppressed.load(Relaxed), 50);
+        p.emit_summaries(Duration::from_secs(60), Timestamp::default());
+        let want = if kube {
+            "pod-chain:shop/a IPv4"
+        } else {
+            "pod-chain:192.168.100.2 > 10.42.0.10"
+        };
+        let keys: Vec<String> = p
+            .limiter_mut()
+            .totals()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, vec![want.to_string()]);
+    }
+}
+
+/// Byte-identical datagrams (IPv4 ID 0 with DF, one flow label for an IPv6 flow) are distinct
+/// packets: one event each, with the count of the messages that really were merged.
+#[test]
+fn identical_packets_are_separate_events() {
+    use crate::decode::build::ipv6;
+    let v4 = ipv4(17, 0, 0x4000, 0, A, B, &udp(40000, 53, b"same"));
+    let mut v6_src = [0u8; 16];
+    v6_src[..2].copy_from_slice(&[0xfd, 0x42]);
+    let mut v6_dst = v6_src;
+    v6_src[15] = 10;
+    v6_dst[15] = 20;
+    let v6 = ipv6(17, 0, 0x12345, v6_src, v6_dst, &udp(40000, 53, b"same"));
+    for (family, pkt) in [(libc::AF_INET as u8, v4), (libc::AF_INET6 as u8, v6)] {
+        let (p, stats) = processor(&[Format::Syslogemu, Format::Json], false);
+        let mut p = p.with_correlation(Duration::from_secs(60));
+        let mut buf = Vec::new();
+        let mut seq = 0;
+        for _ in 0..10 {
+            for prefix in [&b"DROP by policy shop/deny"[..], b""] {
+                Packet {
+                    family,
+                    hw_protocol: if family == libc::AF_INET as u8 {
+                        0x0800
+                    } else {
+                        0x86dd
+                    },
+                    prefix,
+                    seq: Some(seq),
+                    payload: &pkt,
+                    ..Default::default()
+                }
+                .encode(&mut buf);
+                seq += 1;
+            }
+        }
+        p.handle_batch(&buf, Timestamp::default(), &mut Vec::new());
+        p.expire(true);
+        let out = lines(&mut p);
+        let events: Vec<serde_json::Value> = out
+            .iter()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(
+            out.len() - events.len(),
+            20,
+            "syslogemu: one line per message"
+        );
+        assert_eq!(events.len(), 10, "family {family}: one event per packet");
+        assert!(events.iter().all(|e| e["count"] == 2), "{events:?}");
+        assert_eq!(stats.correlated.load(Relaxed), 10);
+    }
 }

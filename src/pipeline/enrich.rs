@@ -1,0 +1,194 @@
+//! Enrichment: the Kubernetes context of a message, resolved once and shared.
+//!
+//! The index answers with a [`KubeContext`] that is kept in an `Arc`: the same pods and
+//! policies repeat across drops, so resolved contexts are cached per (rule, flow) for one index
+//! generation, and every event of that flow shares one copy.
+
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+
+use crate::attribute::index::Index;
+use crate::attribute::{Attribution, Direction, KubeContext, PolicyRef, PolicySource};
+use crate::decode::Packet;
+
+/// Entries kept before the cache starts over (bounds memory under a flood of distinct flows).
+const CACHE_MAX: usize = 65536;
+
+#[derive(Default)]
+struct Cache {
+    generation: u64,
+    entries: rustc_hash::FxHashMap<u64, Entry>,
+}
+
+struct Entry {
+    source: PolicySource,
+    key: Box<[u8]>,
+    flow: FlowKey,
+    context: Option<Arc<KubeContext>>,
+}
+
+/// What attribution reads of a packet: the addresses, and the protocol and destination port
+/// that policy rules match on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FlowKey {
+    src: Option<IpAddr>,
+    dst: Option<IpAddr>,
+    protocol: Option<u8>,
+    dst_port: Option<u16>,
+}
+
+impl FlowKey {
+    fn of(packet: &Packet) -> Self {
+        let (src, dst) = packet.addrs().unzip();
+        FlowKey {
+            src,
+            dst,
+            protocol: packet.protocol(),
+            // A later fragment carries no transport header: its port is unknown.
+            dst_port: packet.ports().map(|(_, d)| d),
+        }
+    }
+}
+
+/// Resolves messages against the index, when the daemon watches the API.
+#[derive(Default)]
+pub struct Enricher {
+    index: Option<Arc<RwLock<Index>>>,
+    cache: Cache,
+}
+
+impl Enricher {
+    pub fn new(index: Option<Arc<RwLock<Index>>>) -> Self {
+        Enricher {
+            index,
+            cache: Cache::default(),
+        }
+    }
+
+    /// The context of one message; `None` without an index or when it knows nothing.
+    pub fn resolve(
+        &mut self,
+        attribution: &Attribution<'_>,
+        packet: &Packet,
+    ) -> Option<Arc<KubeContext>> {
+        let index = self.index.as_ref()?;
+        let flow = FlowKey::of(packet);
+        // A poisoned lock only means a watcher panicked mid-update; the index is still the
+        // best knowledge there is.
+        let index = index.read().unwrap_or_else(|p| p.into_inner());
+        let cache = &mut self.cache;
+        if cache.generation != index.generation() || cache.entries.len() >= CACHE_MAX {
+            cache.generation = index.generation();
+            cache.entries.clear();
+        }
+        let key = attribution.policy_key().unwrap_or_default();
+        let mut h = rustc_hash::FxHasher::default();
+        (attribution.source as u8, key, &flow).hash(&mut h);
+        let hash = h.finish();
+        if let Some(e) = cache.entries.get(&hash) {
+            if e.source == attribution.source && *e.key == *key && e.flow == flow {
+                return e.context.clone();
+            }
+        }
+        let context = index.resolve(attribution, flow.src, flow.dst).map(Arc::new);
+        cache.entries.insert(
+            hash,
+            Entry {
+                source: attribution.source,
+                key: key.into(),
+                flow,
+                context: context.clone(),
+            },
+        );
+        context
+    }
+
+    /// The context of a packet that several messages logged: the first message's context, plus
+    /// the policies the other `DROP by policy` messages name, and a direction where only a
+    /// later message decided it. Shares the first context when nothing is added.
+    pub fn merge<'p>(
+        &mut self,
+        first: Option<Arc<KubeContext>>,
+        packet: &Packet,
+        mut prefixes: impl Iterator<Item = &'p [u8]>,
+    ) -> Option<Arc<KubeContext>> {
+        let first_prefix = prefixes.next().unwrap_or_default();
+        let mut merged = first;
+        for prefix in prefixes {
+            let other = Attribution::from_prefix(Some(prefix));
+            let resolved = self.resolve(&other, packet);
+            let direction: Option<Direction> = resolved.as_deref().and_then(|c| c.direction);
+            let known = merged.as_deref();
+            let adds_policy = adds_policy(known, &other, resolved.as_deref());
+            let adds_direction = direction.is_some() && known.is_none_or(|k| k.direction.is_none());
+            if !adds_policy && !adds_direction {
+                continue;
+            }
+            // Without a context of its own, the first message still named its policy.
+            let ctx = Arc::make_mut(merged.get_or_insert_with(|| {
+                let first = Attribution::from_prefix(Some(first_prefix));
+                Arc::new(KubeContext {
+                    policies: named_policies(&first, None),
+                    ..KubeContext::default()
+                })
+            }));
+            for p in named_policies(&other, resolved.as_deref()) {
+                if !ctx.policies.contains(&p) {
+                    ctx.policies.push(p);
+                }
+            }
+            if ctx.direction.is_none() {
+                ctx.direction = direction;
+            }
+        }
+        merged
+    }
+}
+
+/// Whether a message names a policy the context does not list yet (checked without allocating:
+/// most merged events add nothing).
+fn adds_policy(
+    known: Option<&KubeContext>,
+    a: &Attribution<'_>,
+    resolved: Option<&KubeContext>,
+) -> bool {
+    let listed = |p: &PolicyRef| known.is_some_and(|k| k.policies.contains(p));
+    match (a.source, resolved) {
+        (PolicySource::PolicyRule, Some(c)) if !c.policies.is_empty() => {
+            c.policies.iter().any(|p| !listed(p))
+        }
+        (PolicySource::PolicyRule, _) => !known.is_some_and(|k| {
+            k.policies
+                .iter()
+                .any(|p| p.namespace.as_bytes() == a.namespace && p.name.as_bytes() == a.name)
+        }),
+        _ => false,
+    }
+}
+
+/// The policies a message names: those its context resolved, or the prefix's own spelling.
+fn named_policies(a: &Attribution<'_>, resolved: Option<&KubeContext>) -> Vec<PolicyRef> {
+    match (a.source, resolved) {
+        (PolicySource::PolicyRule, Some(c)) if !c.policies.is_empty() => c.policies.clone(),
+        (PolicySource::PolicyRule, _) => vec![PolicyRef {
+            namespace: String::from_utf8_lossy(a.namespace).into_owned(),
+            name: String::from_utf8_lossy(a.name).into_owned(),
+        }],
+        _ => Vec::new(),
+    }
+}
+
+/// The pod whose firewall chain an empty-prefix message came from, as `(namespace, pod)`: the
+/// destination for ingress, the source for egress; when the direction is open, the only known
+/// pod of the two.
+pub fn protected_pod(ctx: &KubeContext) -> Option<(&str, &str)> {
+    let pod = match (ctx.direction, &ctx.src, &ctx.dest) {
+        (Some(Direction::Ingress), _, Some(d)) => d,
+        (Some(Direction::Egress), Some(s), _) => s,
+        (None, Some(s), None) => s,
+        (None, None, Some(d)) => d,
+        _ => return None,
+    };
+    Some((&pod.namespace, &pod.pod))
+}

@@ -1,0 +1,201 @@
+//! Outputs: rendered lines waiting for their sinks, addressed by sink id.
+//!
+//! Two kinds of output take different units: per-message outputs (syslogemu, and syslog carrying
+//! syslogemu text) take one line per NFLOG message, as ulogd2 writes them; structured outputs
+//! (JSON, syslog carrying JSON, `nflog-tail` clients) take one event per dropped packet.
+
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::event::{Event, Timestamp};
+use crate::limit::Suppressed;
+use crate::render::syslog::{MsgFormat, SyslogFormat};
+use crate::render::{Format, Renderer};
+use crate::sink::Chunk;
+
+/// Names one output; the pipeline keeps the sink that writes it under the same id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SinkId(pub usize);
+
+/// What one sink receives.
+#[derive(Debug, Clone)]
+pub enum OutputKind {
+    /// Text lines in one of the line formats.
+    Lines(Format),
+    /// One syslog message per line.
+    Syslog(Box<SyslogFormat>),
+}
+
+impl OutputKind {
+    /// One line per NFLOG message (syslogemu, and syslog carrying syslogemu text).
+    fn per_message(&self) -> bool {
+        match self {
+            OutputKind::Lines(f) => *f == Format::Syslogemu,
+            OutputKind::Syslog(s) => s.msg == MsgFormat::Syslogemu,
+        }
+    }
+}
+
+struct Output {
+    id: SinkId,
+    kind: OutputKind,
+    chunk: Chunk,
+}
+
+impl Output {
+    fn render(&mut self, renderer: &mut Renderer, ev: &Event<'_>) {
+        match &self.kind {
+            OutputKind::Lines(f) => renderer.render(*f, ev, &mut self.chunk.data),
+            OutputKind::Syslog(s) => renderer.render_syslog(s, ev, &mut self.chunk.data),
+        }
+        self.chunk.lines += 1;
+    }
+}
+
+/// Records for `nflog-tail` clients, rendered only while one is connected.
+struct Tail {
+    clients: Arc<AtomicUsize>,
+    chunk: Chunk,
+    scratch: Vec<u8>,
+}
+
+#[derive(Default)]
+pub struct Outputs {
+    renderer: Option<Renderer>,
+    outputs: Vec<Output>,
+    tail: Option<Tail>,
+}
+
+impl Outputs {
+    pub fn new(renderer: Renderer) -> Self {
+        Outputs {
+            renderer: Some(renderer),
+            outputs: Vec::new(),
+            tail: None,
+        }
+    }
+
+    fn renderer(&mut self) -> &mut Renderer {
+        self.renderer.get_or_insert_with(|| Renderer::new("", ""))
+    }
+
+    /// Adds an output; its lines come out of [`Outputs::take_chunks`] under the returned id.
+    pub fn add(&mut self, kind: OutputKind) -> SinkId {
+        let id = SinkId(self.outputs.len());
+        self.outputs.push(Output {
+            id,
+            kind,
+            chunk: Chunk::default(),
+        });
+        id
+    }
+
+    /// Also renders records for `nflog-tail` (while `clients` is non-zero).
+    pub fn set_tail(&mut self, clients: Arc<AtomicUsize>) {
+        self.tail = Some(Tail {
+            clients,
+            chunk: Chunk::default(),
+            scratch: Vec::new(),
+        });
+    }
+
+    fn tail_connected(&self) -> bool {
+        self.tail
+            .as_ref()
+            .is_some_and(|t| t.clients.load(Relaxed) > 0)
+    }
+
+    /// Whether any output takes events (JSON sinks, tail clients) right now.
+    pub fn wants_events(&self) -> bool {
+        self.outputs.iter().any(|o| !o.kind.per_message()) || self.tail_connected()
+    }
+
+    /// One NFLOG message to every per-message output.
+    pub fn message(&mut self, ev: &Event<'_>) {
+        let renderer = self.renderer.get_or_insert_with(|| Renderer::new("", ""));
+        for o in self.outputs.iter_mut().filter(|o| o.kind.per_message()) {
+            o.render(renderer, ev);
+        }
+    }
+
+    /// One event (a packet) to every structured output and the tail clients. `body` is the
+    /// first message's netlink body, which tail records carry for pcap files.
+    pub fn event(&mut self, ev: &Event<'_>, body: &[u8]) {
+        let renderer = self.renderer.get_or_insert_with(|| Renderer::new("", ""));
+        for o in self.outputs.iter_mut().filter(|o| !o.kind.per_message()) {
+            o.render(renderer, ev);
+        }
+        if let Some(t) = self.tail.as_mut().filter(|t| t.clients.load(Relaxed) > 0) {
+            render_tail(renderer, ev, body, t);
+        }
+    }
+
+    /// A suppression summary to every output that takes records (JSON and syslog).
+    pub fn summary(&mut self, s: &Suppressed, interval: Duration, now: Timestamp) {
+        let renderer = self.renderer.get_or_insert_with(|| Renderer::new("", ""));
+        for o in self.outputs.iter_mut() {
+            match &o.kind {
+                OutputKind::Syslog(fmt) => {
+                    let text = format!(
+                        "{} messages suppressed for {} in {} s",
+                        s.count,
+                        s.describe(),
+                        interval.as_secs()
+                    );
+                    renderer.render_syslog_text(
+                        fmt,
+                        now,
+                        "suppressed",
+                        text.as_bytes(),
+                        &mut o.chunk.data,
+                    );
+                }
+                OutputKind::Lines(Format::Json) => {
+                    let mut ts = Vec::with_capacity(40);
+                    renderer.push_rfc3339(now, &mut ts);
+                    crate::render::json::render_suppressed(&ts, s, interval, &mut o.chunk.data);
+                }
+                OutputKind::Lines(Format::Syslogemu) => continue,
+            }
+            o.chunk.lines += 1;
+        }
+    }
+
+    /// Takes the rendered lines, by sink.
+    pub fn take_chunks(&mut self) -> impl Iterator<Item = (SinkId, Chunk)> + '_ {
+        self.outputs
+            .iter_mut()
+            .filter(|o| o.chunk.lines > 0)
+            .map(|o| (o.id, std::mem::take(&mut o.chunk)))
+    }
+
+    /// Takes the records rendered for `nflog-tail`.
+    pub fn take_tail(&mut self) -> Option<Chunk> {
+        let t = self.tail.as_mut()?;
+        (t.chunk.lines > 0).then(|| std::mem::take(&mut t.chunk))
+    }
+
+    /// Drops the rendered lines but keeps the buffers' capacity (benchmarks).
+    pub fn discard(&mut self) {
+        for o in &mut self.outputs {
+            o.chunk.data.clear();
+            o.chunk.lines = 0;
+        }
+        if let Some(t) = &mut self.tail {
+            t.chunk.data.clear();
+            t.chunk.lines = 0;
+        }
+        let _ = self.renderer();
+    }
+}
+
+/// A tail record: the JSON event plus its syslogemu line and the raw NFLOG message (hex), so
+/// `nflog-tail` can print either format and write pcap files.
+fn render_tail(renderer: &mut Renderer, ev: &Event<'_>, body: &[u8], t: &mut Tail) {
+    t.scratch.clear();
+    renderer.render(Format::Syslogemu, ev, &mut t.scratch);
+    let line = t.scratch.strip_suffix(b"\n").unwrap_or(&t.scratch);
+    renderer.render_tail_record(ev, line, body, &mut t.chunk.data);
+    t.chunk.lines += 1;
+}
