@@ -9,5 +9,6 @@ mod kube;
 mod metrics;
 mod overload;
 mod privilege;
+mod support;
 mod syslog;
 mod tail;
