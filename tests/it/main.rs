@@ -5,6 +5,7 @@ mod e2e_kube;
 mod fake_api;
 mod faults;
 mod fuzz_regressions;
+mod k3s_node;
 mod kube;
 mod metrics;
 mod overload;
