@@ -90,6 +90,12 @@ impl Collector for DaemonCollector {
         )?;
         counter(
             &mut e,
+            "netpol_nflog_messages_correlated",
+            "Written messages merged into the event of an earlier message of the same packet.",
+            s.correlated.load(Relaxed),
+        )?;
+        counter(
+            &mut e,
             "netpol_nflog_tail_events_sent",
             "Events sent to nflog-tail clients.",
             s.tail_sent.load(Relaxed),
