@@ -23,8 +23,9 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::runtime::watcher::Event;
 
+use super::rules::{self, NamedPort, Peer, PodInfo, Query, Rules, Verdict};
 use super::selector::{Labels, Selector, SelectorError};
-use super::{Attribution, Direction, KubeContext, PodMeta, PolicyRef, PolicySource};
+use super::{Attribution, Direction, Flow, KubeContext, PodMeta, PolicyRef, PolicySource};
 use crate::limit::{self, Limit, LimitError};
 
 /// An object's uid (a UUID) as a number: 16 bytes instead of a 36-byte string.
@@ -92,6 +93,10 @@ struct PolicyEntry {
     selector: Option<Selector>,
     ingress: bool,
     egress: bool,
+    /// The `ingress` rules, kept only when the policy is of type Ingress (as kube-router does).
+    ingress_rules: Rules,
+    /// The `egress` rules, kept only when the policy is of type Egress.
+    egress_rules: Rules,
     /// The limit its annotations ask for; `None` when it has neither annotation.
     limit: Option<Limit>,
     invalid: Option<InvalidAnnotation>,
@@ -102,6 +107,13 @@ impl PolicyEntry {
         match dir {
             Direction::Ingress => self.ingress,
             Direction::Egress => self.egress,
+        }
+    }
+
+    fn rules(&self, dir: Direction) -> &Rules {
+        match dir {
+            Direction::Ingress => &self.ingress_rules,
+            Direction::Egress => &self.egress_rules,
         }
     }
 
@@ -119,6 +131,8 @@ struct PodEntry {
     meta: Arc<PodMeta>,
     labels: Labels,
     ips: Box<[IpAddr]>,
+    /// The containers' named ports, for `ports` entries that name one.
+    ports: Box<[NamedPort]>,
 }
 
 /// Objects of one kind by uid, each stamped with the generation of the list or event that last
@@ -197,6 +211,9 @@ pub struct Index {
     pods: Store<PodEntry>,
     by_ip: HashMap<IpAddr, Arc<PodEntry>>,
     namespaces: Store<(Arc<str>, Labels)>,
+    namespace_by_name: HashMap<Arc<str>, Uid>,
+    /// The node whose pod chains this daemon sees; `None`: every known pod counts as local.
+    local_node: Option<Arc<str>>,
     /// Bumped by every change, so readers can cache what they resolved.
     generation: u64,
 }
@@ -333,6 +350,14 @@ impl Index {
             None => Some(Selector::everything()),
         };
         let (ingress, egress) = policy_types(np);
+        let ingress_rules = match spec {
+            Some(s) if ingress => Rules::from_ingress(s.ingress.as_deref()),
+            _ => Rules::default(),
+        };
+        let egress_rules = match spec {
+            Some(s) if egress => Rules::from_egress(s.egress.as_deref()),
+            _ => Rules::default(),
+        };
         let (limit, invalid) = annotation_limit(meta, &reference);
         PolicyEntry {
             key: self.strings.get(&safe_join(ns, name)),
@@ -341,6 +366,8 @@ impl Index {
             selector,
             ingress,
             egress,
+            ingress_rules,
+            egress_rules,
             limit,
             invalid,
         }
@@ -442,6 +469,7 @@ impl Index {
             &labels,
         );
         let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+        let ports = self.named_ports(pod);
         PodEntry {
             uid,
             meta: Arc::new(PodMeta {
@@ -453,7 +481,30 @@ impl Index {
             }),
             labels,
             ips,
+            ports,
         }
+    }
+
+    /// The named container ports of a pod (kube-router's `grabNamedPortFromPod` reads the
+    /// containers, not the init containers). Unnamed ports cannot be referred to: not kept.
+    fn named_ports(&mut self, pod: &Pod) -> Box<[NamedPort]> {
+        let containers = pod.spec.iter().flat_map(|s| s.containers.iter());
+        let mut v = Vec::new();
+        for p in containers.flat_map(|c| c.ports.iter().flatten()) {
+            let Some(name) = p.name.as_deref().filter(|n| !n.is_empty()) else {
+                continue;
+            };
+            let protocol = rules::protocol_number(p.protocol.as_deref().unwrap_or("TCP"));
+            let port = u16::try_from(p.container_port).ok().filter(|p| *p > 0);
+            if let (Some(protocol), Some(port)) = (protocol, port) {
+                v.push(NamedPort {
+                    name: self.strings.get(name),
+                    protocol,
+                    port,
+                });
+            }
+        }
+        v.into_boxed_slice()
     }
 
     fn labels(&mut self, meta: &ObjectMeta) -> Labels {
@@ -474,12 +525,10 @@ impl Index {
         match ev {
             Event::Init => self.namespaces.begin_relist(),
             Event::InitApply(ns) | Event::Apply(ns) => self.apply_namespace(ns),
-            Event::Delete(ns) => {
-                self.namespaces.items.remove(&uid_of(&ns.metadata));
-            }
+            Event::Delete(ns) => self.delete_namespace(ns),
             Event::InitDone => {
                 for uid in self.namespaces.stale() {
-                    self.namespaces.items.remove(&uid);
+                    self.remove_namespace_uid(uid);
                 }
             }
         }
@@ -492,18 +541,40 @@ impl Index {
             .get(ns.metadata.name.as_deref().unwrap_or_default());
         let labels = self.labels(&ns.metadata);
         let generation = self.namespaces.generation;
+        let uid = uid_of(&ns.metadata);
+        self.remove_namespace_uid(uid);
+        self.namespace_by_name.insert(name.clone(), uid);
         self.namespaces
             .items
-            .insert(uid_of(&ns.metadata), (Arc::new((name, labels)), generation));
+            .insert(uid, (Arc::new((name, labels)), generation));
+    }
+
+    pub fn delete_namespace(&mut self, ns: &Namespace) {
+        self.generation += 1;
+        self.remove_namespace_uid(uid_of(&ns.metadata));
+    }
+
+    fn remove_namespace_uid(&mut self, uid: Uid) {
+        let Some((entry, _)) = self.namespaces.items.remove(&uid) else {
+            return;
+        };
+        if self.namespace_by_name.get(&entry.0) == Some(&uid) {
+            self.namespace_by_name.remove(&entry.0);
+        }
     }
 
     /// A namespace's labels, if the namespace is known.
     pub fn namespace_labels(&self, name: &str) -> Option<&Labels> {
-        self.namespaces
-            .items
-            .values()
-            .find(|(n, _)| &*n.0 == name)
-            .map(|(n, _)| &n.1)
+        let uid = self.namespace_by_name.get(name)?;
+        self.namespaces.items.get(uid).map(|(n, _)| &n.1)
+    }
+
+    /// The node this daemon runs on. Only the pods of that node have chains whose drops it
+    /// sees, which matters when the index holds the pods of the whole cluster. `None` (the
+    /// default) counts every known pod as local.
+    pub fn set_local_node(&mut self, node: Option<&str>) {
+        self.generation += 1;
+        self.local_node = node.map(Arc::from);
     }
 
     fn note_removal(&mut self) {
@@ -521,43 +592,56 @@ impl Index {
         self.by_ip.get(&ip).map(|p| p.meta.clone())
     }
 
-    /// Attributes one NFLOG message. `None` when the index knows nothing about it (no policy
-    /// named, no known pod); a `DROP by policy` prefix always gets a context, resolved or not.
+    /// [`Index::resolve_flow`] without protocol and port (rules that name ports then cannot
+    /// tell a direction apart).
     pub fn resolve(
         &self,
         attribution: &Attribution<'_>,
         src: Option<IpAddr>,
         dst: Option<IpAddr>,
     ) -> Option<KubeContext> {
-        let src_pod = src.and_then(|ip| self.by_ip.get(&ip));
-        let dst_pod = dst.and_then(|ip| self.by_ip.get(&ip));
+        let flow = Flow {
+            src,
+            dst,
+            protocol: None,
+            dst_port: None,
+        };
+        self.resolve_flow(attribution, &flow)
+    }
+
+    /// Attributes one NFLOG message. `None` when the index knows nothing about it (no policy
+    /// named, no known pod); a `DROP by policy` prefix always gets a context, resolved or not.
+    /// See the module documentation of [`super`] for the decision rules.
+    pub fn resolve_flow(&self, attribution: &Attribution<'_>, flow: &Flow) -> Option<KubeContext> {
+        let packet = Packet {
+            flow,
+            src: flow.src.and_then(|ip| self.by_ip.get(&ip)).map(|p| &**p),
+            dst: flow.dst.and_then(|ip| self.by_ip.get(&ip)).map(|p| &**p),
+        };
         let mut ctx = KubeContext {
-            src: src_pod.map(|p| p.meta.clone()),
-            dest: dst_pod.map(|p| p.meta.clone()),
+            src: packet.src.map(|p| p.meta.clone()),
+            dest: packet.dst.map(|p| p.meta.clone()),
             count: 1,
             ..KubeContext::default()
         };
-        match attribution.source {
+        let known = ctx.src.is_some() || ctx.dest.is_some();
+        let (direction, found) = match attribution.source {
             PolicySource::PolicyRule => {
                 let key = attribution
                     .policy_key()
                     .and_then(|k| std::str::from_utf8(k).ok());
                 let found = key.map(|k| self.policies_by_key(k)).unwrap_or_default();
-                ctx.direction = policy_direction(&found, src_pod, dst_pod);
-                ctx.resolved = found.len() == 1;
-                ctx.policies = refs(&found);
-                Some(ctx)
+                self.policy_rule_candidates(found, &packet)
             }
-            PolicySource::PodChain => {
-                let (direction, found) = self.pod_chain_candidates(src_pod, dst_pod);
-                ctx.direction = direction;
-                ctx.resolved = found.len() == 1;
-                ctx.policies = refs(&found);
-                let known = ctx.src.is_some() || ctx.dest.is_some();
-                known.then_some(ctx)
+            PolicySource::PodChain if known => self.pod_chain_candidates(&packet),
+            PolicySource::PodChain | PolicySource::Custom => {
+                return known.then_some(ctx);
             }
-            PolicySource::Custom => (ctx.src.is_some() || ctx.dest.is_some()).then_some(ctx),
-        }
+        };
+        ctx.direction = direction;
+        ctx.resolved = found.len() == 1;
+        ctx.policies = refs(&found);
+        Some(ctx)
     }
 
     /// The policies whose `safe_join` is `key`, sorted by namespace and name. An exact name is
@@ -574,8 +658,26 @@ impl Index {
         v
     }
 
+    /// Whether this daemon sees the drops of the pod's chain (it runs on the pod's node).
+    fn has_chain_here(&self, pod: &PodEntry) -> bool {
+        self.local_node
+            .as_deref()
+            .is_none_or(|n| pod.meta.node.as_deref() == Some(n))
+    }
+
+    /// Whether `p` protects the pod of the packet's side `dir` (the destination for ingress,
+    /// the source for egress): it selects that pod, for that direction, on this node.
+    fn protects(&self, p: &PolicyEntry, dir: Direction, packet: &Packet<'_>) -> bool {
+        packet
+            .protected(dir)
+            .is_some_and(|pod| p.covers(dir) && p.selects(pod) && self.has_chain_here(pod))
+    }
+
     /// The policies in a pod's namespace that select it and cover the direction.
     fn selecting(&self, pod: &PodEntry, dir: Direction) -> Vec<&PolicyEntry> {
+        if !self.has_chain_here(pod) {
+            return Vec::new();
+        }
         let ns: &str = &pod.meta.namespace;
         self.by_namespace
             .get(ns)
@@ -586,26 +688,116 @@ impl Index {
             .collect()
     }
 
-    /// For an empty prefix (kube-router's pod chain): which side's chain dropped it, and the
-    /// policies that chain enforces. Only a pod some policy selects has a chain, so a side
-    /// without candidates is ruled out; when both sides have some, the direction is unknown and
-    /// the candidates are the union.
-    fn pod_chain_candidates(
+    /// Whether `p`'s rules for `dir` allow the packet.
+    fn verdict(&self, p: &PolicyEntry, dir: Direction, packet: &Packet<'_>) -> Verdict {
+        let (peer_ip, peer_pod) = match dir {
+            Direction::Ingress => (packet.flow.src, packet.src),
+            Direction::Egress => (packet.flow.dst, packet.dst),
+        };
+        // An address the index does not know may be a pod it does not watch (on another
+        // node). Rules are only weighed when both ends are known pods, so this is a safeguard.
+        let peer = match peer_pod {
+            Some(pod) => Peer::Pod(PodInfo {
+                namespace: &pod.meta.namespace,
+                labels: &pod.labels,
+                namespace_labels: self.namespace_labels(&pod.meta.namespace),
+            }),
+            None => Peer::Unknown,
+        };
+        let query = Query {
+            peer_ip,
+            peer,
+            protocol: packet.flow.protocol,
+            dst_port: packet.flow.dst_port,
+            dst_named_ports: packet.dst.map(|pod| &*pod.ports),
+        };
+        p.rules(dir).allows(&p.namespace, &query)
+    }
+
+    /// Whether the policies together (any of them) allow the packet in direction `dir`.
+    fn side_verdict(
         &self,
-        src: Option<&Arc<PodEntry>>,
-        dst: Option<&Arc<PodEntry>>,
-    ) -> (Option<Direction>, Vec<&PolicyEntry>) {
-        let ingress = dst
+        policies: &[&PolicyEntry],
+        dir: Direction,
+        packet: &Packet<'_>,
+    ) -> Verdict {
+        Verdict::any(policies.iter().map(|p| self.verdict(p, dir, packet)))
+    }
+
+    /// For `DROP by policy ns/name`: of the policies with that key, those that protect a pod
+    /// of the packet (the destination for ingress, the source for egress). When both sides
+    /// qualify, the rules decide: the side whose candidates all allow the packet is ruled out.
+    /// Without evidence (no protected pod known) every key match stays a candidate.
+    fn policy_rule_candidates<'a>(
+        &self,
+        mut found: Vec<&'a PolicyEntry>,
+        packet: &Packet<'_>,
+    ) -> (Option<Direction>, Vec<&'a PolicyEntry>) {
+        let ingress = |p: &PolicyEntry| self.protects(p, Direction::Ingress, packet);
+        let egress = |p: &PolicyEntry| self.protects(p, Direction::Egress, packet);
+        let any_in = found.iter().any(|p| ingress(p));
+        let any_eg = found.iter().any(|p| egress(p));
+        let direction = match (any_in, any_eg) {
+            (false, false) => return (None, found),
+            (true, false) => Some(Direction::Ingress),
+            (false, true) => Some(Direction::Egress),
+            (true, true) => {
+                // Could the side have dropped it: does one of its candidates not allow it?
+                let could = |dir, on: &dyn Fn(&PolicyEntry) -> bool| {
+                    found
+                        .iter()
+                        .filter(|p| on(p))
+                        .any(|p| self.verdict(p, dir, packet) != Verdict::Allow)
+                };
+                match (
+                    could(Direction::Ingress, &ingress),
+                    could(Direction::Egress, &egress),
+                ) {
+                    (true, false) => Some(Direction::Ingress),
+                    (false, true) => Some(Direction::Egress),
+                    _ => None,
+                }
+            }
+        };
+        match direction {
+            Some(Direction::Ingress) => found.retain(|p| ingress(p)),
+            Some(Direction::Egress) => found.retain(|p| egress(p)),
+            None => found.retain(|p| ingress(p) || egress(p)),
+        }
+        (direction, found)
+    }
+
+    /// For an empty prefix (kube-router's pod chain): which side's chain dropped it, and the
+    /// policies that chain enforces. Only a pod some policy selects for a direction has rules
+    /// that can reject that direction, so a side without policies is ruled out. When both sides
+    /// have some, the rules decide: a side whose policies allow the packet is ruled out. When
+    /// both sides deny it (or the evidence is missing), the direction is unknown and the
+    /// candidates are the union.
+    fn pod_chain_candidates(&self, packet: &Packet<'_>) -> (Option<Direction>, Vec<&PolicyEntry>) {
+        let ingress = packet
+            .dst
             .map(|p| self.selecting(p, Direction::Ingress))
             .unwrap_or_default();
-        let egress = src
+        let egress = packet
+            .src
             .map(|p| self.selecting(p, Direction::Egress))
             .unwrap_or_default();
         let mut found = match (ingress.is_empty(), egress.is_empty()) {
             (false, true) => return (Some(Direction::Ingress), sorted(ingress)),
             (true, false) => return (Some(Direction::Egress), sorted(egress)),
-            (true, true) => return (fallback_direction(src, dst), Vec::new()),
-            (false, false) => ingress,
+            (true, true) => return (fallback_direction(packet.src, packet.dst), Vec::new()),
+            (false, false) => {
+                let allows =
+                    |v: &[&PolicyEntry], dir| self.side_verdict(v, dir, packet) == Verdict::Allow;
+                match (
+                    allows(&ingress, Direction::Ingress),
+                    allows(&egress, Direction::Egress),
+                ) {
+                    (false, true) => return (Some(Direction::Ingress), sorted(ingress)),
+                    (true, false) => return (Some(Direction::Egress), sorted(egress)),
+                    _ => ingress,
+                }
+            }
         };
         for p in egress {
             if !found.iter().any(|f| std::ptr::eq(*f, p)) {
@@ -616,36 +808,31 @@ impl Index {
     }
 }
 
+/// The packet being attributed, with the pods the index knows at either end.
+struct Packet<'a> {
+    flow: &'a Flow,
+    src: Option<&'a PodEntry>,
+    dst: Option<&'a PodEntry>,
+}
+
+impl Packet<'_> {
+    /// The pod a policy of direction `dir` protects: the destination for ingress, the source
+    /// for egress.
+    fn protected(&self, dir: Direction) -> Option<&PodEntry> {
+        match dir {
+            Direction::Ingress => self.dst,
+            Direction::Egress => self.src,
+        }
+    }
+}
+
 /// With no candidates either way, the side that is a known pod is the protected one (the
 /// destination first: its ingress chain is the usual case).
-fn fallback_direction(
-    src: Option<&Arc<PodEntry>>,
-    dst: Option<&Arc<PodEntry>>,
-) -> Option<Direction> {
+fn fallback_direction(src: Option<&PodEntry>, dst: Option<&PodEntry>) -> Option<Direction> {
     match (src, dst) {
         (_, Some(_)) => Some(Direction::Ingress),
         (Some(_), None) => Some(Direction::Egress),
         (None, None) => None,
-    }
-}
-
-/// Ingress when the destination is a pod the policies select for ingress, egress when the
-/// source is one they select for egress; unknown when both or neither.
-fn policy_direction(
-    found: &[&PolicyEntry],
-    src: Option<&Arc<PodEntry>>,
-    dst: Option<&Arc<PodEntry>>,
-) -> Option<Direction> {
-    let protects = |pod: Option<&Arc<PodEntry>>, dir| {
-        pod.is_some_and(|pod| found.iter().any(|p| p.covers(dir) && p.selects(pod)))
-    };
-    match (
-        protects(dst, Direction::Ingress),
-        protects(src, Direction::Egress),
-    ) {
-        (true, false) => Some(Direction::Ingress),
-        (false, true) => Some(Direction::Egress),
-        _ => None,
     }
 }
 

@@ -146,7 +146,9 @@ impl KubeHandle {
 /// Starts the watchers and returns at once. Pods are watched on `node_name` only (a field
 /// selector), or cluster-wide with `watch_all_pods` or when the node is unknown.
 pub async fn start(client: Client, node_name: Option<String>, watch_all_pods: bool) -> KubeHandle {
-    let index = Arc::new(RwLock::new(Index::new()));
+    let mut idx = Index::new();
+    idx.set_local_node(node_name.as_deref());
+    let index = Arc::new(RwLock::new(idx));
     let state = Arc::new(WatchState::default());
     let (tx, limit_updates) = mpsc::unbounded_channel();
 

@@ -13,6 +13,7 @@ pub mod kube;
 pub mod rules;
 pub mod selector;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -88,6 +89,17 @@ impl<'a> Attribution<'a> {
     pub fn policy_key(&self) -> Option<&'a [u8]> {
         (self.source == PolicySource::PolicyRule).then_some(self.key)
     }
+}
+
+/// What the decoded packet tells attribution: its addresses, and for evaluating `ports` its
+/// IP protocol number (6 TCP, 17 UDP, 132 SCTP, …) and destination port. `None` where the
+/// packet did not say (not decoded, a fragment, a protocol without ports).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Flow {
+    pub src: Option<IpAddr>,
+    pub dst: Option<IpAddr>,
+    pub protocol: Option<u8>,
+    pub dst_port: Option<u16>,
 }
 
 /// Traffic direction relative to the pod the policy protects.

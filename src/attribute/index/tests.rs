@@ -337,7 +337,19 @@ fn empty_prefix_with_one_candidate_is_resolved() {
     );
     assert_eq!(names(&ctx), ["shop/web-egress"]);
 
-    // web → db: both chains could have dropped it.
+    // web → db: both pods have chains with policies, but web's egress rules allow every pod
+    // of shop, so only db's ingress chain (which allows nothing) can have rejected it.
+    let ctx = idx
+        .resolve(&prefix(""), ip("10.42.0.8"), ip("10.42.0.7"))
+        .unwrap();
+    assert_eq!(
+        (ctx.direction, ctx.resolved),
+        (Some(Direction::Ingress), true)
+    );
+    assert_eq!(names(&ctx), ["shop/db-from-api"]);
+
+    // Once web's egress allows nothing to db either, both chains could have dropped it.
+    idx.apply_policy(&policy("shop", "web-egress", json!({"podSelector": {"matchLabels": {"app": "web"}}, "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "dns"}}}]}]}), json!({})));
     let ctx = idx
         .resolve(&prefix(""), ip("10.42.0.8"), ip("10.42.0.7"))
         .unwrap();
@@ -721,4 +733,467 @@ fn replicas_share_one_label_set() {
     assert_eq!((c.pods, c.interned_label_sets), (10, 1));
     // Four strings: two keys, two values.
     assert_eq!(c.interned_strings, 4);
+}
+
+// ---- Narrowing by evidence and rule evaluation ---------------------------------------------
+
+/// A pod on `node` with named container ports `[(name, protocol, port)]`.
+fn pod_on(
+    ns: &str,
+    name: &str,
+    ips: &[&str],
+    labels: serde_json::Value,
+    node: &str,
+    ports: &[(&str, &str, u16)],
+) -> Pod {
+    let mut p = pod(ns, name, ips, labels, None);
+    let ports: Vec<_> = ports
+        .iter()
+        .map(|(n, proto, port)| json!({"name": n, "protocol": proto, "containerPort": port}))
+        .collect();
+    let spec = json!({"nodeName": node, "containers": [{"name": "c", "image": "busybox", "ports": ports}]});
+    p.spec = Some(serde_json::from_value(spec).unwrap());
+    p
+}
+
+fn namespace(name: &str, labels: serde_json::Value) -> Namespace {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": name, "uid": uid_for("", name), "labels": labels}
+    }))
+    .unwrap()
+}
+
+fn tcp(src: &str, dst: &str, port: u16) -> Flow {
+    Flow {
+        src: ip(src),
+        dst: ip(dst),
+        protocol: Some(rules::TCP),
+        dst_port: Some(port),
+    }
+}
+
+const V1: &str = "deny-ingress-to-postgres-except-from-the-api-v1";
+const V2: &str = "deny-ingress-to-postgres-except-from-the-api-v2";
+
+/// Two policies whose prefixes collide; only v1 selects a pod (postgres).
+fn colliding_index() -> Index {
+    let mut idx = Index::new();
+    for (name, app) in [(V1, "postgres"), (V2, "postgres-v2")] {
+        idx.apply_policy(&policy(
+            "shop",
+            name,
+            json!({"podSelector": {"matchLabels": {"app": app}}, "policyTypes": ["Ingress"],
+                   "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "api"}}}], "ports": [{"port": 5432}]}]}),
+            json!({}),
+        ));
+    }
+    idx.apply_pod(&pod_on(
+        "shop",
+        "postgres-0",
+        &["10.42.0.7"],
+        json!({"app": "postgres"}),
+        "node-a",
+        &[],
+    ));
+    idx.apply_pod(&pod_on(
+        "shop",
+        "web-1",
+        &["10.42.0.8"],
+        json!({"app": "web"}),
+        "node-a",
+        &[],
+    ));
+    idx
+}
+
+#[test]
+fn drop_by_policy_keeps_only_policies_that_protect_a_pod_of_the_packet() {
+    let idx = colliding_index();
+    let key = safe_join("shop", V1);
+    assert_eq!(key, "shop/deny-ingress-to-postgres-except-from-the-ap");
+    assert_eq!(key, safe_join("shop", V2));
+    let written = format!("DROP by policy {key}");
+
+    let ctx = idx
+        .resolve_flow(&prefix(&written), &tcp("10.42.0.8", "10.42.0.7", 5432))
+        .unwrap();
+    assert_eq!(names(&ctx), [format!("shop/{V1}")]);
+    assert_eq!(
+        (ctx.direction, ctx.resolved),
+        (Some(Direction::Ingress), true)
+    );
+    // The thin wrapper without ports narrows the same way: selection needs no port.
+    let ctx = idx
+        .resolve(&prefix(&written), ip("10.42.0.8"), ip("10.42.0.7"))
+        .unwrap();
+    assert_eq!(names(&ctx), [format!("shop/{V1}")]);
+
+    // No pod known: no evidence, both stay as unresolved candidates.
+    let ctx = idx
+        .resolve_flow(&prefix(&written), &tcp("192.0.2.1", "192.0.2.2", 5432))
+        .unwrap();
+    assert_eq!(names(&ctx), [format!("shop/{V1}"), format!("shop/{V2}")]);
+    assert!(!ctx.resolved && ctx.direction.is_none());
+
+    // Known pods, but neither protected (postgres is the source, web the destination): the
+    // evidence rules out both, which cannot be, so both stay.
+    let ctx = idx
+        .resolve_flow(&prefix(&written), &tcp("10.42.0.7", "10.42.0.8", 5432))
+        .unwrap();
+    assert_eq!(ctx.policies.len(), 2);
+    assert!(!ctx.resolved && ctx.direction.is_none());
+}
+
+#[test]
+fn drop_by_policy_both_sides_protected_rules_pick_the_direction() {
+    let mut idx = Index::new();
+    let base = "allow-only-the-frontend-and-the-metrics-scraper-";
+    let (ing, egr) = (format!("{base}in"), format!("{base}out"));
+    assert_eq!(safe_join("shop", &ing), safe_join("shop", &egr));
+    // Ingress to db: only from api, port 5432.
+    idx.apply_policy(&policy("shop", &ing, json!({"podSelector": {"matchLabels": {"app": "db"}}, "policyTypes": ["Ingress"],
+        "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "api"}}}], "ports": [{"port": 5432}]}]}), json!({})));
+    // Egress from web: only to db, port 5432.
+    idx.apply_policy(&policy("shop", &egr, json!({"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Egress"],
+        "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "db"}}}], "ports": [{"port": 5432}]}]}), json!({})));
+    idx.apply_pod(&pod_on(
+        "shop",
+        "db-0",
+        &["10.42.0.7"],
+        json!({"app": "db"}),
+        "node-a",
+        &[],
+    ));
+    idx.apply_pod(&pod_on(
+        "shop",
+        "web-1",
+        &["10.42.0.8"],
+        json!({"app": "web"}),
+        "node-a",
+        &[],
+    ));
+    let written = format!("DROP by policy {}", safe_join("shop", &ing));
+
+    // web → db:5432: web's egress allows it, db's ingress does not (web is not api).
+    let ctx = idx
+        .resolve_flow(&prefix(&written), &tcp("10.42.0.8", "10.42.0.7", 5432))
+        .unwrap();
+    assert_eq!(names(&ctx), [format!("shop/{ing}")]);
+    assert_eq!(
+        (ctx.direction, ctx.resolved),
+        (Some(Direction::Ingress), true)
+    );
+    // web → db:80: neither allows it: both stay, direction unknown.
+    let ctx = idx
+        .resolve_flow(&prefix(&written), &tcp("10.42.0.8", "10.42.0.7", 80))
+        .unwrap();
+    assert_eq!(names(&ctx), [format!("shop/{ing}"), format!("shop/{egr}")]);
+    assert_eq!((ctx.direction, ctx.resolved), (None, false));
+    // Port unknown: the egress rule might have allowed it or not: both stay.
+    let ctx = idx
+        .resolve(&prefix(&written), ip("10.42.0.8"), ip("10.42.0.7"))
+        .unwrap();
+    assert_eq!(ctx.policies.len(), 2);
+    assert_eq!(ctx.direction, None);
+}
+
+#[test]
+fn drop_by_policy_of_a_two_way_policy_gets_its_direction_from_the_rules() {
+    let mut idx = Index::new();
+    // Selects every pod of shop both ways; ingress from web only, no egress at all.
+    idx.apply_policy(&policy(
+        "shop",
+        "lockdown",
+        json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"],
+               "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}]}]}),
+        json!({}),
+    ));
+    idx.apply_pod(&pod_on(
+        "shop",
+        "db-0",
+        &["10.42.0.7"],
+        json!({"app": "db"}),
+        "node-a",
+        &[],
+    ));
+    idx.apply_pod(&pod_on(
+        "shop",
+        "web-1",
+        &["10.42.0.8"],
+        json!({"app": "web"}),
+        "node-a",
+        &[],
+    ));
+    let p = prefix("DROP by policy shop/lockdown");
+    // web → db: db's ingress allows web; web's egress allows nothing.
+    let ctx = idx
+        .resolve_flow(&p, &tcp("10.42.0.8", "10.42.0.7", 5432))
+        .unwrap();
+    assert_eq!(
+        (ctx.direction, ctx.resolved),
+        (Some(Direction::Egress), true)
+    );
+    // db → web: both directions deny.
+    let ctx = idx
+        .resolve_flow(&p, &tcp("10.42.0.7", "10.42.0.8", 80))
+        .unwrap();
+    assert_eq!((ctx.direction, ctx.resolved), (None, true));
+    assert_eq!(names(&ctx), ["shop/lockdown"]);
+}
+
+#[test]
+fn pod_chain_named_ports_decide_the_direction() {
+    let mut idx = Index::new();
+    // db admits anyone on its named port `metrics`; web may only reach TCP 5432.
+    idx.apply_policy(&policy(
+        "shop",
+        "db-metrics",
+        json!({"podSelector": {"matchLabels": {"app": "db"}}, "policyTypes": ["Ingress"],
+        "ingress": [{"ports": [{"port": "metrics"}]}]}),
+        json!({}),
+    ));
+    idx.apply_policy(&policy(
+        "shop",
+        "web-out",
+        json!({"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Egress"],
+        "egress": [{"ports": [{"protocol": "TCP", "port": 5432}]}]}),
+        json!({}),
+    ));
+    idx.apply_pod(&pod_on(
+        "shop",
+        "db-0",
+        &["10.42.0.7"],
+        json!({"app": "db"}),
+        "node-a",
+        &[("metrics", "TCP", 9187), ("pg", "TCP", 5432)],
+    ));
+    idx.apply_pod(&pod_on(
+        "shop",
+        "web-1",
+        &["10.42.0.8"],
+        json!({"app": "web"}),
+        "node-a",
+        &[],
+    ));
+    let p = prefix("");
+
+    // web → db:9187 (metrics): db's ingress allows, web's egress does not.
+    let ctx = idx
+        .resolve_flow(&p, &tcp("10.42.0.8", "10.42.0.7", 9187))
+        .unwrap();
+    assert_eq!(names(&ctx), ["shop/web-out"]);
+    assert_eq!(
+        (ctx.direction, ctx.resolved),
+        (Some(Direction::Egress), true)
+    );
+    // web → db:5432: web's egress allows, db's ingress does not (5432 is `pg`, not `metrics`).
+    let ctx = idx
+        .resolve_flow(&p, &tcp("10.42.0.8", "10.42.0.7", 5432))
+        .unwrap();
+    assert_eq!(names(&ctx), ["shop/db-metrics"]);
+    assert_eq!(ctx.direction, Some(Direction::Ingress));
+    // web → db:22: both deny.
+    let ctx = idx
+        .resolve_flow(&p, &tcp("10.42.0.8", "10.42.0.7", 22))
+        .unwrap();
+    assert_eq!(names(&ctx), ["shop/db-metrics", "shop/web-out"]);
+    assert_eq!((ctx.direction, ctx.resolved), (None, false));
+    // Same over UDP: `metrics` is a TCP port, and web may only send TCP.
+    let udp = Flow {
+        protocol: Some(rules::UDP),
+        ..tcp("10.42.0.8", "10.42.0.7", 9187)
+    };
+    assert_eq!(idx.resolve_flow(&p, &udp).unwrap().direction, None);
+    // Protocol and port unknown: the evidence is missing, both stay.
+    let ctx = idx.resolve(&p, ip("10.42.0.8"), ip("10.42.0.7")).unwrap();
+    assert_eq!((ctx.direction, ctx.policies.len()), (None, 2));
+}
+
+#[test]
+fn pod_chain_namespace_selectors_use_namespace_labels() {
+    let mut idx = Index::new();
+    // db (in shop) admits pods of namespaces labelled team=a; the frontend may only reach
+    // 192.0.2.0/24.
+    idx.apply_policy(&policy(
+        "shop",
+        "db-from-team-a",
+        json!({"podSelector": {}, "policyTypes": ["Ingress"],
+        "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "a"}}}]}]}),
+        json!({}),
+    ));
+    idx.apply_policy(&policy(
+        "front",
+        "front-out",
+        json!({"podSelector": {}, "policyTypes": ["Egress"],
+        "egress": [{"to": [{"ipBlock": {"cidr": "192.0.2.0/24"}}]}]}),
+        json!({}),
+    ));
+    idx.apply_pod(&pod_on(
+        "shop",
+        "db-0",
+        &["10.42.0.7"],
+        json!({"app": "db"}),
+        "node-a",
+        &[],
+    ));
+    idx.apply_pod(&pod_on(
+        "front",
+        "ui-1",
+        &["10.42.0.9"],
+        json!({"app": "ui"}),
+        "node-a",
+        &[],
+    ));
+    let p = prefix("");
+    let flow = tcp("10.42.0.9", "10.42.0.7", 5432);
+
+    // Namespace `front` not known yet: db's ingress may or may not allow it.
+    let ctx = idx.resolve_flow(&p, &flow).unwrap();
+    assert_eq!((ctx.direction, ctx.policies.len()), (None, 2));
+    // Labelled team=a: db admits it, so the frontend's egress rejected it.
+    idx.apply_namespace(&namespace("front", json!({"team": "a"})));
+    let ctx = idx.resolve_flow(&p, &flow).unwrap();
+    assert_eq!(names(&ctx), ["front/front-out"]);
+    assert_eq!(ctx.direction, Some(Direction::Egress));
+    // Relabelled team=b: now both reject it.
+    idx.apply_namespace(&namespace("front", json!({"team": "b"})));
+    let ctx = idx.resolve_flow(&p, &flow).unwrap();
+    assert_eq!((ctx.direction, ctx.policies.len()), (None, 2));
+    // Deleted: unknown again.
+    idx.delete_namespace(&namespace("front", json!({})));
+    assert_eq!(idx.namespace_labels("front"), None);
+}
+
+#[test]
+fn pod_chain_ipv6_ip_block_except() {
+    let mut idx = Index::new();
+    idx.apply_policy(&policy("shop", "db-from-pods", json!({"podSelector": {"matchLabels": {"app": "db"}}, "policyTypes": ["Ingress"],
+        "ingress": [{"from": [{"ipBlock": {"cidr": "fd00:42::/64", "except": ["fd00:42::8/128"]}}]}]}), json!({})));
+    idx.apply_policy(&policy(
+        "shop",
+        "web-anywhere",
+        json!({"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Egress"],
+        "egress": [{}]}),
+        json!({}),
+    ));
+    idx.apply_pod(&pod_on(
+        "shop",
+        "db-0",
+        &["10.42.0.7", "fd00:42::7"],
+        json!({"app": "db"}),
+        "node-a",
+        &[],
+    ));
+    idx.apply_pod(&pod_on(
+        "shop",
+        "web-1",
+        &["10.42.0.8", "fd00:42::8"],
+        json!({"app": "web"}),
+        "node-a",
+        &[],
+    ));
+    idx.apply_pod(&pod_on(
+        "shop",
+        "web-2",
+        &["10.42.0.10", "fd00:42::a"],
+        json!({"app": "web"}),
+        "node-a",
+        &[],
+    ));
+    let p = prefix("");
+    // web-1 is excepted: db's ingress rejected it.
+    let ctx = idx
+        .resolve_flow(&p, &tcp("fd00:42::8", "fd00:42::7", 80))
+        .unwrap();
+    assert_eq!(names(&ctx), ["shop/db-from-pods"]);
+    assert_eq!(ctx.direction, Some(Direction::Ingress));
+    // web-2 is in the block: db admits it, and so does web's egress: the rules contradict the
+    // drop (a stale index?), so both chains stay candidates.
+    let ctx = idx
+        .resolve_flow(&p, &tcp("fd00:42::a", "fd00:42::7", 80))
+        .unwrap();
+    assert_eq!((ctx.direction, ctx.policies.len()), (None, 2));
+    // Over IPv4 the block does not match at all: db's ingress rejected it.
+    let ctx = idx
+        .resolve_flow(&p, &tcp("10.42.0.10", "10.42.0.7", 80))
+        .unwrap();
+    assert_eq!(ctx.direction, Some(Direction::Ingress));
+}
+
+#[test]
+fn only_pods_of_this_node_have_chains_here() {
+    let mut idx = Index::new();
+    idx.set_local_node(Some("node-a"));
+    idx.apply_policy(&deny_all_ingress(
+        "shop",
+        "db-deny",
+        json!({"matchLabels": {"app": "db"}}),
+    ));
+    idx.apply_policy(&policy(
+        "shop",
+        "web-deny",
+        json!({"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Egress"]}),
+        json!({}),
+    ));
+    idx.apply_pod(&pod_on(
+        "shop",
+        "db-0",
+        &["10.42.0.7"],
+        json!({"app": "db"}),
+        "node-a",
+        &[],
+    ));
+    // web runs on another node: its egress chain is there, not here.
+    idx.apply_pod(&pod_on(
+        "shop",
+        "web-1",
+        &["10.42.1.8"],
+        json!({"app": "web"}),
+        "node-b",
+        &[],
+    ));
+    let ctx = idx
+        .resolve_flow(&prefix(""), &tcp("10.42.1.8", "10.42.0.7", 5432))
+        .unwrap();
+    assert_eq!(names(&ctx), ["shop/db-deny"]);
+    assert_eq!(ctx.direction, Some(Direction::Ingress));
+    // The pods are still reported.
+    assert_eq!(ctx.src.as_deref().map(|p| p.pod.as_str()), Some("web-1"));
+    // A `DROP by policy` naming the remote pod's policy keeps it (the name is evidence), but
+    // without a protected pod here there is no direction.
+    let ctx = idx
+        .resolve_flow(
+            &prefix("DROP by policy shop/web-deny"),
+            &tcp("10.42.1.8", "10.42.0.7", 5432),
+        )
+        .unwrap();
+    assert_eq!(names(&ctx), ["shop/web-deny"]);
+    assert_eq!(ctx.direction, None);
+}
+
+#[test]
+fn named_ports_are_interned_and_swept() {
+    let mut idx = Index::new();
+    let p = pod_on(
+        "shop",
+        "db-0",
+        &["10.42.0.7"],
+        json!({}),
+        "node-a",
+        &[("pg", "TCP", 5432), ("", "TCP", 1), ("bad", "ICMP", 2)],
+    );
+    idx.apply_pod(&p);
+    let entry = idx.by_ip.get(&"10.42.0.7".parse().unwrap()).unwrap();
+    assert_eq!(
+        entry
+            .ports
+            .iter()
+            .map(|n| (&*n.name, n.protocol, n.port))
+            .collect::<Vec<_>>(),
+        [("pg", rules::TCP, 5432)]
+    );
+    idx.delete_pod(&p);
+    idx.strings.gc();
+    assert!(!idx.strings.0.contains("pg"));
 }
