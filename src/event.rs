@@ -66,3 +66,35 @@ pub struct Event<'a> {
     /// How many NFLOG messages of this packet the event stands for (1 for a single message).
     pub count: u32,
 }
+
+/// The policy an event reports, chosen by one rule for every output (JSON, syslog structured
+/// data, `nflog-tail`): the API's answer when it resolved exactly one policy; else the policy
+/// the `DROP by policy` prefix names (possibly truncated by kube-router); else, when several
+/// candidates share no name, their namespace alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportedPolicy<'a> {
+    pub namespace: &'a [u8],
+    /// `None` when only the namespace is known.
+    pub name: Option<&'a [u8]>,
+}
+
+impl Event<'_> {
+    pub fn reported_policy(&self) -> Option<ReportedPolicy<'_>> {
+        let a = &self.attribution;
+        match self.context.as_deref() {
+            Some(c) if c.resolved && c.policies.len() == 1 => Some(ReportedPolicy {
+                namespace: c.policies[0].namespace.as_bytes(),
+                name: Some(c.policies[0].name.as_bytes()),
+            }),
+            _ if a.source == crate::attribute::PolicySource::PolicyRule => Some(ReportedPolicy {
+                namespace: a.namespace,
+                name: Some(a.name),
+            }),
+            Some(c) if !c.policies.is_empty() => Some(ReportedPolicy {
+                namespace: c.policies[0].namespace.as_bytes(),
+                name: None,
+            }),
+            _ => None,
+        }
+    }
+}

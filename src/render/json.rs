@@ -5,7 +5,7 @@
 //! Written by hand rather than through serde: the per-message path must not allocate, and the
 //! field order is part of what log pipelines see.
 
-use crate::attribute::{Direction, PodMeta, PolicySource};
+use crate::attribute::{Direction, PodMeta};
 use crate::decode::{protocol_name, Network, Transport};
 use crate::event::Event;
 
@@ -323,26 +323,21 @@ fn policy(ev: &Event<'_>, o: &mut Obj<'_>) {
     let a = &ev.attribution;
     o.str("policy_source", a.source.as_str().as_bytes());
     let ctx = ev.context.as_deref();
-    match (a.source, ctx) {
-        (_, Some(ctx)) if !ctx.policies.is_empty() => {
+    match ev.reported_policy() {
+        Some(r) => {
             let out = o.key("policy");
             out.extend_from_slice(b"{\"namespace\":");
-            if ctx.resolved && ctx.policies.len() == 1 {
-                push_json_str(out, ctx.policies[0].namespace.as_bytes());
-                out.extend_from_slice(b",\"name\":");
-                push_json_str(out, ctx.policies[0].name.as_bytes());
-            } else if a.source == PolicySource::PolicyRule {
-                push_json_str(out, a.namespace);
-                out.extend_from_slice(b",\"name\":");
-                push_json_str(out, a.name);
-            } else {
-                push_json_str(out, ctx.policies[0].namespace.as_bytes());
-                out.extend_from_slice(b",\"name\":null");
+            push_json_str(out, r.namespace);
+            out.extend_from_slice(b",\"name\":");
+            match r.name {
+                Some(name) => push_json_str(out, name),
+                None => out.extend_from_slice(b"null"),
             }
             out.extend_from_slice(b",\"resolved\":");
-            out.extend_from_slice(if ctx.resolved { b"true" } else { b"false" });
+            let resolved = ctx.is_some_and(|c| c.resolved);
+            out.extend_from_slice(if resolved { b"true" } else { b"false" });
             out.extend_from_slice(b",\"candidates\":[");
-            for (i, p) in ctx.policies.iter().enumerate() {
+            for (i, p) in ctx.iter().flat_map(|c| &c.policies).enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
@@ -354,15 +349,7 @@ fn policy(ev: &Event<'_>, o: &mut Obj<'_>) {
             }
             out.extend_from_slice(b"]}");
         }
-        (PolicySource::PolicyRule, _) => {
-            let out = o.key("policy");
-            out.extend_from_slice(b"{\"namespace\":");
-            push_json_str(out, a.namespace);
-            out.extend_from_slice(b",\"name\":");
-            push_json_str(out, a.name);
-            out.extend_from_slice(b",\"resolved\":false,\"candidates\":[]}");
-        }
-        _ => o.raw("policy", b"null"),
+        None => o.raw("policy", b"null"),
     }
     match ctx.and_then(|c| c.direction) {
         Some(Direction::Ingress) => o.str("direction", b"ingress"),

@@ -23,7 +23,7 @@ use std::sync::OnceLock;
 
 use serde::Deserialize;
 
-use crate::attribute::{Direction, PolicySource};
+use crate::attribute::Direction;
 use crate::decode::protocol_name;
 use crate::event::{Event, Timestamp};
 
@@ -280,24 +280,13 @@ fn push_structured_data(ev: &Event<'_>, out: &mut Vec<u8>) {
     out.push(b'[');
     out.extend_from_slice(SD_ID.as_bytes());
     let empty_len = out.len();
-    let a = &ev.attribution;
     let ctx = ev.context.as_deref();
 
-    // The same choice of policy as the JSON `policy` object: the API's answer when it resolved
-    // one policy, else what the prefix names, else (several candidates) their namespace.
-    match ctx {
-        Some(c) if c.resolved && c.policies.len() == 1 => {
-            param(out, "policy_namespace", c.policies[0].namespace.as_bytes());
-            param(out, "policy_name", c.policies[0].name.as_bytes());
+    if let Some(r) = ev.reported_policy() {
+        param(out, "policy_namespace", r.namespace);
+        if let Some(name) = r.name {
+            param(out, "policy_name", name);
         }
-        _ if a.source == PolicySource::PolicyRule => {
-            param(out, "policy_namespace", a.namespace);
-            param(out, "policy_name", a.name);
-        }
-        Some(c) if !c.policies.is_empty() => {
-            param(out, "policy_namespace", c.policies[0].namespace.as_bytes());
-        }
-        _ => {}
     }
     if let Some(c) = ctx {
         match c.direction {
