@@ -21,7 +21,7 @@
 use serde_json::{json, Value};
 
 use crate::support::k3s::{
-    self, drop_prefix, namespace, pod, policy, pod_chain_name, syn, udp, End, Flow, K3sNode,
+    self, drop_prefix, namespace, pod, pod_chain_name, policy, syn, udp, End, Flow, K3sNode,
     Scenario, ServiceSpec,
 };
 
@@ -177,10 +177,19 @@ impl Expect {
             "resolved": self.resolved,
             "candidates": self.candidates.iter().map(|(n, p)| json!({"namespace": n, "name": p})).collect::<Vec<_>>(),
         });
-        let pod = |side: &str| ev.get(side).and_then(|s| s.get("pod")).cloned().unwrap_or(Value::Null);
+        let pod = |side: &str| {
+            ev.get(side)
+                .and_then(|s| s.get("pod"))
+                .cloned()
+                .unwrap_or(Value::Null)
+        };
         let mut bad = Vec::new();
         for (field, want, got) in [
-            ("policy_source", json!(self.source), ev["policy_source"].clone()),
+            (
+                "policy_source",
+                json!(self.source),
+                ev["policy_source"].clone(),
+            ),
             ("policy", want_policy, ev["policy"].clone()),
             ("direction", json!(self.direction), ev["direction"].clone()),
             ("src.pod", json!(self.src), pod("src")),
@@ -287,7 +296,9 @@ fn run_rows(node: &K3sNode, rows: &[Row]) -> Vec<String> {
         );
         let mut bad = Vec::new();
         match &r.event {
-            None if !events.is_empty() => bad.push(format!("expected no event, got {}", events.len())),
+            None if !events.is_empty() => {
+                bad.push(format!("expected no event, got {}", events.len()))
+            }
             None => {}
             Some(e) => {
                 if events.len() as u64 != packets {
@@ -333,32 +344,79 @@ fn k3s_node_table() {
     // The layout the rig builds, checked where it matters for the table.
     let v4 = node.firewall_text(false);
     assert_eq!(
-        v4.matches(&format!("--nflog-prefix \"{}\"", drop_prefix("shop", "web-egress"))).count(),
+        v4.matches(&format!(
+            "--nflog-prefix \"{}\"",
+            drop_prefix("shop", "web-egress")
+        ))
+        .count(),
         2,
         "one DROP-by-policy NFLOG rule per accept rule (IPv4: pods + ipBlock):\n{v4}"
     );
-    assert!(v4.contains("--limit 100/minute --limit-burst 20"), "web-egress's annotations");
+    assert!(
+        v4.contains("--limit 100/minute --limit-burst 20"),
+        "web-egress's annotations"
+    );
     assert!(v4.contains("-p TCP --dport 9150:9160"), "endPort:\n{v4}");
-    assert!(!v4.contains(&drop_prefix("shop", "default-deny-ingress")), "a rule-less policy logs nothing");
+    assert!(
+        !v4.contains(&drop_prefix("shop", "default-deny-ingress")),
+        "a rule-less policy logs nothing"
+    );
     assert_eq!(
-        node.firewall_text(true).matches(&format!("--nflog-prefix \"{}\"", drop_prefix("shop", "web-egress"))).count(),
+        node.firewall_text(true)
+            .matches(&format!(
+                "--nflog-prefix \"{}\"",
+                drop_prefix("shop", "web-egress")
+            ))
+            .count(),
         1,
         "IPv6: the IPv4 ipBlock gives no rule"
     );
     node.start_daemon(CONFIG_WIDE_UNATTRIBUTED);
     let rows = table();
     let local_accept = |n: &K3sNode, pod_name: &str, v6: bool| {
-        n.counter(v6, &[&pod_chain_name(if pod_name == DNS { "kube-system" } else { "shop" }, pod_name), "--src-type LOCAL"])
+        n.counter(
+            v6,
+            &[
+                &pod_chain_name(
+                    if pod_name == DNS {
+                        "kube-system"
+                    } else {
+                        "shop"
+                    },
+                    pod_name,
+                ),
+                "--src-type LOCAL",
+            ],
+        )
     };
-    let (db_local, web_local6) = (local_accept(&node, DB, false), local_accept(&node, WEB, true));
+    let (db_local, web_local6) = (
+        local_accept(&node, DB, false),
+        local_accept(&node, WEB, true),
+    );
     let failures = run_rows(&node, &rows);
     // node→pod really went through the pod chains' local-source ACCEPT.
-    assert_eq!(local_accept(&node, DB, false), db_local + 1, "node→db through FW_db's LOCAL accept");
-    assert_eq!(local_accept(&node, WEB, true), web_local6 + 1, "node→web (IPv6) through FW_web's LOCAL accept");
+    assert_eq!(
+        local_accept(&node, DB, false),
+        db_local + 1,
+        "node→db through FW_db's LOCAL accept"
+    );
+    assert_eq!(
+        local_accept(&node, WEB, true),
+        web_local6 + 1,
+        "node→web (IPv6) through FW_web's LOCAL accept"
+    );
     // Every NFLOG message became one syslogemu line.
     let lines = node.syslogemu_lines();
-    let sent: u64 = rows.iter().map(|r| r.event.as_ref().map_or(0, |e| e.count) * r.flow.count as u64).sum();
-    assert_eq!(lines.len() as u64, sent, "syslogemu lines:\n{}", lines.join("\n"));
+    let sent: u64 = rows
+        .iter()
+        .map(|r| r.event.as_ref().map_or(0, |e| e.count) * r.flow.count as u64)
+        .sum();
+    assert_eq!(
+        lines.len() as u64,
+        sent,
+        "syslogemu lines:\n{}",
+        lines.join("\n")
+    );
     fail_if(failures, &node);
 }
 
@@ -368,32 +426,64 @@ fn k3s_node_table() {
 fn k3s_identical_datagrams_are_separate_events() {
     let mut sc = shop(false);
     // Above the 15 messages of db-allow-api the test sends, in the kernel and in the daemon.
-    sc.policies[1] = sc.policies[1].clone().annotate(LIMIT, "1000/second").annotate(BURST, "1000");
+    sc.policies[1] = sc.policies[1]
+        .clone()
+        .annotate(LIMIT, "1000/second")
+        .annotate(BURST, "1000");
     let mut node = K3sNode::build("same", sc);
     node.start_daemon(CONFIG_WIDE_UNATTRIBUTED);
-    let e = rule("shop", "db-allow-api", DB_ALLOW_API, "ingress", Some(WEB), Some(DB), 2);
+    let e = rule(
+        "shop",
+        "db-allow-api",
+        DB_ALLOW_API,
+        "ingress",
+        Some(WEB),
+        Some(DB),
+        2,
+    );
     let rows = [
-        row("10 identical UDP datagrams web→db, IPv4 ID 0 DF", udp(End::Pod(WEB), End::Pod(DB), false, 42000, 5432, 10), Some(e.clone())),
-        row("5 UDP datagrams of one IPv6 flow web→db", udp(End::Pod(WEB), End::Pod(DB), true, 42001, 5432, 5), Some(e)),
+        row(
+            "10 identical UDP datagrams web→db, IPv4 ID 0 DF",
+            udp(End::Pod(WEB), End::Pod(DB), false, 42000, 5432, 10),
+            Some(e.clone()),
+        ),
+        row(
+            "5 UDP datagrams of one IPv6 flow web→db",
+            udp(End::Pod(WEB), End::Pod(DB), true, 42001, 5432, 5),
+            Some(e),
+        ),
     ];
     let failures = run_rows(&node, &rows);
     let lines = node.syslogemu_lines();
     let v4: Vec<&String> = lines.iter().filter(|l| l.contains("SPT=42000 ")).collect();
-    assert_eq!(v4.len(), 20, "20 syslogemu lines (10 packets × 2 rules):\n{}", lines.join("\n"));
+    assert_eq!(
+        v4.len(),
+        20,
+        "20 syslogemu lines (10 packets × 2 rules):\n{}",
+        lines.join("\n")
+    );
     assert!(
         v4.iter().all(|l| l.contains(" ID=0 DF ")),
         "the sender must produce IP ID 0 with DF:\n{}",
         lines.join("\n")
     );
     assert_eq!(
-        v4.iter().filter(|l| l.contains(&drop_prefix("shop", "db-allow-api"))).count(),
+        v4.iter()
+            .filter(|l| l.contains(&drop_prefix("shop", "db-allow-api")))
+            .count(),
         10
     );
     let v6: Vec<&String> = lines.iter().filter(|l| l.contains("SPT=42001 ")).collect();
     assert_eq!(v6.len(), 10, "{}", lines.join("\n"));
-    let labels: std::collections::BTreeSet<&str> =
-        v6.iter().filter_map(|l| l.split(' ').find(|t| t.starts_with("FLOWLBL="))).collect();
-    assert_eq!(labels.len(), 1, "one flow label for the IPv6 flow: {labels:?}");
+    let labels: std::collections::BTreeSet<&str> = v6
+        .iter()
+        .filter_map(|l| l.split(' ').find(|t| t.starts_with("FLOWLBL=")))
+        .collect();
+    assert_eq!(
+        labels.len(),
+        1,
+        "one flow label for the IPv6 flow: {labels:?}"
+    );
     fail_if(failures, &node);
 }
 
@@ -411,8 +501,16 @@ fn k3s_empty_prefix_limits_are_per_pod_chain() {
         node.send(&udp(End::Outside, End::Pod(API), false, 30000 + i, 7000, 1));
     }
     node.settle();
-    assert_eq!(node.counter(false, &[&fw_api, "-j REJECT"]), 60, "rig: 60 drops in api's chain");
-    assert_eq!(node.counter(false, &[&fw_api, "-j NFLOG"]), 10, "rig: the kernel logged api's burst of 10");
+    assert_eq!(
+        node.counter(false, &[&fw_api, "-j REJECT"]),
+        60,
+        "rig: 60 drops in api's chain"
+    );
+    assert_eq!(
+        node.counter(false, &[&fw_api, "-j NFLOG"]),
+        10,
+        "rig: the kernel logged api's burst of 10"
+    );
     let api_events = node
         .events()
         .into_iter()
@@ -421,16 +519,29 @@ fn k3s_empty_prefix_limits_are_per_pod_chain() {
     // Then one drop to web: web's chain has its own kernel bucket, and must have the daemon's.
     node.send(&udp(End::Outside, End::Pod(WEB), false, 31000, 7000, 1));
     node.settle();
-    assert_eq!(node.counter(false, &[&fw_web, "-j NFLOG"]), 1, "rig: the kernel logged web's drop");
+    assert_eq!(
+        node.counter(false, &[&fw_web, "-j NFLOG"]),
+        1,
+        "rig: the kernel logged web's drop"
+    );
     let web: Vec<Value> = node
         .events()
         .into_iter()
         .filter(|e| e["dest"]["pod"] == json!(WEB))
         .collect();
-    let e = chain("shop", "default-deny-ingress", DENY_INGRESS, "ingress", None, Some(WEB));
+    let e = chain(
+        "shop",
+        "default-deny-ingress",
+        DENY_INGRESS,
+        "ingress",
+        None,
+        Some(WEB),
+    );
     let mut failures = Vec::new();
     if api_events != 10 {
-        failures.push(format!("api: expected 10 events (its chain's burst), got {api_events}"));
+        failures.push(format!(
+            "api: expected 10 events (its chain's burst), got {api_events}"
+        ));
     }
     match web.as_slice() {
         [ev] => {
@@ -455,7 +566,10 @@ fn k3s_empty_prefix_limits_are_per_pod_chain() {
 #[test]
 fn k3s_truncated_name_narrowed_to_selecting_policy() {
     assert_eq!(k3s::safe_join("shop", PG_V1), k3s::safe_join("shop", PG_V2));
-    assert_eq!(k3s::safe_join("shop", PG_V1), "shop/deny-ingress-to-postgres-except-from-the-ap");
+    assert_eq!(
+        k3s::safe_join("shop", PG_V1),
+        "shop/deny-ingress-to-postgres-except-from-the-ap"
+    );
     let mut node = K3sNode::build("trunc", shop(false));
     let v4 = node.firewall_text(false);
     assert!(
@@ -465,8 +579,16 @@ fn k3s_truncated_name_narrowed_to_selecting_policy() {
     node.start_daemon(CONFIG_WIDE_UNATTRIBUTED);
     let e = rule("shop", PG_V1, PG_V1_ONLY, "ingress", Some(WEB), Some(PG), 2);
     let rows = [
-        row("web→postgres TCP SYN 5432", syn(End::Pod(WEB), End::Pod(PG), false, 5432), Some(e.clone())),
-        row("web→postgres TCP SYN 5432 over IPv6", syn(End::Pod(WEB), End::Pod(PG), true, 5432), Some(e)),
+        row(
+            "web→postgres TCP SYN 5432",
+            syn(End::Pod(WEB), End::Pod(PG), false, 5432),
+            Some(e.clone()),
+        ),
+        row(
+            "web→postgres TCP SYN 5432 over IPv6",
+            syn(End::Pod(WEB), End::Pod(PG), true, 5432),
+            Some(e),
+        ),
     ];
     let failures = run_rows(&node, &rows);
     fail_if(failures, &node);
@@ -495,7 +617,12 @@ fn k3s_syslogemu_matches_ulogd2_on_the_node() {
     let before = node.nflog_total();
     let reference = node.run_ulogd(traffic);
     let logged = node.nflog_total() - before;
-    assert_eq!(reference.len() as u64, logged, "ulogd2 wrote one line per NFLOG message:\n{}", reference.join("\n"));
+    assert_eq!(
+        reference.len() as u64,
+        logged,
+        "ulogd2 wrote one line per NFLOG message:\n{}",
+        reference.join("\n")
+    );
     assert!(
         reference.iter().any(|l| l.contains(" IN=cni0 OUT=cni0 ")),
         "bridged traffic is logged with IN=cni0 OUT=cni0:\n{}",
@@ -503,7 +630,11 @@ fn k3s_syslogemu_matches_ulogd2_on_the_node() {
     );
     eprintln!("ulogd2 wrote:\n{}", reference.join("\n"));
     let ours = node.run_daemon_plain(traffic);
-    let strip = |v: &[String]| v.iter().map(|l| l.get(16..).unwrap_or(l).to_string()).collect::<Vec<_>>();
+    let strip = |v: &[String]| {
+        v.iter()
+            .map(|l| l.get(16..).unwrap_or(l).to_string())
+            .collect::<Vec<_>>()
+    };
     let (reference, ours) = (strip(&reference), strip(&ours));
     if reference != ours {
         panic!(

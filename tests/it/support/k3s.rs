@@ -177,7 +177,10 @@ pub(crate) fn namespace(name: &str, labels: &[(&str, &str)]) -> NamespaceSpec {
 }
 
 pub(crate) fn pod(ns: &str, name: &str, app: &str, host: u8) -> PodSpec {
-    assert!((2..=254).contains(&host), "pod host part {host} out of 2-254");
+    assert!(
+        (2..=254).contains(&host),
+        "pod host part {host} out of 2-254"
+    );
     PodSpec {
         name: name.into(),
         namespace: ns.into(),
@@ -389,7 +392,11 @@ fn hash16(s: &str) -> String {
     let (a, b) = (fnv(1), fnv(2));
     (0..16)
         .map(|i| {
-            let v = if i < 12 { a >> (i * 5) } else { b >> ((i - 12) * 5) };
+            let v = if i < 12 {
+                a >> (i * 5)
+            } else {
+                b >> ((i - 12) * 5)
+            };
             ALPHA[(v & 31) as usize] as char
         })
         .collect()
@@ -577,7 +584,11 @@ impl<'a> Firewall<'a> {
             Family::V6 => &["2000::/3", "fd00::/8"],
         };
         let expand = |c: &str, nomatch: bool, out: &mut Vec<String>| {
-            let suffix = if nomatch { " timeout 0 nomatch" } else { " timeout 0" };
+            let suffix = if nomatch {
+                " timeout 0 nomatch"
+            } else {
+                " timeout 0"
+            };
             if c.ends_with("/0") {
                 for h in halves {
                     out.push(format!("{h}{suffix}"));
@@ -594,7 +605,9 @@ impl<'a> Firewall<'a> {
     }
 
     /// `grabNamedPortFromPod` over `pods`: name → protocol → port → IPs.
-    fn named_ports(pods: &[&KPod]) -> BTreeMap<String, BTreeMap<String, BTreeMap<String, Vec<IpAddr>>>> {
+    fn named_ports(
+        pods: &[&KPod],
+    ) -> BTreeMap<String, BTreeMap<String, BTreeMap<String, Vec<IpAddr>>>> {
         let mut m: BTreeMap<String, BTreeMap<String, BTreeMap<String, Vec<IpAddr>>>> =
             BTreeMap::new();
         for p in pods {
@@ -713,7 +726,11 @@ impl<'a> Firewall<'a> {
             .filter_map(Value::as_str)
             .collect();
         let (ing, egr) = (types.contains(&"Ingress"), types.contains(&"Egress"));
-        let (ing, egr) = if !ing && !egr { (true, false) } else { (ing, egr) };
+        let (ing, egr) = if !ing && !egr {
+            (true, false)
+        } else {
+            (ing, egr)
+        };
         let targets = self.pods_in(ns, &spec["podSelector"]);
         let target_ips = self.ips_of(&targets);
         let h = |s: String| hash16(&s);
@@ -721,7 +738,10 @@ impl<'a> Firewall<'a> {
             let dst_set = self.set(
                 &format!("KUBE-DST-{}", h(format!("{ns}{name}{}", fam.api()))),
                 "hash:ip",
-                target_ips.iter().map(|ip| format!("{ip} timeout 0")).collect(),
+                target_ips
+                    .iter()
+                    .map(|ip| format!("{ip} timeout 0"))
+                    .collect(),
             );
             let named = Self::named_ports(&targets);
             let comment_pods =
@@ -753,7 +773,10 @@ impl<'a> Firewall<'a> {
                     fw.set(
                         &format!(
                             "KUBE-DST-{}",
-                            h(format!("{ns}{name}ingressrule{idx}{ep_idx}{}namedport", fam.api()))
+                            h(format!(
+                                "{ns}{name}ingressrule{idx}{ep_idx}{}namedport",
+                                fam.api()
+                            ))
                         ),
                         kind,
                         ips,
@@ -762,7 +785,10 @@ impl<'a> Firewall<'a> {
                 if !src_pods.is_empty() {
                     let ips = self.ips_of(&src_pods);
                     let src_set = self.set(
-                        &format!("KUBE-SRC-{}", h(format!("{ns}{name}ingressrule{idx}{}pod", fam.api()))),
+                        &format!(
+                            "KUBE-SRC-{}",
+                            h(format!("{ns}{name}ingressrule{idx}{}pod", fam.api()))
+                        ),
                         "hash:ip",
                         ips.iter().map(|ip| format!("{ip} timeout 0")).collect(),
                     );
@@ -771,7 +797,16 @@ impl<'a> Firewall<'a> {
                     }
                     for (i, ep) in eps.iter().enumerate() {
                         let s = np_set(self, i, ep, "hash:ip");
-                        self.append(&chain, &comment_pods, &src_set, &s, &ep.protocol, &ep.port, "", pol);
+                        self.append(
+                            &chain,
+                            &comment_pods,
+                            &src_set,
+                            &s,
+                            &ep.protocol,
+                            &ep.port,
+                            "",
+                            pol,
+                        );
                     }
                     if ports.is_empty() && eps.is_empty() {
                         self.append(&chain, &comment_pods, &src_set, &dst_set, "", "", "", pol);
@@ -783,7 +818,16 @@ impl<'a> Firewall<'a> {
                     }
                     for (i, ep) in eps.iter().enumerate() {
                         let s = np_set(self, i, ep, "hash:ip");
-                        self.append(&chain, &comment_all, "", &s, &ep.protocol, &ep.port, "", pol);
+                        self.append(
+                            &chain,
+                            &comment_all,
+                            "",
+                            &s,
+                            &ep.protocol,
+                            &ep.port,
+                            "",
+                            pol,
+                        );
                     }
                 }
                 if match_all_src && match_all_ports {
@@ -791,20 +835,50 @@ impl<'a> Firewall<'a> {
                 }
                 if !blocks.is_empty() {
                     let block_set = self.set(
-                        &format!("KUBE-SRC-{}", h(format!("{ns}{name}ingressrule{idx}{}ipblock", fam.api()))),
+                        &format!(
+                            "KUBE-SRC-{}",
+                            h(format!("{ns}{name}ingressrule{idx}{}ipblock", fam.api()))
+                        ),
                         "hash:net",
                         blocks,
                     );
                     if !match_all_ports {
                         for (p, port, end) in &ports {
-                            self.append(&chain, &comment_block, &block_set, &dst_set, p, port, end, pol);
+                            self.append(
+                                &chain,
+                                &comment_block,
+                                &block_set,
+                                &dst_set,
+                                p,
+                                port,
+                                end,
+                                pol,
+                            );
                         }
                         for (i, ep) in eps.iter().enumerate() {
                             let s = np_set(self, i, ep, "hash:net");
-                            self.append(&chain, &comment_block, &block_set, &s, &ep.protocol, &ep.port, "", pol);
+                            self.append(
+                                &chain,
+                                &comment_block,
+                                &block_set,
+                                &s,
+                                &ep.protocol,
+                                &ep.port,
+                                "",
+                                pol,
+                            );
                         }
                     } else {
-                        self.append(&chain, &comment_block, &block_set, &dst_set, "", "", "", pol);
+                        self.append(
+                            &chain,
+                            &comment_block,
+                            &block_set,
+                            &dst_set,
+                            "",
+                            "",
+                            "",
+                            pol,
+                        );
                     }
                 }
             }
@@ -813,7 +887,10 @@ impl<'a> Firewall<'a> {
             let src_set = self.set(
                 &format!("KUBE-SRC-{}", h(format!("{ns}{name}{}", fam.api()))),
                 "hash:ip",
-                target_ips.iter().map(|ip| format!("{ip} timeout 0")).collect(),
+                target_ips
+                    .iter()
+                    .map(|ip| format!("{ip} timeout 0"))
+                    .collect(),
             );
             let comment_pods =
                 format!("rule to ACCEPT traffic from source pods to dest pods selected by policy name {name} namespace {ns}");
@@ -844,7 +921,10 @@ impl<'a> Firewall<'a> {
                 if !dst_pods.is_empty() {
                     let ips = self.ips_of(&dst_pods);
                     let dst_set = self.set(
-                        &format!("KUBE-DST-{}", h(format!("{ns}{name}egressrule{idx}{}pod", fam.api()))),
+                        &format!(
+                            "KUBE-DST-{}",
+                            h(format!("{ns}{name}egressrule{idx}{}pod", fam.api()))
+                        ),
                         "hash:ip",
                         ips.iter().map(|ip| format!("{ip} timeout 0")).collect(),
                     );
@@ -861,12 +941,24 @@ impl<'a> Firewall<'a> {
                         let s = self.set(
                             &format!(
                                 "KUBE-DST-{}",
-                                h(format!("{ns}{name}egressrule{idx}{i}{}namedport", fam.api()))
+                                h(format!(
+                                    "{ns}{name}egressrule{idx}{i}{}namedport",
+                                    fam.api()
+                                ))
                             ),
                             "hash:ip",
                             ips,
                         );
-                        self.append(&chain, &comment_pods, &src_set, &s, &ep.protocol, &ep.port, "", pol);
+                        self.append(
+                            &chain,
+                            &comment_pods,
+                            &src_set,
+                            &s,
+                            &ep.protocol,
+                            &ep.port,
+                            "",
+                            pol,
+                        );
                     }
                     if ports.is_empty() && eps.is_empty() {
                         self.append(&chain, &comment_pods, &src_set, &dst_set, "", "", "", pol);
@@ -877,7 +969,16 @@ impl<'a> Firewall<'a> {
                         self.append(&chain, &comment_all, &src_set, "", p, port, end, pol);
                     }
                     for ep in &eps {
-                        self.append(&chain, &comment_all, &src_set, "", &ep.protocol, &ep.port, "", pol);
+                        self.append(
+                            &chain,
+                            &comment_all,
+                            &src_set,
+                            "",
+                            &ep.protocol,
+                            &ep.port,
+                            "",
+                            pol,
+                        );
                     }
                 }
                 if match_all_dst && match_all_ports {
@@ -885,16 +986,37 @@ impl<'a> Firewall<'a> {
                 }
                 if !blocks.is_empty() {
                     let block_set = self.set(
-                        &format!("KUBE-DST-{}", h(format!("{ns}{name}egressrule{idx}{}ipblock", fam.api()))),
+                        &format!(
+                            "KUBE-DST-{}",
+                            h(format!("{ns}{name}egressrule{idx}{}ipblock", fam.api()))
+                        ),
                         "hash:net",
                         blocks,
                     );
                     if !match_all_ports {
                         for (p, port, end) in &ports {
-                            self.append(&chain, &comment_block, &src_set, &block_set, p, port, end, pol);
+                            self.append(
+                                &chain,
+                                &comment_block,
+                                &src_set,
+                                &block_set,
+                                p,
+                                port,
+                                end,
+                                pol,
+                            );
                         }
                     } else {
-                        self.append(&chain, &comment_block, &src_set, &block_set, "", "", "", pol);
+                        self.append(
+                            &chain,
+                            &comment_block,
+                            &src_set,
+                            &block_set,
+                            "",
+                            "",
+                            "",
+                            pol,
+                        );
                     }
                 }
             }
@@ -903,7 +1025,10 @@ impl<'a> Firewall<'a> {
 }
 
 fn policy_chain_name(ns: &str, name: &str, fam: Family) -> String {
-    format!("KUBE-NWPLCY-{}", hash16(&format!("{ns}{name}{VERSION}{}", fam.api())))
+    format!(
+        "KUBE-NWPLCY-{}",
+        hash16(&format!("{ns}{name}{VERSION}{}", fam.api()))
+    )
 }
 
 pub(crate) fn pod_chain_name(ns: &str, name: &str) -> String {
@@ -1030,7 +1155,11 @@ fn filter_table(objs: &Objects, fam: Family) -> (String, BTreeMap<String, IpSet>
         jumps.push(format!(
             "-A KUBE-ROUTER-FORWARD -m physdev --physdev-is-bridged {to} -d {ip} -j {fw_chain}"
         ));
-        for c in ["KUBE-ROUTER-INPUT", "KUBE-ROUTER-FORWARD", "KUBE-ROUTER-OUTPUT"] {
+        for c in [
+            "KUBE-ROUTER-INPUT",
+            "KUBE-ROUTER-FORWARD",
+            "KUBE-ROUTER-OUTPUT",
+        ] {
             jumps.push(format!("-A {c} {from} -s {ip} -j {fw_chain}"));
         }
         jumps.push(format!(
@@ -1052,11 +1181,17 @@ fn filter_table(objs: &Objects, fam: Family) -> (String, BTreeMap<String, IpSet>
         ));
     }
 
-    let mut t = String::from("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n");
-    for c in ["KUBE-ROUTER-INPUT", "KUBE-ROUTER-FORWARD", "KUBE-ROUTER-OUTPUT", "KUBE-NWPLCY-DEFAULT"]
-        .iter()
-        .map(|s| s.to_string())
-        .chain(fw.chains.iter().cloned())
+    let mut t =
+        String::from("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n");
+    for c in [
+        "KUBE-ROUTER-INPUT",
+        "KUBE-ROUTER-FORWARD",
+        "KUBE-ROUTER-OUTPUT",
+        "KUBE-NWPLCY-DEFAULT",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain(fw.chains.iter().cloned())
     {
         t += &format!(":{c} - [0:0]\n");
     }
@@ -1066,8 +1201,12 @@ fn filter_table(objs: &Objects, fam: Family) -> (String, BTreeMap<String, IpSet>
         ("FORWARD", "KUBE-ROUTER-FORWARD"),
         ("OUTPUT", "KUBE-ROUTER-OUTPUT"),
     ] {
-        let uuid = hash16(&format!("{builtin}-mcomment--commentkube-router netpol-j{custom}"));
-        t += &format!("-A {builtin} -m comment --comment \"kube-router netpol - {uuid}\" -j {custom}\n");
+        let uuid = hash16(&format!(
+            "{builtin}-mcomment--commentkube-router netpol-j{custom}"
+        ));
+        t += &format!(
+            "-A {builtin} -m comment --comment \"kube-router netpol - {uuid}\" -j {custom}\n"
+        );
         t += &format!(
             "-A {builtin} -m comment --comment \"KUBE-ROUTER rule to explicitly ACCEPT traffic that comply to network policies\" -m mark --mark 0x20000/0x20000 -j ACCEPT\n"
         );
@@ -1103,7 +1242,10 @@ fn ipset_restore(sets: &BTreeMap<String, IpSet>, fam: Family) -> String {
     };
     let mut s = String::new();
     for (name, set) in sets {
-        s += &format!("create {name} {} family {family} hashsize 1024 maxelem 65536 timeout 0\n", set.kind);
+        s += &format!(
+            "create {name} {} family {family} hashsize 1024 maxelem 65536 timeout 0\n",
+            set.kind
+        );
         for e in &set.entries {
             s += &format!("add {name} {e}\n");
         }
@@ -1307,7 +1449,14 @@ impl K3sNode {
         for key in ["bridge-nf-call-iptables", "bridge-nf-call-ip6tables"] {
             let path = format!("/proc/sys/net/bridge/{key}");
             let ok = Command::new("ip")
-                .args(["netns", "exec", &node, "sh", "-c", &format!("echo 1 > {path} && cat {path}")])
+                .args([
+                    "netns",
+                    "exec",
+                    &node,
+                    "sh",
+                    "-c",
+                    &format!("echo 1 > {path} && cat {path}"),
+                ])
                 .output()
                 .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "1")
                 .unwrap_or(false);
@@ -1335,8 +1484,22 @@ impl K3sNode {
         new_netns(&me.outside);
         me.extra_netns.push(me.outside.clone());
         run(Command::new("ip").args([
-            "link", "add", "uplink", "netns", &node, "address", "02:64:00:00:00:01", "type", "veth",
-            "peer", "name", "eth0", "netns", &me.outside, "address", "02:64:00:00:00:02",
+            "link",
+            "add",
+            "uplink",
+            "netns",
+            &node,
+            "address",
+            "02:64:00:00:00:01",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &me.outside,
+            "address",
+            "02:64:00:00:00:02",
         ]));
         ip_batch(
             &node,
@@ -1368,10 +1531,25 @@ impl K3sNode {
             me.extra_netns.push(ns.clone());
             let host_if = format!("veth{:02x}", p.host);
             run(Command::new("ip").args([
-                "link", "add", &host_if, "netns", &node, "type", "veth", "peer", "name", "eth0",
-                "netns", &ns, "address", &p.mac(),
+                "link",
+                "add",
+                &host_if,
+                "netns",
+                &node,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &ns,
+                "address",
+                &p.mac(),
             ]));
-            ip_batch(&node, &format!("link set {host_if} master cni0\nlink set {host_if} up\n"));
+            ip_batch(
+                &node,
+                &format!("link set {host_if} master cni0\nlink set {host_if} up\n"),
+            );
             let mut cmds = format!(
                 "link set lo up\n\
                  addr add {v4}/24 dev eth0\n\
@@ -1397,7 +1575,14 @@ impl K3sNode {
             }
             ip_batch(&ns, &cmds);
             if me.scenario.zero_flow_labels {
-                run(Command::new("ip").args(["netns", "exec", &ns, "sysctl", "-qw", "net.ipv6.auto_flowlabels=0"]));
+                run(Command::new("ip").args([
+                    "netns",
+                    "exec",
+                    &ns,
+                    "sysctl",
+                    "-qw",
+                    "net.ipv6.auto_flowlabels=0",
+                ]));
             }
             node_neigh += &format!(
                 "neigh replace {} lladdr {} dev cni0 nud permanent\nneigh replace {} lladdr {} dev cni0 nud permanent\n",
@@ -1437,20 +1622,81 @@ impl K3sNode {
     /// missing kernel feature is named instead of failing inside `iptables-restore`.
     fn probe_features(&self) {
         let probes: &[(&str, &str, &[&str])] = &[
-            ("physdev match (xt_physdev, bridge netfilter)", "iptables", &["-m", "physdev", "--physdev-is-bridged"]),
-            ("ipset match (xt_set)", "iptables", &["-m", "set", "--match-set", "NFTEST-PROBE", "src"]),
-            ("addrtype match (xt_addrtype)", "iptables", &["-m", "addrtype", "--src-type", "LOCAL"]),
-            ("conntrack match (xt_conntrack)", "iptables", &["-m", "conntrack", "--ctstate", "INVALID"]),
-            ("mark match (xt_mark)", "iptables", &["-m", "mark", "!", "--mark", "0x10000/0x10000"]),
-            ("limit match (xt_limit)", "iptables", &["-m", "limit", "--limit", "10/minute", "--limit-burst", "10"]),
-            ("comment match (xt_comment)", "iptables", &["-m", "comment", "--comment", "probe"]),
-            ("multiport match (xt_multiport)", "iptables", &["-p", "tcp", "-m", "multiport", "--dports", "1:2"]),
-            ("NFLOG target (xt_NFLOG)", "iptables", &["-j", "NFLOG", "--nflog-group", "100"]),
+            (
+                "physdev match (xt_physdev, bridge netfilter)",
+                "iptables",
+                &["-m", "physdev", "--physdev-is-bridged"],
+            ),
+            (
+                "ipset match (xt_set)",
+                "iptables",
+                &["-m", "set", "--match-set", "NFTEST-PROBE", "src"],
+            ),
+            (
+                "addrtype match (xt_addrtype)",
+                "iptables",
+                &["-m", "addrtype", "--src-type", "LOCAL"],
+            ),
+            (
+                "conntrack match (xt_conntrack)",
+                "iptables",
+                &["-m", "conntrack", "--ctstate", "INVALID"],
+            ),
+            (
+                "mark match (xt_mark)",
+                "iptables",
+                &["-m", "mark", "!", "--mark", "0x10000/0x10000"],
+            ),
+            (
+                "limit match (xt_limit)",
+                "iptables",
+                &["-m", "limit", "--limit", "10/minute", "--limit-burst", "10"],
+            ),
+            (
+                "comment match (xt_comment)",
+                "iptables",
+                &["-m", "comment", "--comment", "probe"],
+            ),
+            (
+                "multiport match (xt_multiport)",
+                "iptables",
+                &["-p", "tcp", "-m", "multiport", "--dports", "1:2"],
+            ),
+            (
+                "NFLOG target (xt_NFLOG)",
+                "iptables",
+                &["-j", "NFLOG", "--nflog-group", "100"],
+            ),
             ("REJECT target", "iptables", &["-j", "REJECT"]),
-            ("MARK target", "iptables", &["-j", "MARK", "--set-xmark", "0x10000/0x10000"]),
-            ("IPv6 physdev match", "ip6tables", &["-m", "physdev", "--physdev-is-bridged"]),
-            ("IPv6 NFLOG target", "ip6tables", &["-j", "NFLOG", "--nflog-group", "100"]),
-            ("IPv6 hl match (ip6t_hl)", "ip6tables", &["-p", "icmpv6", "--icmpv6-type", "142", "-m", "hl", "--hl-eq", "255"]),
+            (
+                "MARK target",
+                "iptables",
+                &["-j", "MARK", "--set-xmark", "0x10000/0x10000"],
+            ),
+            (
+                "IPv6 physdev match",
+                "ip6tables",
+                &["-m", "physdev", "--physdev-is-bridged"],
+            ),
+            (
+                "IPv6 NFLOG target",
+                "ip6tables",
+                &["-j", "NFLOG", "--nflog-group", "100"],
+            ),
+            (
+                "IPv6 hl match (ip6t_hl)",
+                "ip6tables",
+                &[
+                    "-p",
+                    "icmpv6",
+                    "--icmpv6-type",
+                    "142",
+                    "-m",
+                    "hl",
+                    "--hl-eq",
+                    "255",
+                ],
+            ),
             ("IPv6 REJECT target", "ip6tables", &["-j", "REJECT"]),
         ];
         let ns = self.node_ns();
@@ -1460,11 +1706,19 @@ impl K3sNode {
                 .args(args)
                 .stdin(Stdio::null())
                 .output()
-                .map(|o| (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned()))
+                .map(|o| {
+                    (
+                        o.status.success(),
+                        String::from_utf8_lossy(&o.stderr).into_owned(),
+                    )
+                })
                 .unwrap_or_else(|e| (false, e.to_string()))
         };
         let (fine, err) = ok(&["ipset", "create", "NFTEST-PROBE", "hash:ip"]);
-        assert!(fine, "kernel feature or tool missing: ipset (hash:ip sets; install `ipset`): {err}");
+        assert!(
+            fine,
+            "kernel feature or tool missing: ipset (hash:ip sets; install `ipset`): {err}"
+        );
         for tool in ["iptables", "ip6tables"] {
             let (fine, err) = ok(&[tool, "-N", "NFTEST-PROBE"]);
             assert!(fine, "{tool} does not work in the node namespace: {err}");
@@ -1473,7 +1727,11 @@ impl K3sNode {
             let mut args = vec![*tool, "-A", "NFTEST-PROBE"];
             args.extend_from_slice(m);
             let (fine, err) = ok(&args);
-            assert!(fine, "kernel feature missing: {feature} ({tool} {}): {err}", m.join(" "));
+            assert!(
+                fine,
+                "kernel feature missing: {feature} ({tool} {}): {err}",
+                m.join(" ")
+            );
         }
         for tool in ["iptables", "ip6tables"] {
             ok(&[tool, "-F", "NFTEST-PROBE"]);
@@ -1490,14 +1748,20 @@ impl K3sNode {
 
     fn load_firewall(&self) {
         let ns = self.node_ns();
-        for (fam, restore) in [(Family::V4, "iptables-restore"), (Family::V6, "ip6tables-restore")] {
+        for (fam, restore) in [
+            (Family::V4, "iptables-restore"),
+            (Family::V6, "ip6tables-restore"),
+        ] {
             let (table, sets) = filter_table(&self.objects, fam);
             fs::write(self.sb.path(&format!("{restore}.filter")), &table).expect("write rules");
             conformance::run_stdin(
                 Command::new("ip").args(["netns", "exec", ns, "ipset", "restore"]),
                 &ipset_restore(&sets, fam),
             );
-            conformance::run_stdin(Command::new("ip").args(["netns", "exec", ns, restore]), &table);
+            conformance::run_stdin(
+                Command::new("ip").args(["netns", "exec", ns, restore]),
+                &table,
+            );
         }
         if let Some(svc) = &self.scenario.service {
             let target = self.pod(&svc.pod).v4();
@@ -1555,9 +1819,17 @@ impl K3sNode {
                     let sock = UdpSocket::bind(bind).unwrap_or_else(|e| panic!("bind {bind}: {e}"));
                     use std::os::fd::AsRawFd;
                     let (level, opt, val) = if f.v6 {
-                        (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, libc::IPV6_PMTUDISC_DO)
+                        (
+                            libc::IPPROTO_IPV6,
+                            libc::IPV6_MTU_DISCOVER,
+                            libc::IPV6_PMTUDISC_DO,
+                        )
                     } else {
-                        (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_DO)
+                        (
+                            libc::IPPROTO_IP,
+                            libc::IP_MTU_DISCOVER,
+                            libc::IP_PMTUDISC_DO,
+                        )
                     };
                     // SAFETY: setsockopt on a socket we own, with an int option value.
                     let r = unsafe {
@@ -1569,7 +1841,12 @@ impl K3sNode {
                             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
                         )
                     };
-                    assert_eq!(r, 0, "setsockopt(MTU_DISCOVER): {}", std::io::Error::last_os_error());
+                    assert_eq!(
+                        r,
+                        0,
+                        "setsockopt(MTU_DISCOVER): {}",
+                        std::io::Error::last_os_error()
+                    );
                     for _ in 0..f.count {
                         // Unconnected: ICMP errors from REJECT do not fail the next send.
                         let _ = sock.send_to(b"netpol-nflog k3s node", dst);
@@ -1590,8 +1867,20 @@ impl K3sNode {
 
     /// `(packets, rule)` of every rule of the filter table of a family, from `iptables-save -c`.
     pub fn counters(&self, v6: bool) -> Vec<(u64, String)> {
-        let tool = if v6 { "ip6tables-save" } else { "iptables-save" };
-        let out = run(Command::new("ip").args(["netns", "exec", self.node_ns(), tool, "-c", "-t", "filter"]));
+        let tool = if v6 {
+            "ip6tables-save"
+        } else {
+            "iptables-save"
+        };
+        let out = run(Command::new("ip").args([
+            "netns",
+            "exec",
+            self.node_ns(),
+            tool,
+            "-c",
+            "-t",
+            "filter",
+        ]));
         out.lines()
             .filter_map(|l| {
                 let rest = l.strip_prefix('[')?;
@@ -1660,7 +1949,12 @@ impl K3sNode {
             "info",
         ];
         self.kernel_base.set(self.nflog_total());
-        let d = Daemon::start(&self.sb, "daemon", &args, &[("KUBECONFIG", kubeconfig.to_str().unwrap())]);
+        let d = Daemon::start(
+            &self.sb,
+            "daemon",
+            &args,
+            &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+        );
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let (code, body) = self.sb.http_get(METRICS_PORT, "/readyz");
@@ -1698,7 +1992,10 @@ impl K3sNode {
         self.daemon()
             .stdout_text()
             .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l:?}")))
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l:?}"))
+            })
             .collect()
     }
 
@@ -1739,7 +2036,11 @@ impl K3sNode {
         let ns = self.node_ns().to_string();
         let out = self.sb.path("ulogd.syslogemu");
         let conf = self.sb.path("ulogd.conf");
-        fs::write(&conf, conformance::ulogd_conf(&out, &self.sb.path("ulogd.log"))).expect("write ulogd.conf");
+        fs::write(
+            &conf,
+            conformance::ulogd_conf(&out, &self.sb.path("ulogd.log")),
+        )
+        .expect("write ulogd.conf");
         let mut ulogd = Proc::spawn(
             "ulogd",
             conformance::in_netns(&ns).args([
@@ -1786,7 +2087,11 @@ impl K3sNode {
         let mut d = Daemon::start(&self.sb, "plain", &args, &[]);
         traffic();
         let status = d.terminate();
-        assert!(status.success(), "netpol-nflogd exited with {status}; stderr:\n{}", d.stderr_text());
+        assert!(
+            status.success(),
+            "netpol-nflogd exited with {status}; stderr:\n{}",
+            d.stderr_text()
+        );
         read_lossy(&out).lines().map(str::to_string).collect()
     }
 }
