@@ -1,14 +1,17 @@
 //! The attribution index: what the daemon knows of the cluster, kept small.
 //!
 //! In: watch events for NetworkPolicies, Pods and Namespaces (fed by [`super::kube`], or by tests
-//! and benches directly). Out: [`Index::resolve`], which turns an NFLOG prefix and two addresses
-//! into a [`KubeContext`], and the per-policy limits the annotations ask for.
+//! and benches directly). Out: [`Index::resolve_flow`], which turns an NFLOG prefix and a
+//! [`Flow`] into a [`KubeContext`] (the decision rules are in the [`super`] module
+//! documentation), and the per-policy limits the annotations ask for.
 //!
 //! Only the fields attribution reads are kept, in compact form: strings that repeat across
 //! objects (namespaces, nodes, workloads, label keys and values) are interned as `Arc<str>`,
 //! objects are keyed by their uid as a `u128`, and each pod's [`PodMeta`] is built once so a
 //! resolved event shares it instead of copying strings. Pods that cannot be found by IP
 //! (hostNetwork pods share the node's IP; finished pods have given theirs back) are not stored.
+//! Each policy keeps its rules compiled ([`super::rules::Rules`], only for the directions its
+//! `policyTypes` name) and each pod its named container ports, to evaluate `ports`.
 //!
 //! A relist (`Init` … `InitDone`) stamps every object it sees with a new generation and then
 //! sweeps the others, so the index keeps answering during a relist and never holds two copies.
@@ -31,7 +34,7 @@ use crate::limit::{self, Limit, LimitError};
 /// An object's uid (a UUID) as a number: 16 bytes instead of a 36-byte string.
 type Uid = u128;
 
-/// kube-router's `safeJoin(ns, name)` (`pkg/controllers/netpol/utils.go`, K3s fork): the
+/// kube-router's `safeJoin(ns, name)` ([utils.go](https://github.com/k3s-io/kube-router/blob/5f0697bb4c891f1b1218361f9ceb68dac1724253/pkg/controllers/netpol/utils.go), K3s fork): the
 /// `ns/name` it writes after `DROP by policy `, truncated so the whole prefix fits the 64-byte
 /// NFLOG prefix. Go slices bytes; names are ASCII (DNS labels), so byte and char agree.
 pub fn safe_join(ns: &str, name: &str) -> String {

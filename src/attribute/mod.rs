@@ -1,11 +1,58 @@
 //! Attribution: which NetworkPolicy dropped a packet, and which pods it was between.
 //!
-//! In: the NFLOG prefix and the decoded addresses. Out: an [`Attribution`] that borrows the
-//! prefix, plus (when the daemon watches the Kubernetes API) a [`KubeContext`].
+//! In: the NFLOG prefix and what the decoded packet tells (a [`Flow`]). Out: an [`Attribution`]
+//! that borrows the prefix, plus (when the daemon watches the Kubernetes API) a [`KubeContext`]
+//! from [`index::Index::resolve_flow`].
 //!
-//! Without a cluster the prefix alone is used: kube-router in K3s writes
-//! `DROP by policy <namespace>/<name>` on per-policy rules and no prefix on the pod-chain rule
-//! (see `kube-router-nflog.md`).
+//! # What kube-router (K3s fork) logs to NFLOG group 100
+//!
+//! - Every pod on the node gets a `KUBE-POD-FW-…` chain per IP family
+//!   (`syncPodFirewallChains`, `setupPodNetpolRules` in [pod.go]). It jumps to the chain of
+//!   each policy that selects the pod: a policy of type Ingress with `-d <pod IP>`, of type
+//!   Egress with `-s <pod IP>`, one of both types with no address match. A pod without an
+//!   ingress (egress) policy goes through `KUBE-NWPLCY-DEFAULT` for that direction, which
+//!   accepts. At the end of the pod chain, a packet not marked `0x10000` (allowed) is logged by
+//!   an NFLOG rule with an **empty prefix** (`--limit 10/minute --limit-burst 10`) and
+//!   rejected. So an empty prefix means the pod chain of the source (egress) or of the
+//!   destination (ingress) rejected it: every policy selecting that pod for that direction
+//!   failed to allow it.
+//! - Each policy's `KUBE-NWPLCY-…` chain marks the packets its rules allow with `0x10000`
+//!   (`appendRuleToPolicyChain` in [policy.go]) and logs the unmarked ones with
+//!   `NFLOG --nflog-prefix "DROP by policy <safeJoin(namespace, name)>"` ([utils.go]
+//!   truncates `namespace/name` to fit the 64-byte prefix, so two policies can share a
+//!   prefix), rate-limited by the policy's `kube-router.io/netpol-nflog-limit` annotations. So
+//!   `DROP by policy` means: that policy selects a pod of the packet (the destination for
+//!   Ingress, the source for Egress) and did not allow the packet.
+//!
+//! Without a cluster the prefix alone is used.
+//!
+//! # How a message is attributed ([`index::Index::resolve_flow`])
+//!
+//! - `DROP by policy`: the candidates are the policies whose `safeJoin` is the prefix's key and
+//!   that select the destination pod for Ingress or the source pod for Egress, on this node.
+//!   When no key match selects a pod of the packet, every key match stays a candidate.
+//! - The direction is the side those candidates protect; when they protect both, the side
+//!   where some candidate's rules do not allow the packet, if only one side is such.
+//! - Empty prefix: each side whose pod has policies for its direction (the destination's
+//!   Ingress, the source's Egress) could have rejected it, unless those policies' rules allow
+//!   the packet ([`rules`]). Exactly one such side decides the direction and the candidates
+//!   (all its policies); otherwise the direction is unknown and the candidates are the union.
+//! - `resolved` means exactly one candidate remains.
+//!
+//! # Limits
+//!
+//! - At the commit linked, the `DROP by policy` rule follows *each* accept rule of the policy
+//!   chain, so a packet that a later rule of the same policy allows can be logged too, and a
+//!   policy without rules (deny-all) never writes `DROP by policy`; only the pod chain logs.
+//! - A policy of both types is entered in both directions; kube-router's ingress rules can then
+//!   accept a pod's own outgoing packet to another selected pod. The rules are evaluated as the
+//!   NetworkPolicy API defines them, not with this leak.
+//! - Rules are weighed only when both ends are known pods; an unknown peer (a pod on another
+//!   node when only this node's pods are watched) leaves the evidence missing.
+//!
+//! [pod.go]: https://github.com/k3s-io/kube-router/blob/569ffdf38857b6123009d47b15e4b9a5295b7c84/pkg/controllers/netpol/pod.go
+//! [policy.go]: https://github.com/k3s-io/kube-router/blob/a6292236c3fdbe726bf4e9c9ff8dccef62169650/pkg/controllers/netpol/policy.go
+//! [utils.go]: https://github.com/k3s-io/kube-router/blob/5f0697bb4c891f1b1218361f9ceb68dac1724253/pkg/controllers/netpol/utils.go
 
 pub mod ifname;
 pub mod index;

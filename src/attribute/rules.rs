@@ -20,7 +20,7 @@
 //!   that declares that name for that protocol and number.
 //!
 //! Where kube-router (`evalPodPeer`, `evalIPBlockPeer`, `processNetworkPolicyPorts` in
-//! [policy.go](https://github.com/k3s-io/kube-router/blob/master/pkg/controllers/netpol/policy.go))
+//! [policy.go](https://github.com/k3s-io/kube-router/blob/a6292236c3fdbe726bf4e9c9ff8dccef62169650/pkg/controllers/netpol/policy.go))
 //! makes a choice the API leaves open, it is followed: a peer carrying selectors ignores its
 //! `ipBlock`, a peer with nothing set matches nothing, an `endPort` below `port` is ignored, an
 //! invalid selector or CIDR matches nothing.
