@@ -32,11 +32,14 @@
 //!   that select the destination pod for Ingress or the source pod for Egress, on this node.
 //!   When no key match selects a pod of the packet, every key match stays a candidate.
 //! - The direction is the side those candidates protect; when they protect both, the side
-//!   where some candidate's rules do not allow the packet, if only one side is such.
-//! - Empty prefix: each side whose pod has policies for its direction (the destination's
-//!   Ingress, the source's Egress) could have rejected it, unless those policies' rules allow
-//!   the packet ([`rules`]). Exactly one such side decides the direction and the candidates
-//!   (all its policies); otherwise the direction is unknown and the candidates are the union.
+//!   where some candidate's rules do not allow the packet, if only one side is such (the
+//!   candidates are then that side's); otherwise the direction is unknown.
+//! - Empty prefix: a side whose pod has no policy for its direction (the destination's
+//!   Ingress, the source's Egress, on this node) is ruled out. When both sides have some, a side
+//!   whose policies' rules allow the packet ([`rules`]) is ruled out too. One side left decides
+//!   the direction, and its policies are the candidates (all of them failed to allow it); with
+//!   both left (both deny, or the evidence is missing) or none (the rules contradict the drop),
+//!   the direction is unknown and the candidates are the union.
 //! - `resolved` means exactly one candidate remains.
 //!
 //! # Limits
