@@ -1,9 +1,15 @@
 //! Configuration: a TOML file (every key documented in `config/netpol-nflogd.toml`), then
-//! command-line flags and environment variables on top (see the binary's `--help`).
+//! command-line flags and environment variables on top ([`Overrides`], see the binary's
+//! `--help`).
 //!
-//! Unknown keys are errors, and validation reports every problem at once, each naming its key.
+//! Three steps, each with one owner: [`ConfigFile`] is the file as written (unknown keys are
+//! errors); [`ConfigFile::resolve`] checks every value and turns it into the typed [`Config`],
+//! reporting every problem at once, each naming its key; [`Config`]'s builders
+//! ([`Config::limiter`], [`Config::socket_tuning`], …) make the runtime parts from it.
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -14,9 +20,10 @@ use crate::sink::syslog::SyslogSinkConfig;
 /// The documented default configuration, embedded so the daemon runs with no file at all.
 pub const DEFAULT_TOML: &str = include_str!("../config/netpol-nflogd.toml");
 
+/// The configuration file as written, before [`ConfigFile::resolve`].
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub struct Config {
+pub struct ConfigFile {
     pub source: Source,
     pub output: Output,
     pub sinks: Vec<Sink>,
@@ -121,9 +128,9 @@ pub struct Tail {
     pub ring: usize,
 }
 
-impl Default for Config {
+impl Default for ConfigFile {
     fn default() -> Self {
-        Config {
+        ConfigFile {
             source: Source::default(),
             output: Output::default(),
             sinks: vec![
@@ -218,25 +225,73 @@ pub enum ConfigError {
     Invalid(Vec<Problem>),
 }
 
-impl Config {
+impl ConfigFile {
     /// Parses TOML text; `origin` names it in errors.
-    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    pub fn parse(text: &str, origin: &str) -> Result<ConfigFile, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError::Parse {
             origin: origin.to_string(),
             message: e.to_string().trim_end().to_string(),
         })
     }
 
-    pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+    /// Reads a file, or the embedded default without one.
+    pub fn load(path: Option<&Path>) -> Result<ConfigFile, ConfigError> {
+        let Some(path) = path else {
+            return ConfigFile::parse(DEFAULT_TOML, "embedded default");
+        };
         let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Read {
             path: path.to_path_buf(),
             err,
         })?;
-        Config::parse(&text, &path.display().to_string())
+        ConfigFile::parse(&text, &path.display().to_string())
+    }
+
+    /// Applies command-line and environment overrides on top of the file.
+    pub fn apply(&mut self, o: &Overrides) {
+        if !o.groups.is_empty() {
+            self.source.groups = o.groups.clone();
+        }
+        if let Some(h) = &o.hostname {
+            self.output.hostname = h.clone();
+        }
+        if let Some(n) = &o.node_name {
+            self.output.node_name = n.clone();
+        }
+        if let Some(path) = &o.syslogemu_file {
+            self.sinks
+                .retain(|s| !(matches!(s, Sink::File(_)) && s.format() == Some(Format::Syslogemu)));
+            if !path.as_os_str().is_empty() {
+                self.sinks.push(Sink::file(Format::Syslogemu, path.clone()));
+            }
+        }
+        if let Some(path) = &o.json_file {
+            self.sinks.push(Sink::file(Format::Json, path.clone()));
+        }
+        if let Some(stdout) = &o.stdout {
+            self.sinks.retain(|s| !matches!(s, Sink::Stdout(_)));
+            self.sinks.extend(stdout.map(Sink::stdout));
+        }
+        if o.no_rate_limit {
+            self.limits.enabled = false;
+        }
+        if let Some(t) = &o.tail_socket {
+            self.tail.socket = t.clone();
+        }
+        if let Some(m) = &o.metrics_listen {
+            self.metrics.listen = m.clone();
+        }
+        if let Some(r) = o.rcvbuf {
+            self.source.socket_receive_buffer = r;
+        }
     }
 
     /// Checks every value; returns all problems at once.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.resolve().map(|_| ())
+    }
+
+    /// Checks every value and returns the typed configuration, or every problem at once.
+    pub fn resolve(&self) -> Result<Config, ConfigError> {
         let mut p = Vec::new();
         let mut bad = |key: &str, problem: String| {
             p.push(Problem {
@@ -314,44 +369,176 @@ impl Config {
                 format!("{} is above 10000", self.output.correlation_window_ms),
             );
         }
-        if !matches!(self.kubernetes.mode.as_str(), "auto" | "on" | "off") {
+        let mode = match self.kubernetes.mode.as_str() {
+            "auto" => KubeMode::Auto,
+            "on" => KubeMode::On,
+            "off" => KubeMode::Off,
+            other => {
+                bad(
+                    "kubernetes.mode",
+                    format!("{other:?} is not one of auto, on, off"),
+                );
+                KubeMode::Off
+            }
+        };
+        let metrics_listen = match self.metrics.listen.as_str() {
+            "" => None,
+            text => match text.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    bad(
+                        "metrics.listen",
+                        format!("{text:?} is not an address:port (empty disables)"),
+                    );
+                    None
+                }
+            },
+        };
+        if !(1..=TAIL_RING_MAX).contains(&self.tail.ring) {
             bad(
-                "kubernetes.mode",
-                format!("{:?} is not one of auto, on, off", self.kubernetes.mode),
-            );
-        }
-        if !self.metrics.listen.is_empty()
-            && self.metrics.listen.parse::<std::net::SocketAddr>().is_err()
-        {
-            bad(
-                "metrics.listen",
+                "tail.ring",
                 format!(
-                    "{:?} is not an address:port (empty disables)",
-                    self.metrics.listen
+                    "{} is not between 1 and {TAIL_RING_MAX} records",
+                    self.tail.ring
                 ),
             );
         }
-        if p.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError::Invalid(p))
+        if !p.is_empty() {
+            return Err(ConfigError::Invalid(p));
         }
-    }
-
-    /// The per-policy default and the default for messages without a policy.
-    pub fn limits(&self) -> (Limit, Limit) {
-        let make = |limit: &str, burst: u32| {
+        let limit = |text: &str, burst: u32| {
             let (count, per) =
-                limit::parse_limit(limit).unwrap_or((Limit::DEFAULT.count, Limit::DEFAULT.per));
+                limit::parse_limit(text).unwrap_or((Limit::DEFAULT.count, Limit::DEFAULT.per));
             Limit { count, per, burst }
         };
-        (
-            make(&self.limits.default_limit, self.limits.default_burst),
-            make(
-                &self.limits.unattributed_limit,
-                self.limits.unattributed_burst,
-            ),
-        )
+        Ok(Config {
+            source: self.source.clone(),
+            hostname: self.output.hostname.clone(),
+            node_name: self.output.node_name.clone(),
+            correlation_window: Duration::from_millis(self.output.correlation_window_ms),
+            sinks: self.sinks.clone(),
+            limits: LimitSettings {
+                enabled: l.enabled,
+                policy: limit(&l.default_limit, l.default_burst),
+                unattributed: limit(&l.unattributed_limit, l.unattributed_burst),
+                summary_interval: Duration::from_secs(l.summary_interval_s),
+            },
+            kube_mode: mode,
+            watch_all_pods: self.kubernetes.watch_all_pods,
+            metrics_listen,
+            tail_socket: (!self.tail.socket.is_empty()).then(|| PathBuf::from(&self.tail.socket)),
+            tail_ring: self.tail.ring,
+        })
+    }
+}
+
+/// Records kept for new `nflog-tail` clients at most (each is about 1 KiB).
+pub const TAIL_RING_MAX: usize = 100_000;
+
+/// Settings from the command line and the environment; `None` keeps the file's value.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub groups: Vec<u16>,
+    pub hostname: Option<String>,
+    pub node_name: Option<String>,
+    /// Replaces the syslogemu file sinks; an empty path removes them.
+    pub syslogemu_file: Option<PathBuf>,
+    /// Adds a JSON file sink.
+    pub json_file: Option<PathBuf>,
+    /// Replaces the stdout sinks: `Some(None)` removes them.
+    pub stdout: Option<Option<Format>>,
+    pub no_rate_limit: bool,
+    pub rcvbuf: Option<usize>,
+    pub tail_socket: Option<String>,
+    pub metrics_listen: Option<String>,
+}
+
+/// Whether the daemon watches the Kubernetes API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KubeMode {
+    /// When in a pod or with a kubeconfig; standalone otherwise.
+    Auto,
+    /// Always: no cluster configuration is an error.
+    On,
+    Off,
+}
+
+/// The daemon's rate limits, parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitSettings {
+    pub enabled: bool,
+    /// For `DROP by policy` rules without annotations.
+    pub policy: Limit,
+    /// For each pod chain and each other prefix.
+    pub unattributed: Limit,
+    pub summary_interval: Duration,
+}
+
+/// The checked, typed configuration ([`ConfigFile::resolve`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub source: Source,
+    /// Empty: the short hostname, as ulogd2.
+    pub hostname: String,
+    /// Empty: `$NODE_NAME`, else the hostname.
+    pub node_name: String,
+    /// Zero: no correlation.
+    pub correlation_window: Duration,
+    pub sinks: Vec<Sink>,
+    pub limits: LimitSettings,
+    pub kube_mode: KubeMode,
+    pub watch_all_pods: bool,
+    pub metrics_listen: Option<SocketAddr>,
+    pub tail_socket: Option<PathBuf>,
+    pub tail_ring: usize,
+}
+
+impl Config {
+    /// Loads the file (or the embedded default), applies the overrides and checks the result.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut file = ConfigFile::load(path)?;
+        file.apply(overrides);
+        file.resolve()
+    }
+
+    /// The embedded default configuration.
+    pub fn embedded() -> Config {
+        ConfigFile::default()
+            .resolve()
+            .expect("the embedded default configuration is valid (tested)")
+    }
+
+    /// The hostname for syslogemu lines and the node name for JSON records.
+    pub fn names(&self) -> (String, String) {
+        let hostname = if self.hostname.is_empty() {
+            crate::render::short_hostname()
+        } else {
+            self.hostname.clone()
+        };
+        let node_name = if !self.node_name.is_empty() {
+            self.node_name.clone()
+        } else {
+            std::env::var("NODE_NAME").unwrap_or_else(|_| hostname.clone())
+        };
+        (hostname, node_name)
+    }
+
+    /// The rate limiter the limits ask for.
+    pub fn limiter(&self) -> crate::limit::Limiter {
+        let l = &self.limits;
+        crate::limit::Limiter::new(l.enabled, l.policy, l.unattributed)
+    }
+
+    /// The NFLOG socket's settings.
+    pub fn socket_tuning(&self) -> crate::source::socket::Tuning {
+        let s = &self.source;
+        crate::source::socket::Tuning {
+            copy_range: s.copy_range,
+            nlbufsiz: s.kernel_buffer,
+            qthreshold: s.queue_threshold,
+            timeout_cs: s.flush_timeout_ms.div_ceil(10),
+            rcvbuf: s.socket_receive_buffer,
+        }
     }
 }
 
@@ -361,14 +548,15 @@ mod tests {
 
     #[test]
     fn embedded_default_equals_code_default() {
-        let parsed = Config::parse(DEFAULT_TOML, "default").unwrap();
-        assert_eq!(parsed, Config::default());
+        let parsed = ConfigFile::parse(DEFAULT_TOML, "default").unwrap();
+        assert_eq!(parsed, ConfigFile::default());
         parsed.validate().unwrap();
+        assert_eq!(Config::embedded().limits.policy, Limit::DEFAULT);
     }
 
     #[test]
     fn syslog_sink_is_parsed_and_validated() {
-        let c = Config::parse(
+        let c = ConfigFile::parse(
             "[[sinks]]\nkind = \"syslog\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:514\"\nframing = \"newline\"\n",
             "t",
         )
@@ -377,17 +565,17 @@ mod tests {
             matches!(&c.sinks[..], [Sink::Syslog(s)] if s.name() == "syslog+tcp:127.0.0.1:514")
         );
         c.validate().unwrap();
-        let err = Config::parse("[[sinks]]\nkind = \"syslog\"\nfacility = \"nope\"\n", "t")
+        let err = ConfigFile::parse("[[sinks]]\nkind = \"syslog\"\nfacility = \"nope\"\n", "t")
             .unwrap()
             .validate()
             .unwrap_err()
             .to_string();
         assert!(err.contains("sinks[0].facility"), "{err}");
-        let err = Config::parse("[[sinks]]\nkind = \"file\"\nformat = \"json\"\n", "t")
+        let err = ConfigFile::parse("[[sinks]]\nkind = \"file\"\nformat = \"json\"\n", "t")
             .unwrap_err()
             .to_string();
         assert!(err.contains("path"), "{err}");
-        let err = Config::parse(
+        let err = ConfigFile::parse(
             "[[sinks]]\nkind = \"stdout\"\nformat = \"json\"\npath = \"x\"\n",
             "t",
         )
@@ -398,7 +586,7 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let err = Config::parse("[source]\ngroup = 5\n", "t.toml")
+        let err = ConfigFile::parse("[source]\ngroup = 5\n", "t.toml")
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown field `group`"), "{err}");
@@ -407,7 +595,7 @@ mod tests {
 
     #[test]
     fn every_problem_is_reported_with_its_key() {
-        let c = Config::parse(
+        let c = ConfigFile::parse(
             "[source]\ncopy_range = 0\nkernel_buffer = 1\n[limits]\ndefault_limit = \"10/min\"\n[kubernetes]\nmode = \"maybe\"\n",
             "t",
         )
@@ -421,5 +609,48 @@ mod tests {
         ] {
             assert!(err.contains(key), "{key} missing from {err}");
         }
+    }
+
+    #[test]
+    fn overrides_apply_in_the_configuration_layer() {
+        let o = Overrides {
+            groups: vec![5, 6],
+            syslogemu_file: Some(PathBuf::from("/tmp/x.log")),
+            stdout: Some(None),
+            json_file: Some(PathBuf::from("/tmp/x.json")),
+            metrics_listen: Some(String::new()),
+            tail_socket: Some(String::new()),
+            no_rate_limit: true,
+            ..Overrides::default()
+        };
+        let c = Config::load(None, &o).unwrap();
+        assert_eq!(c.source.groups, vec![5, 6]);
+        assert_eq!(
+            c.sinks,
+            vec![
+                Sink::file(Format::Syslogemu, "/tmp/x.log"),
+                Sink::file(Format::Json, "/tmp/x.json")
+            ]
+        );
+        assert_eq!((c.metrics_listen, c.tail_socket), (None, None));
+        assert!(!c.limits.enabled);
+        assert_eq!(c.kube_mode, KubeMode::Auto);
+        let stdout_json = Overrides {
+            syslogemu_file: Some(PathBuf::new()),
+            stdout: Some(Some(Format::Json)),
+            ..Overrides::default()
+        };
+        let c = Config::load(None, &stdout_json).unwrap();
+        assert_eq!(c.sinks, vec![Sink::stdout(Format::Json)]);
+    }
+
+    #[test]
+    fn a_huge_tail_ring_is_refused() {
+        let err = ConfigFile::parse("[tail]\nring = 100000000\n", "t")
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tail.ring"), "{err}");
     }
 }

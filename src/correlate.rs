@@ -1,19 +1,29 @@
 //! Correlation: the NFLOG messages one dropped packet produced, as one structured event.
 //!
 //! On K3s, kube-router's pod firewall chain (`KUBE-POD-FW-…`) jumps to the chain of every policy
-//! that selects the pod; each policy chain that does not allow the packet logs it with
+//! that selects the pod; a policy chain that does not allow the packet logs it with
 //! `DROP by policy <ns>/<name>`, and the pod chain itself then logs it with an empty prefix just
-//! before its `REJECT` ([pod.go], [policy.go]). All of that happens in one traversal of one hook
-//! by one packet, so the kernel queues those messages one after the other, and the pod chain's
-//! empty-prefix message is the last one.
+//! before its `REJECT` ([pod.go], [policy.go]). K3s releases from v1.27.7 write the policy's
+//! `NFLOG` rule after *each* of its accept rules (`appendRuleToPolicyChain`; k3s-io/k3s#9032),
+//! so one policy can log the same packet several times in a row. All of that happens in one
+//! traversal of one hook by one packet, so the kernel queues those messages one after the other,
+//! and the pod chain's empty-prefix message is the last one.
 //!
 //! Only such a run is merged: a message joins the packet being collected when it was logged at
-//! the same hook, on the same interfaces, with the same kernel timestamp and the same packet
-//! bytes, and its prefix has not been seen for that packet yet (a rule logs a traversal once).
-//! Anything else, including an identical packet sent again (IPv4 ID 0 on DF datagrams, one IPv6
-//! flow label per flow, identical payloads), starts a new event. The price of that rule: when
-//! messages of two CPUs interleave in the queue, one packet may give two events; distinct
-//! packets are never merged.
+//! the same hook, on the same interfaces, with the same packet bytes, within [`SAME_TRAVERSAL`]
+//! of it by the kernel's clock (when the kernel stamped both), and its prefix is either new for
+//! that packet or the same as the message just before it. Anything else starts a new event: an
+//! identical packet sent again (IPv4 ID 0 on DF datagrams, one IPv6 flow label per flow,
+//! identical payloads) shows itself by a prefix coming round again, by the empty prefix that
+//! ended the previous packet, or by the kernel's timestamps. The price: when messages of two
+//! CPUs interleave in the queue, one packet may give two events; and when a policy that logs
+//! once per packet drops two identical packets back to back, and the kernel's limit kept back
+//! the pod chain's message of the first, they give one event with `count: 2`.
+//!
+//! The kernel's timestamp is the packet's receive time when the packet has one, and the time of
+//! logging otherwise (`skb_tstamp_cond` in `__build_packet_message`,
+//! net/netfilter/nfnetlink_log.c), so the messages of one traversal may differ by microseconds:
+//! equality would be the wrong test, a bound is not.
 //!
 //! The packet being collected is handed out when a message does not join it, when the
 //! empty-prefix message (the pod chain's, always the last) has joined it, when the window has
@@ -33,6 +43,15 @@ use crate::decode::Packet;
 use crate::event::{IfName, Timestamp};
 use crate::source::nflog::NflogMsg;
 
+/// The kernel logs one traversal's messages within one run of the network stack: far less
+/// than this apart.
+pub const SAME_TRAVERSAL: Duration = Duration::from_millis(1);
+
+/// A kernel timestamp in microseconds.
+fn micros((sec, usec): (u64, u64)) -> u128 {
+    u128::from(sec) * 1_000_000 + u128::from(usec)
+}
+
 /// What the messages of one traversal share.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Traversal {
@@ -43,7 +62,6 @@ struct Traversal {
     outdev: u32,
     physindev: u32,
     physoutdev: u32,
-    timestamp: Option<(u64, u64)>,
 }
 
 impl Traversal {
@@ -56,7 +74,6 @@ impl Traversal {
             outdev: msg.outdev,
             physindev: msg.physindev,
             physoutdev: msg.physoutdev,
-            timestamp: msg.timestamp,
         }
     }
 }
@@ -78,6 +95,10 @@ pub struct Open {
     pub body: Vec<u8>,
     payload: Range<usize>,
     traversal: Traversal,
+    /// The kernel's timestamp of the latest message.
+    timestamp: Option<(u64, u64)>,
+    /// Where the latest message's prefix starts in `prefixes`.
+    last_prefix: usize,
     /// The prefixes of every message, NUL-separated (a prefix cannot hold a NUL), written or not.
     prefixes: Vec<u8>,
     /// Messages seen for this packet, written or suppressed.
@@ -100,9 +121,17 @@ impl Open {
     }
 
     fn same_packet(&self, msg: &NflogMsg<'_>) -> bool {
+        let prefix = msg.prefix.unwrap_or_default();
+        let close_in_time = match (self.timestamp, msg.timestamp) {
+            (Some(a), Some(b)) => micros(a).abs_diff(micros(b)) <= SAME_TRAVERSAL.as_micros(),
+            _ => true,
+        };
+        let repeats_last = self.prefixes.get(self.last_prefix..) == Some(prefix);
         self.traversal == Traversal::of(msg)
+            && close_in_time
+            && !self.complete()
             && self.body.get(self.payload.clone()) == Some(msg.payload)
-            && !self.prefixes().any(|p| p == msg.prefix.unwrap_or_default())
+            && (repeats_last || !self.prefixes().any(|p| p == prefix))
     }
 
     /// The pod chain's message comes last in a traversal: nothing more can join.
@@ -156,7 +185,9 @@ impl Correlator {
         let joined = match self.open.as_mut() {
             Some(open) if open.same_packet(msg) => {
                 open.prefixes.push(0);
+                open.last_prefix = open.prefixes.len();
                 open.prefixes.extend_from_slice(prefix);
+                open.timestamp = msg.timestamp.or(open.timestamp);
                 open.seen += 1;
                 open.count += u32::from(written);
                 true
@@ -196,6 +227,8 @@ impl Correlator {
             body: b,
             payload,
             traversal: Traversal::of(msg),
+            timestamp: msg.timestamp,
+            last_prefix: 0,
             prefixes: p,
             seen: 1,
             count: 1,
@@ -300,17 +333,54 @@ mod tests {
     }
 
     #[test]
-    fn a_repeated_prefix_starts_a_new_packet() {
-        // The pod chain's message is limited to 10/minute in the kernel: often only the
-        // policy's message arrives, and the next identical packet repeats its prefix.
+    fn a_prefix_coming_round_again_starts_a_new_packet() {
+        // Two identical packets, each dropped by two policies; the pod chain's message of the
+        // first was kept back by the kernel's limit.
         let d = DATAGRAM();
         let mut c = Correlator::new(Duration::from_secs(60));
-        let msgs: Vec<_> = (0..5)
-            .map(|_| (body(b"DROP by policy shop/deny", &d, None), true))
-            .collect();
+        let msgs = vec![
+            (body(b"DROP by policy shop/a", &d, None), true),
+            (body(b"DROP by policy shop/b", &d, None), true),
+            (body(b"DROP by policy shop/a", &d, None), true),
+            (body(b"DROP by policy shop/b", &d, None), true),
+            (body(b"", &d, None), true),
+        ];
+        assert_eq!(run(&mut c, &msgs), vec![2, 3]);
+    }
+
+    #[test]
+    fn one_policy_logging_after_each_accept_rule_is_one_packet() {
+        // K3s from v1.27.7 logs after every accept rule of a policy chain: a packet that passes
+        // three of them unmatched is logged three times by that policy, then by the pod chain.
+        let d = DATAGRAM();
+        let mut c = Correlator::new(Duration::from_secs(60));
+        let mut msgs = Vec::new();
+        for _ in 0..2 {
+            for _ in 0..3 {
+                msgs.push((body(b"DROP by policy shop/a", &d, None), true));
+            }
+            msgs.push((body(b"", &d, None), true));
+        }
+        assert_eq!(run(&mut c, &msgs), vec![4, 4]);
+    }
+
+    #[test]
+    fn kernel_timestamps_far_apart_are_different_packets() {
+        let d = DATAGRAM();
+        let mut c = Correlator::new(Duration::from_secs(60));
+        let msgs = vec![
+            // Logged microseconds apart: one traversal (the kernel stamps each message when the
+            // packet carries no receive time).
+            (body(b"DROP by policy shop/a", &d, Some((100, 1))), true),
+            (body(b"", &d, Some((100, 9))), true),
+            // The same bytes later: another packet; 5 ms on, yet another, even with the pod
+            // chain's message missing in between.
+            (body(b"DROP by policy shop/a", &d, Some((100, 20))), true),
+            (body(b"DROP by policy shop/a", &d, Some((100, 5020))), true),
+        ];
         let mut counts = run(&mut c, &msgs);
         c.flush(&mut |o| counts.push(o.count));
-        assert_eq!(counts, vec![1; 5]);
+        assert_eq!(counts, vec![2, 1, 1]);
     }
 
     #[test]
@@ -336,17 +406,6 @@ mod tests {
         let mut counts = run(&mut c, &msgs);
         c.flush(&mut |o| counts.push(o.count));
         assert_eq!(counts, vec![3, 1, 1]);
-    }
-
-    #[test]
-    fn different_kernel_timestamps_are_different_packets() {
-        let d = DATAGRAM();
-        let mut c = Correlator::new(Duration::from_secs(60));
-        let msgs = vec![
-            (body(b"DROP by policy shop/a", &d, Some((100, 1))), true),
-            (body(b"", &d, Some((100, 2))), true),
-        ];
-        assert_eq!(run(&mut c, &msgs), vec![1, 1]);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use netpol_nflog::config::{Config, Sink};
+use netpol_nflog::config::{ConfigFile, Sink};
 use netpol_nflog::decode::{self, protocol_name};
 use netpol_nflog::event::{Event, Timestamp};
 use netpol_nflog::limit::{parse_annotations, parse_burst, parse_limit, Limit, Limiter};
@@ -375,24 +375,27 @@ pub fn annotations(data: &[u8]) {
     limiter.set_limit(b"default/p", None);
 }
 
-/// `config`: `Config::parse` and `validate` on arbitrary TOML. No panic; a valid config yields
+/// `config`: `ConfigFile::parse` and `resolve` on arbitrary TOML. No panic; a valid config yields
 /// limits within range, and each syslog sink it names renders an event as exactly one line.
 pub fn config(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let cfg = match Config::parse(text, "fuzz.toml") {
+    let file = match ConfigFile::parse(text, "fuzz.toml") {
         Ok(cfg) => cfg,
         Err(e) => {
             let _ = e.to_string();
             return;
         }
     };
-    if let Err(e) = cfg.validate() {
-        let _ = e.to_string();
-        return;
-    }
-    let (policy, unattributed) = cfg.limits();
+    let cfg = match file.resolve() {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            let _ = e.to_string();
+            return;
+        }
+    };
+    let (policy, unattributed) = (cfg.limits.policy, cfg.limits.unattributed);
     for l in [policy, unattributed] {
         assert_limit_in_range(l.count, l.per, "config limits");
         assert!((1..=10000).contains(&l.burst), "config burst {}", l.burst);
@@ -420,12 +423,12 @@ pub fn config(data: &[u8]) {
         panic!("the built message does not parse");
     };
     let ev: Event<'_> = event(msg, RECEIVED, if_label(2), if_label(3));
-    let mut renderer = Renderer::new(&cfg.output.hostname, &cfg.output.node_name);
+    let mut renderer = Renderer::new(&cfg.hostname, &cfg.node_name);
     let mut out = Vec::new();
     for sink in &cfg.sinks {
         if let Sink::Syslog(sys) = sink {
             let _ = sys.name();
-            let fmt = sys.format(&cfg.output.hostname, &cfg.output.node_name);
+            let fmt = sys.format(&cfg.hostname, &cfg.node_name);
             out.clear();
             renderer.render_syslog(&fmt, &ev, &mut out);
             assert_one_line(&out, "syslog message");

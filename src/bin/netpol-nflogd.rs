@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use netpol_nflog::config::{Config, Sink};
+use netpol_nflog::config::{Config, Overrides};
 use netpol_nflog::pipeline::{self, RunOptions};
 use netpol_nflog::render::Format;
 
@@ -154,50 +154,28 @@ fn main() -> ExitCode {
 }
 
 fn load_config(cli: &Cli) -> Result<Config, netpol_nflog::config::ConfigError> {
-    let mut cfg = match &cli.config {
-        Some(path) => Config::load(path)?,
-        None => Config::parse(netpol_nflog::config::DEFAULT_TOML, "embedded default")?,
+    let stdout = cli.stdout.as_deref().map(|f| match f {
+        "syslogemu" => Some(Format::Syslogemu),
+        "json" => Some(Format::Json),
+        _ => None,
+    });
+    let overrides = Overrides {
+        groups: cli.groups.clone(),
+        hostname: cli.hostname.clone(),
+        node_name: cli.node_name.clone(),
+        syslogemu_file: cli.syslogemu_file.as_ref().map(PathBuf::from),
+        json_file: cli.json_file.clone(),
+        stdout,
+        no_rate_limit: cli.no_rate_limit,
+        rcvbuf: cli.rcvbuf,
+        tail_socket: cli
+            .tail_socket
+            .as_ref()
+            .map(|t| t.to_string_lossy().into_owned()),
+        metrics_listen: cli
+            .metrics_listen
+            .as_ref()
+            .map(|m| m.to_string_lossy().into_owned()),
     };
-    if !cli.groups.is_empty() {
-        cfg.source.groups = cli.groups.clone();
-    }
-    if let Some(h) = &cli.hostname {
-        cfg.output.hostname = h.clone();
-    }
-    if let Some(n) = &cli.node_name {
-        cfg.output.node_name = n.clone();
-    }
-    if let Some(path) = &cli.syslogemu_file {
-        cfg.sinks
-            .retain(|s| !(matches!(s, Sink::File(_)) && s.format() == Some(Format::Syslogemu)));
-        if !path.is_empty() {
-            cfg.sinks
-                .push(Sink::file(Format::Syslogemu, PathBuf::from(path)));
-        }
-    }
-    if let Some(path) = &cli.json_file {
-        cfg.sinks.push(Sink::file(Format::Json, path.clone()));
-    }
-    if let Some(fmt) = &cli.stdout {
-        cfg.sinks.retain(|s| !matches!(s, Sink::Stdout(_)));
-        match fmt.as_str() {
-            "syslogemu" => cfg.sinks.push(Sink::stdout(Format::Syslogemu)),
-            "json" => cfg.sinks.push(Sink::stdout(Format::Json)),
-            _ => {}
-        }
-    }
-    if cli.no_rate_limit {
-        cfg.limits.enabled = false;
-    }
-    if let Some(t) = &cli.tail_socket {
-        cfg.tail.socket = t.to_string_lossy().into_owned();
-    }
-    if let Some(m) = &cli.metrics_listen {
-        cfg.metrics.listen = m.to_string_lossy().into_owned();
-    }
-    if let Some(r) = cli.rcvbuf {
-        cfg.source.socket_receive_buffer = r;
-    }
-    cfg.validate()?;
-    Ok(cfg)
+    Config::load(cli.config.as_deref(), &overrides)
 }

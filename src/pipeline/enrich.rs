@@ -5,11 +5,10 @@
 //! generation, and every event of that flow shares one copy.
 
 use std::hash::{Hash, Hasher};
-use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
 use crate::attribute::index::Index;
-use crate::attribute::{Attribution, Direction, KubeContext, PolicyRef, PolicySource};
+use crate::attribute::{Attribution, Direction, Flow, KubeContext, PolicyRef, PolicySource};
 use crate::decode::Packet;
 
 /// Entries kept before the cache starts over (bounds memory under a flood of distinct flows).
@@ -24,30 +23,20 @@ struct Cache {
 struct Entry {
     source: PolicySource,
     key: Box<[u8]>,
-    flow: FlowKey,
+    flow: Flow,
     context: Option<Arc<KubeContext>>,
 }
 
 /// What attribution reads of a packet: the addresses, and the protocol and destination port
 /// that policy rules match on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct FlowKey {
-    src: Option<IpAddr>,
-    dst: Option<IpAddr>,
-    protocol: Option<u8>,
-    dst_port: Option<u16>,
-}
-
-impl FlowKey {
-    fn of(packet: &Packet) -> Self {
-        let (src, dst) = packet.addrs().unzip();
-        FlowKey {
-            src,
-            dst,
-            protocol: packet.protocol(),
-            // A later fragment carries no transport header: its port is unknown.
-            dst_port: packet.ports().map(|(_, d)| d),
-        }
+fn flow_of(packet: &Packet) -> Flow {
+    let (src, dst) = packet.addrs().unzip();
+    Flow {
+        src,
+        dst,
+        protocol: packet.protocol(),
+        // A later fragment carries no transport header: its port is unknown.
+        dst_port: packet.ports().map(|(_, d)| d),
     }
 }
 
@@ -73,7 +62,7 @@ impl Enricher {
         packet: &Packet,
     ) -> Option<Arc<KubeContext>> {
         let index = self.index.as_ref()?;
-        let flow = FlowKey::of(packet);
+        let flow = flow_of(packet);
         // A poisoned lock only means a watcher panicked mid-update; the index is still the
         // best knowledge there is.
         let index = index.read().unwrap_or_else(|p| p.into_inner());
@@ -91,7 +80,7 @@ impl Enricher {
                 return e.context.clone();
             }
         }
-        let context = index.resolve(attribution, flow.src, flow.dst).map(Arc::new);
+        let context = index.resolve_flow(attribution, &flow).map(Arc::new);
         cache.entries.insert(
             hash,
             Entry {

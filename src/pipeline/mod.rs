@@ -23,12 +23,11 @@ use anyhow::Context as _;
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::{Config, Sink};
+use crate::config::{Config, KubeMode, Sink};
 use crate::event::Timestamp;
-use crate::limit::Limiter;
 use crate::render::{Format, Renderer};
 use crate::sink::{self, file::FileOutput, Chunk, SinkHandle};
-use crate::source::socket::{NflogSocket, Recv, Tuning};
+use crate::source::socket::{NflogSocket, Recv};
 use crate::stats::{SinkStats, Stats};
 
 /// Options that only the command line sets.
@@ -41,16 +40,7 @@ pub struct RunOptions {
 /// Runs the daemon until SIGTERM or SIGINT; returns the final counters.
 pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<Arc<Stats>> {
     let stats = Stats::new();
-    let hostname = if cfg.output.hostname.is_empty() {
-        crate::render::short_hostname()
-    } else {
-        cfg.output.hostname.clone()
-    };
-    let node_name = if !cfg.output.node_name.is_empty() {
-        cfg.output.node_name.clone()
-    } else {
-        std::env::var("NODE_NAME").unwrap_or_else(|_| hostname.clone())
-    };
+    let (hostname, node_name) = cfg.names();
     let reopen = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut sinks: Vec<(OutputKind, SinkHandle)> = Vec::new();
     for s in &cfg.sinks {
@@ -82,12 +72,10 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<Arc<Stats>> {
             sink::spawn(output, st, reopen.clone()),
         ));
     }
-    let (policy_default, unattributed) = cfg.limits();
-    let limiter = Limiter::new(cfg.limits.enabled, policy_default, unattributed);
-    let window = Duration::from_millis(cfg.output.correlation_window_ms);
+    let window = cfg.correlation_window;
     let mut proc = Processor::new(
         Renderer::new(&hostname, &node_name),
-        limiter,
+        cfg.limiter(),
         &[],
         stats.clone(),
         true,
@@ -98,16 +86,17 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<Arc<Stats>> {
         .into_iter()
         .map(|(kind, handle)| (proc.add_output(kind), handle))
         .collect();
-    let tail = match cfg.tail.socket.as_str() {
-        "" => None,
-        path => {
-            let t =
-                crate::sink::tail::spawn(std::path::Path::new(path), cfg.tail.ring, stats.clone())
-                    .with_context(|| {
-                        format!(
-                    "cannot create the tail socket {path} (set tail.socket = \"\" to disable it)"
-                )
-                    })?;
+    let tail = match &cfg.tail_socket {
+        None => None,
+        Some(path) => {
+            let t = crate::sink::tail::spawn(path, cfg.tail_ring, stats.clone()).with_context(
+                || {
+                    format!(
+                        "cannot create the tail socket {} (set tail.socket = \"\" to disable it)",
+                        path.display()
+                    )
+                },
+            )?;
             proc = proc.with_tail(t.clients.clone());
             Some(t)
         }
@@ -123,15 +112,10 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<Arc<Stats>> {
         proc = proc.with_kube(k.index.clone());
     }
     let health = Arc::new(crate::metrics::Health::default());
-    if !cfg.metrics.listen.is_empty() {
-        let listener = tokio::net::TcpListener::bind(&cfg.metrics.listen)
+    if let Some(listen) = cfg.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .with_context(|| {
-                format!(
-                    "cannot listen on {} for metrics (metrics.listen)",
-                    cfg.metrics.listen
-                )
-            })?;
+            .with_context(|| format!("cannot listen on {listen} for metrics (metrics.listen)"))?;
         tokio::spawn(crate::metrics::serve(
             listener,
             stats.clone(),
@@ -141,14 +125,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<Arc<Stats>> {
     }
 
     let src = &cfg.source;
-    let tuning = Tuning {
-        copy_range: src.copy_range,
-        nlbufsiz: src.kernel_buffer,
-        qthreshold: src.queue_threshold,
-        timeout_cs: src.flush_timeout_ms.div_ceil(10),
-        rcvbuf: src.socket_receive_buffer,
-    };
-    let mut socket = NflogSocket::open(&src.groups, &tuning)?;
+    let mut socket = NflogSocket::open(&src.groups, &cfg.socket_tuning())?;
     for g in &src.groups {
         tracing::info!(
             group = g,
@@ -169,7 +146,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<Arc<Stats>> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
-    let interval = Duration::from_secs(cfg.limits.summary_interval_s.max(1));
+    let interval = cfg.limits.summary_interval.max(Duration::from_secs(1));
     let mut summary = tokio::time::interval(interval);
     summary.tick().await;
     let mut buf = vec![0u8; 256 * 1024];
@@ -234,14 +211,14 @@ async fn start_kube(
     cfg: &Config,
     node_name: &str,
 ) -> anyhow::Result<Option<crate::attribute::kube::KubeHandle>> {
-    let mode = cfg.kubernetes.mode.as_str();
-    if mode == "off" {
+    let mode = cfg.kube_mode;
+    if mode == KubeMode::Off {
         tracing::info!("Kubernetes attribution off: policy names come from NFLOG prefixes");
         return Ok(None);
     }
     let client = match crate::attribute::kube::client_from_env().await {
         Ok(Some(c)) => c,
-        Ok(None) if mode == "auto" => {
+        Ok(None) if mode == KubeMode::Auto => {
             tracing::info!(
                 "no Kubernetes API configured (not in a pod, no KUBECONFIG): standalone mode"
             );
@@ -250,16 +227,16 @@ async fn start_kube(
         Ok(None) => anyhow::bail!(
             "kubernetes.mode = \"on\" but no in-cluster configuration or KUBECONFIG was found"
         ),
-        Err(e) if mode == "auto" => {
+        Err(e) if mode == KubeMode::Auto => {
             tracing::warn!(error = %e, "cannot configure the Kubernetes client: standalone mode");
             return Ok(None);
         }
         Err(e) => return Err(e.context("kubernetes.mode = \"on\"")),
     };
     let node = (!node_name.is_empty()).then(|| node_name.to_string());
-    tracing::info!(node = ?node, all_pods = cfg.kubernetes.watch_all_pods, "watching NetworkPolicies, Pods and Namespaces");
+    tracing::info!(node = ?node, all_pods = cfg.watch_all_pods, "watching NetworkPolicies, Pods and Namespaces");
     Ok(Some(
-        crate::attribute::kube::start(client, node, cfg.kubernetes.watch_all_pods).await,
+        crate::attribute::kube::start(client, node, cfg.watch_all_pods).await,
     ))
 }
 
@@ -286,18 +263,16 @@ impl std::fmt::Debug for KubeStatus {
 }
 
 impl crate::metrics::StatusSource for KubeStatus {
-    fn watch_states(&self) -> Vec<(String, bool, bool, u64, u64)> {
+    fn watch_states(&self) -> Vec<crate::metrics::WatchStatus> {
         self.state
             .resources()
             .iter()
-            .map(|(name, r)| {
-                (
-                    name.to_string(),
-                    r.synced(),
-                    r.connected(),
-                    r.objects(),
-                    r.restarts(),
-                )
+            .map(|(name, r)| crate::metrics::WatchStatus {
+                resource: name.to_string(),
+                synced: r.synced(),
+                connected: r.connected(),
+                objects: r.objects(),
+                restarts: r.restarts(),
             })
             .collect()
     }
