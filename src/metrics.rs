@@ -1,28 +1,123 @@
-//! Prometheus/OpenMetrics metrics, `/healthz` and `/readyz`, on one small HTTP listener.
+//! Prometheus/OpenMetrics metrics, `/healthz` and `/readyz`, on one small HTTP/1.1 listener
+//! (hyper).
 //!
 //! The counters live in [`Stats`] (atomics the stages update); this module only reads them on
 //! a scrape. Label values come from closed sets (sink names, reasons) or from policies, whose
 //! number is capped ([`MAX_POLICY_SERIES`]) so a flood of distinct prefixes cannot blow up the
 //! series count. No label ever holds an IP address.
+//!
+//! # Endpoints
+//!
+//! Whatever the method (`HEAD` gets the headers without the body), and ignoring any query:
+//! `/metrics` (OpenMetrics text), `/healthz` (`ok`), `/readyz` (200 once the NFLOG group is bound,
+//! else 503; the body tells the NFLOG and Kubernetes state), anything else 404 `not found`.
+//! HTTP/1.1 keep-alive is honoured; a client that sends `Connection: close` gets one answer.
+//!
+//! # Hostile clients
+//!
+//! The DaemonSet listens on `0.0.0.0:9109` with `hostNetwork`, so anything that reaches the node
+//! can connect, and the kubelet's probes (2 s timeout) must keep getting answers while it does.
+//! The daemon runs with a memory limit (128 Mi) and, on some nodes, 1024 file descriptors. The
+//! listener therefore bounds every resource a client can hold:
+//!
+//! * **Connections**: at most [`MAX_CONNECTIONS`] (256) open at once, fewer if the descriptor
+//!   limit is low (a quarter of `RLIMIT_NOFILE`, so 256 with 1024 descriptors: the NFLOG socket,
+//!   the output files, the API connections and the tail clients keep the rest). A tokio
+//!   semaphore holds one permit per connection. At the limit, the connection that has been
+//!   idle longest (waiting for a request head, or between keep-alive requests) is closed to make
+//!   room (`netpol_nflog_http_connections_evicted`); only when every open connection is in the
+//!   middle of answering a request is the new connection closed at once
+//!   (`netpol_nflog_http_connections_rejected`). Closing the newcomer alone would let a client
+//!   that holds 256 idle connections keep every probe out; evicting the longest idle one means
+//!   a probe, which sends its request as soon as it connects, always gets in. Closed
+//!   connections are reset (zero linger), so they leave no `TIME_WAIT` state behind.
+//! * **Time**: a request head must arrive complete within [`HEADER_TIMEOUT`] (5 s) of the
+//!   connection opening or of the previous answer, which is also the keep-alive idle timeout
+//!   (a slowloris client sending a byte a second is cut after 5 s; Prometheus and the kubelet
+//!   send their whole head at once). Once the head is in, the answer must be written out
+//!   within [`REQUEST_TIMEOUT`] (10 s, the longest scrape timeout one would configure here), so a
+//!   client that does not read its answer is dropped too.
+//! * **Memory**: a request head is at most [`MAX_HEAD_BYTES`] (8 KiB, 64 headers; more gets
+//!   431) and the per-connection buffers at most [`MAX_BUF_BYTES`], so 256 connections cost a few
+//!   MB; request bodies are never read. At most [`MAX_SCRAPES_IN_FLIGHT`] `/metrics` answers
+//!   (up to about a megabyte each with [`MAX_POLICY_SERIES`] policies) are in flight at once;
+//!   another scrape waits for one to be written out, or gets 503 at its request timeout. After a
+//!   burst of connections the heap is trimmed (`malloc_trim`) once they have gone, so the
+//!   resident size comes back down instead of staying at its peak.
+//! * **Accept errors** (`EMFILE` when the process runs out of descriptors, `ENFILE`, `ENOMEM`)
+//!   are counted (`netpol_nflog_http_accept_errors`) and answered by a back-off from 10 ms up to
+//!   1 s, so they neither spin a CPU nor end the listener.
+//!
+//! With these limits 2000 idle connections, re-opened as fast as they are closed, leave the
+//! daemon answering every `/healthz` probe, and 15 000 connections leave its resident size
+//! within a few MB of where it started (see `tests/it/metrics.rs`). The limits are constants:
+//! nothing on a node needs more than a handful of connections to this port.
 
+use std::collections::HashMap;
+use std::convert::Infallible;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::Arc;
+use std::future::Future;
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use hyper::body::{Body, Bytes, Frame, SizeHint};
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 use crate::stats::Stats;
 
 /// Policies beyond this many share the label value `"(other)"`.
 pub const MAX_POLICY_SERIES: usize = 5000;
+
+/// Connections open at once, at most (lowered to a quarter of `RLIMIT_NOFILE` when that is
+/// smaller). See the module documentation.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// Time for a complete request head, from the connection opening or the end of the previous
+/// answer (so also the keep-alive idle timeout).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Time from a complete request head to the last byte of its answer written.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest request head (request line and headers) accepted; more gets 431.
+pub const MAX_HEAD_BYTES: usize = 8192;
+
+/// Most headers in a request head.
+pub const MAX_HEADERS: usize = 64;
+
+/// Largest read or write buffer of one connection (hyper's minimum).
+pub const MAX_BUF_BYTES: usize = 8192;
+
+/// `/metrics` answers being written at once, at most.
+pub const MAX_SCRAPES_IN_FLIGHT: usize = 4;
+
+/// Back-off after an accept error: first and longest pause.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// How long a new connection waits for an evicted one to let go of its slot.
+const EVICT_WAIT: Duration = Duration::from_millis(100);
+
+/// The heap is trimmed when the open connections fall to `TRIM_LOW` after having reached
+/// `TRIM_HIGH`, at most once a second.
+const TRIM_HIGH: u64 = 64;
+const TRIM_LOW: u64 = 4;
 
 /// Health as `/healthz` and `/readyz` report it.
 #[derive(Debug, Default)]
@@ -31,18 +126,50 @@ pub struct Health {
     pub bound: AtomicBool,
 }
 
+/// The state of one watched Kubernetes resource.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WatchStatus {
+    /// Resource name, e.g. `networkpolicies`.
+    pub resource: String,
+    /// The initial list is done.
+    pub synced: bool,
+    /// The watch is connected now.
+    pub connected: bool,
+    /// Objects known.
+    pub objects: u64,
+    /// Watch restarts (errors, relists).
+    pub restarts: u64,
+}
+
 /// Extra state reported by other parts (the Kubernetes watchers).
 pub trait StatusSource: Send + Sync + std::fmt::Debug {
-    /// `(resource, synced, connected, objects, restarts)` per watched resource.
-    fn watch_states(&self) -> Vec<(String, bool, bool, u64, u64)>;
+    /// One entry per watched resource.
+    fn watch_states(&self) -> Vec<WatchStatus>;
     /// Policies whose annotations are invalid: `(policy, problem)`.
     fn invalid_annotations(&self) -> Vec<(String, String)>;
+}
+
+/// Counters of the listener itself.
+#[derive(Debug, Default)]
+struct HttpStats {
+    open: AtomicU64,
+    accepted: AtomicU64,
+    rejected: AtomicU64,
+    evicted: AtomicU64,
+    timeouts: AtomicU64,
+    accept_errors: AtomicU64,
 }
 
 #[derive(Debug)]
 struct DaemonCollector {
     stats: Arc<Stats>,
     status: Option<Arc<dyn StatusSource>>,
+    http: Option<Arc<HttpStats>>,
+}
+
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> Result<(), std::fmt::Error> {
+    let m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX)).encode(m)
 }
 
 fn counter(
@@ -166,9 +293,9 @@ impl Collector for DaemonCollector {
                 None,
                 MetricType::Gauge,
             )?;
-            for (res, synced, ..) in &states {
-                ConstGauge::new(*synced as i64)
-                    .encode(fam.encode_family(&[("resource", res.as_str())])?)?;
+            for w in &states {
+                ConstGauge::new(w.synced as i64)
+                    .encode(fam.encode_family(&[("resource", w.resource.as_str())])?)?;
             }
             let mut fam = e.encode_descriptor(
                 "netpol_nflog_kube_watch_connected",
@@ -176,9 +303,9 @@ impl Collector for DaemonCollector {
                 None,
                 MetricType::Gauge,
             )?;
-            for (res, _, connected, ..) in &states {
-                ConstGauge::new(*connected as i64)
-                    .encode(fam.encode_family(&[("resource", res.as_str())])?)?;
+            for w in &states {
+                ConstGauge::new(w.connected as i64)
+                    .encode(fam.encode_family(&[("resource", w.resource.as_str())])?)?;
             }
             let mut fam = e.encode_descriptor(
                 "netpol_nflog_kube_objects",
@@ -186,9 +313,9 @@ impl Collector for DaemonCollector {
                 None,
                 MetricType::Gauge,
             )?;
-            for (res, _, _, n, _) in &states {
-                ConstGauge::new(*n as i64)
-                    .encode(fam.encode_family(&[("resource", res.as_str())])?)?;
+            for w in &states {
+                ConstGauge::new(w.objects as i64)
+                    .encode(fam.encode_family(&[("resource", w.resource.as_str())])?)?;
             }
             let mut fam = e.encode_descriptor(
                 "netpol_nflog_kube_watch_restarts",
@@ -196,8 +323,9 @@ impl Collector for DaemonCollector {
                 None,
                 MetricType::Counter,
             )?;
-            for (res, _, _, _, r) in &states {
-                ConstCounter::new(*r).encode(fam.encode_family(&[("resource", res.as_str())])?)?;
+            for w in &states {
+                ConstCounter::new(w.restarts)
+                    .encode(fam.encode_family(&[("resource", w.resource.as_str())])?)?;
             }
             let m = e.encode_descriptor(
                 "netpol_nflog_invalid_annotations",
@@ -207,16 +335,63 @@ impl Collector for DaemonCollector {
             )?;
             ConstGauge::new(status.invalid_annotations().len() as i64).encode(m)?;
         }
+        if let Some(h) = &self.http {
+            gauge(
+                &mut e,
+                "netpol_nflog_http_connections",
+                "Connections open to this metrics/health listener.",
+                h.open.load(Relaxed),
+            )?;
+            counter(
+                &mut e,
+                "netpol_nflog_http_connections_accepted",
+                "Connections accepted by the metrics/health listener.",
+                h.accepted.load(Relaxed),
+            )?;
+            counter(
+                &mut e,
+                "netpol_nflog_http_connections_rejected",
+                "Connections closed at once because the connection limit was reached and every open connection was answering a request.",
+                h.rejected.load(Relaxed),
+            )?;
+            counter(
+                &mut e,
+                "netpol_nflog_http_connections_evicted",
+                "Idle connections closed at the connection limit to make room for a new one (the longest idle first).",
+                h.evicted.load(Relaxed),
+            )?;
+            counter(
+                &mut e,
+                "netpol_nflog_http_timeouts",
+                "Connections closed by the request-head or request timeout.",
+                h.timeouts.load(Relaxed),
+            )?;
+            counter(
+                &mut e,
+                "netpol_nflog_http_accept_errors",
+                "Errors accepting connections (e.g. EMFILE); the listener backs off and goes on.",
+                h.accept_errors.load(Relaxed),
+            )?;
+        }
         Ok(())
     }
 }
 
 /// Renders the metrics text (OpenMetrics).
 pub fn encode(stats: &Arc<Stats>, status: Option<Arc<dyn StatusSource>>) -> String {
+    encode_with(stats, status, None)
+}
+
+fn encode_with(
+    stats: &Arc<Stats>,
+    status: Option<Arc<dyn StatusSource>>,
+    http: Option<Arc<HttpStats>>,
+) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(DaemonCollector {
         stats: stats.clone(),
         status,
+        http,
     }));
     let mut out = String::new();
     if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
@@ -232,74 +407,491 @@ pub async fn serve(
     health: Arc<Health>,
     status: Option<Arc<dyn StatusSource>>,
 ) {
+    let limit = connection_limit();
+    let mut http1 = http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_header_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(MAX_BUF_BYTES)
+        .keep_alive(true);
+    let server = Arc::new(Server {
+        stats,
+        health,
+        status,
+        http: Arc::default(),
+        http1,
+        conns: Mutex::default(),
+        scrapes: Arc::new(Semaphore::new(MAX_SCRAPES_IN_FLIGHT)),
+        epoch: Instant::now(),
+        peak: AtomicU64::new(0),
+        last_trim_ms: AtomicU64::new(0),
+    });
+    tracing::debug!(limit, "metrics listener: connection limit");
+    let slots = Arc::new(Semaphore::new(limit));
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    let mut next_id = 0u64;
     loop {
-        let Ok((mut conn, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let sock = match listener.accept().await {
+            Ok((sock, _)) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                sock
+            }
+            Err(e) => {
+                server.http.accept_errors.fetch_add(1, Relaxed);
+                if is_per_connection_error(&e) {
+                    continue;
+                }
+                // Out of descriptors or memory: nothing accepts until something closes, so
+                // wait instead of spinning, longer each time.
+                if backoff == ACCEPT_BACKOFF_MIN {
+                    tracing::warn!(error = %e, "metrics listener: accept failed; backing off");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                continue;
+            }
+        };
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => server.make_room(&slots).await,
+        };
+        let Some(permit) = permit else {
+            server.http.rejected.fetch_add(1, Relaxed);
+            let _ = sock.set_zero_linger();
+            drop(sock);
             continue;
         };
-        let stats = stats.clone();
-        let health = health.clone();
-        let status = status.clone();
+        next_id += 1;
+        server.spawn_connection(next_id, sock, permit);
+    }
+}
+
+/// [`MAX_CONNECTIONS`], or a quarter of the descriptor limit when that is lower (at least 8).
+fn connection_limit() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2) writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return MAX_CONNECTIONS;
+    }
+    let quarter = usize::try_from(lim.rlim_cur / 4).unwrap_or(usize::MAX);
+    MAX_CONNECTIONS.min(quarter).max(8)
+}
+
+/// Accept errors that concern one connection only (it went away before we took it): the next
+/// accept may well succeed at once.
+fn is_per_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted
+    ) || matches!(
+        e.raw_os_error(),
+        Some(
+            libc::EPROTO | libc::EPERM | libc::ENOPROTOOPT | libc::EHOSTUNREACH | libc::ENETUNREACH
+        )
+    )
+}
+
+#[derive(Debug)]
+struct Server {
+    stats: Arc<Stats>,
+    health: Arc<Health>,
+    status: Option<Arc<dyn StatusSource>>,
+    http: Arc<HttpStats>,
+    http1: http1::Builder,
+    /// The open connections, for eviction.
+    conns: Mutex<HashMap<u64, Arc<ConnState>>>,
+    scrapes: Arc<Semaphore>,
+    epoch: Instant,
+    /// Most connections open since the last heap trim.
+    peak: AtomicU64,
+    last_trim_ms: AtomicU64,
+}
+
+/// What the accept loop and the connection's own parts share about one connection.
+#[derive(Debug, Default)]
+struct ConnState {
+    /// When it last became idle (opened, or finished writing an answer), in ms since the epoch.
+    idle_since_ms: AtomicU64,
+    /// A request head is in and its answer is not written out yet.
+    busy: AtomicBool,
+    /// The answer's body is handed to hyper; the next completed flush ends the request.
+    queued: AtomicBool,
+    /// Deadline of the current request, ms since the epoch (0: none).
+    deadline_ms: AtomicU64,
+    /// Chosen for eviction (not to be chosen twice).
+    evicting: AtomicBool,
+    evict: Notify,
+    /// The `/metrics` slot of the current answer, given back once it is written.
+    scrape: Mutex<Option<OwnedSemaphorePermit>>,
+}
+
+impl ConnState {
+    fn finish_request(&self, now_ms: u64) {
+        self.busy.store(false, Relaxed);
+        self.deadline_ms.store(0, Relaxed);
+        self.idle_since_ms.store(now_ms, Relaxed);
+        if let Ok(mut s) = self.scrape.lock() {
+            s.take();
+        }
+    }
+}
+
+impl Server {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// At the limit: evicts the longest idle connection and waits for its slot. `None` when no
+    /// connection is idle (or the slot did not come free in time).
+    async fn make_room(&self, slots: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
+        let victim = {
+            let conns = self.conns.lock().ok()?;
+            conns
+                .values()
+                .filter(|c| !c.busy.load(Relaxed) && !c.evicting.load(Relaxed))
+                .min_by_key(|c| c.idle_since_ms.load(Relaxed))
+                .cloned()
+        }?;
+        victim.evicting.store(true, Relaxed);
+        victim.evict.notify_one();
+        tokio::time::timeout(EVICT_WAIT, slots.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()
+    }
+
+    fn spawn_connection(self: &Arc<Self>, id: u64, sock: TcpStream, permit: OwnedSemaphorePermit) {
+        let st = Arc::new(ConnState::default());
+        st.idle_since_ms.store(self.now_ms(), Relaxed);
+        if let Ok(mut conns) = self.conns.lock() {
+            conns.insert(id, st.clone());
+        }
+        let open = self.http.open.fetch_add(1, Relaxed) + 1;
+        self.http.accepted.fetch_add(1, Relaxed);
+        self.peak.fetch_max(open, Relaxed);
+        let fd = sock.as_raw_fd();
+        let server = self.clone();
         tokio::spawn(async move {
-            // Read the whole request head: answering and closing while the client is still
-            // sending headers would reset the connection under it.
-            let Some(head) = read_head(&mut conn).await else {
-                return;
+            let _guard = ConnGuard {
+                server: server.clone(),
+                id,
+                _permit: permit,
             };
-            let req = String::from_utf8_lossy(&head);
-            let path = req.split_whitespace().nth(1).unwrap_or("/");
-            let (code, ctype, body) = respond(path, &stats, &health, status);
-            let head = format!("HTTP/1.1 {code}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
-            let _ = conn.write_all(head.as_bytes()).await;
-            let _ = conn.write_all(body.as_bytes()).await;
-            let _ = conn.shutdown().await;
+            let io = Guarded {
+                io: TokioIo::new(sock),
+                st: st.clone(),
+                epoch: server.epoch,
+                timer: None,
+            };
+            let svc_server = server.clone();
+            let svc_st = st.clone();
+            let svc = hyper::service::service_fn(move |req| {
+                svc_server.clone().answer(req, svc_st.clone())
+            });
+            let conn = server.http1.serve_connection(io, svc);
+            tokio::pin!(conn);
+            let evicted = loop {
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            if e.is_timeout() || is_timed_out(&e) {
+                                server.http.timeouts.fetch_add(1, Relaxed);
+                            }
+                        }
+                        break false;
+                    }
+                    _ = st.evict.notified() => {
+                        // A request may have come in since it was chosen: let it finish.
+                        if !st.busy.load(Relaxed) {
+                            break true;
+                        }
+                        st.evicting.store(false, Relaxed);
+                    }
+                }
+            };
+            if evicted {
+                server.http.evicted.fetch_add(1, Relaxed);
+                // Reset rather than close: no TIME_WAIT left behind by a flood.
+                set_zero_linger(fd);
+            }
         });
     }
+
+    async fn answer(
+        self: Arc<Self>,
+        req: Request<hyper::body::Incoming>,
+        st: Arc<ConnState>,
+    ) -> Result<Response<Reply>, Infallible> {
+        let now = self.now_ms();
+        st.busy.store(true, Relaxed);
+        st.queued.store(false, Relaxed);
+        let deadline_ms = now.saturating_add(REQUEST_TIMEOUT.as_millis() as u64);
+        st.deadline_ms.store(deadline_ms, Relaxed);
+        let path = req.uri().path();
+        let (code, ctype, body) = if path == "/metrics" {
+            let deadline = self.epoch + Duration::from_millis(deadline_ms);
+            match tokio::time::timeout_at(deadline, self.scrapes.clone().acquire_owned()).await {
+                Ok(Ok(permit)) => {
+                    if let Ok(mut s) = st.scrape.lock() {
+                        *s = Some(permit);
+                    }
+                    (
+                        StatusCode::OK,
+                        OPENMETRICS,
+                        encode_with(&self.stats, self.status.clone(), Some(self.http.clone())),
+                    )
+                }
+                _ => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    TEXT,
+                    "too many scrapes in flight\n".to_string(),
+                ),
+            }
+        } else {
+            respond(path, &self.health, self.status.as_deref())
+        };
+        let mut resp = Response::new(Reply {
+            data: Some(Bytes::from(body)),
+            st,
+        });
+        *resp.status_mut() = code;
+        resp.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
+        Ok(resp)
+    }
 }
 
-/// Reads up to the blank line that ends an HTTP request head (8 KiB and 5 s at most).
-async fn read_head(conn: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
-    let mut head = Vec::with_capacity(1024);
-    let mut buf = [0u8; 1024];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
-        if head.len() > 8192 {
-            return None;
+/// Ends a connection's bookkeeping, however its task ends.
+struct ConnGuard {
+    server: Arc<Server>,
+    id: u64,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        let s = &self.server;
+        if let Ok(mut conns) = s.conns.lock() {
+            conns.remove(&self.id);
+            if conns.is_empty() {
+                conns.shrink_to(64);
+            }
         }
-        match tokio::time::timeout_at(deadline, conn.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return (!head.is_empty()).then_some(head),
-            Ok(Ok(n)) => head.extend_from_slice(&buf[..n]),
+        let open = s.http.open.fetch_sub(1, Relaxed) - 1;
+        if open <= TRIM_LOW && s.peak.load(Relaxed) >= TRIM_HIGH {
+            let now = s.now_ms();
+            let last = s.last_trim_ms.load(Relaxed);
+            if now.saturating_sub(last) >= 1000
+                && s.last_trim_ms
+                    .compare_exchange(last, now, Relaxed, Relaxed)
+                    .is_ok()
+            {
+                s.peak.store(open, Relaxed);
+                trim_heap();
+            }
         }
     }
-    Some(head)
 }
 
+/// `SO_LINGER` 0 on a socket about to be closed, which then sends a reset and keeps no state.
+fn set_zero_linger(fd: std::os::fd::RawFd) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt(2) on a socket descriptor the caller still owns, with a value of the
+    // size given.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
+/// Gives freed heap memory back to the system (glibc keeps it otherwise).
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim(3) has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+fn is_timed_out(e: &hyper::Error) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        src = s.source();
+    }
+    false
+}
+
+/// An answer's body: one chunk. Dropped by hyper once the chunk is queued for writing, which
+/// marks the request for completion at the next finished flush.
+struct Reply {
+    data: Option<Bytes>,
+    st: Arc<ConnState>,
+}
+
+impl Body for Reply {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.get_mut().data.take().map(|d| Ok(Frame::data(d))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        self.st.queued.store(true, Relaxed);
+    }
+}
+
+/// The connection's socket, with the request timeout on writing the answer and the end of a
+/// request noted when its answer is flushed.
+struct Guarded {
+    io: TokioIo<TcpStream>,
+    st: Arc<ConnState>,
+    epoch: Instant,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Guarded {
+    /// A write is pending: fails it once the request's deadline has passed.
+    fn pending<T>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<T>> {
+        let ms = self.st.deadline_ms.load(Relaxed);
+        if ms == 0 {
+            return Poll::Pending;
+        }
+        let when = self.epoch + Duration::from_millis(ms);
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(when)));
+        if timer.deadline() != when {
+            timer.as_mut().reset(when);
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "answer not taken within the request timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl hyper::rt::Read for Guarded {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for Guarded {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.io).poll_write(cx, buf) {
+            Poll::Pending => this.pending(cx),
+            r => r,
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
+            Poll::Pending => this.pending(cx),
+            r => r,
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.io).poll_flush(cx) {
+            Poll::Ready(Ok(())) => {
+                if this.st.queued.swap(false, Relaxed) {
+                    let now = u64::try_from(this.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    this.st.finish_request(now);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => this.pending(cx),
+            r => r,
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const TEXT: &str = "text/plain";
+
+/// The answer to any path but `/metrics`: `(status, content type, body)`.
 fn respond(
     path: &str,
-    stats: &Arc<Stats>,
     health: &Health,
-    status: Option<Arc<dyn StatusSource>>,
-) -> (&'static str, &'static str, String) {
-    let path = path.split('?').next().unwrap_or(path);
+    status: Option<&dyn StatusSource>,
+) -> (StatusCode, &'static str, String) {
     match path {
-        "/metrics" => (
-            "200 OK",
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            encode(stats, status),
-        ),
-        "/healthz" => ("200 OK", "text/plain", "ok\n".into()),
+        "/healthz" => (StatusCode::OK, TEXT, "ok\n".into()),
         "/readyz" => {
             let mut body = String::new();
             let bound = health.bound.load(Relaxed);
             let _ = writeln!(body, "nflog: {}", if bound { "bound" } else { "not bound" });
-            if let Some(st) = &status {
-                for (res, synced, connected, n, _) in st.watch_states() {
-                    let state = match (synced, connected) {
+            if let Some(st) = status {
+                for w in st.watch_states() {
+                    let state = match (w.synced, w.connected) {
                         (true, true) => "synced",
                         (true, false) => "disconnected (serving last known state)",
                         (false, _) => "waiting for the initial list",
                     };
-                    let _ = writeln!(body, "kubernetes {res}: {state}, {n} objects");
+                    let _ = writeln!(
+                        body,
+                        "kubernetes {}: {state}, {} objects",
+                        w.resource, w.objects
+                    );
                 }
             } else {
                 let _ = writeln!(
@@ -309,16 +901,13 @@ fn respond(
             }
             // Logging works without the API (standalone attribution), so readiness depends on
             // the NFLOG socket only; the body tells the Kubernetes state.
-            (
-                if bound {
-                    "200 OK"
-                } else {
-                    "503 Service Unavailable"
-                },
-                "text/plain",
-                body,
-            )
+            let code = if bound {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            (code, TEXT, body)
         }
-        _ => ("404 Not Found", "text/plain", "not found\n".into()),
+        _ => (StatusCode::NOT_FOUND, TEXT, "not found\n".into()),
     }
 }
