@@ -5,7 +5,9 @@
 //!
 //! ```text
 //! source (NFLOG socket, pcap)  →  decode (packet headers)  →  attribute (policy, pods)
-//!     →  limit (per-policy rate limits)  →  render (syslogemu, JSON)  →  sinks (file, stdout, …)
+//!     →  limit (a bucket per kube-router rule)  →  render: one line per message (syslogemu)
+//!                                              →  correlate → one event per packet (JSON, tail)
+//!     →  sinks (file, stdout, syslog, tail socket)
 //! ```
 //!
 //! [`pipeline`] is the only module that knows the order of the stages; every other module is one
