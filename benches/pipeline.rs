@@ -188,7 +188,20 @@ fn bench(c: &mut Criterion) {
             attributed.discard_pending();
         })
     });
-    // Suppressed messages stop before decode and render.
+    // The daemon's default: syslogemu and JSON, correlation on, Kubernetes attribution, a tail
+    // client connected; every packet logged by its policy and by the pod chain, as on K3s.
+    let pairs = k3s_pairs();
+    let mut full = default_processor();
+    g.bench_function(
+        "default: syslogemu+json+correlation+attribution+tail",
+        |bch| {
+            bch.iter(|| {
+                full.handle_batch(&pairs, now, &mut acks);
+                full.discard_pending();
+            })
+        },
+    );
+    // Suppressed messages stop before render (decode and attribution pick the bucket).
     let mut limited = Processor::new(
         Renderer::new("node-1", "node-1"),
         Limiter::new(
@@ -229,6 +242,67 @@ fn bench(c: &mut Criterion) {
     let allocs = ALLOCS.load(Relaxed) - before;
     println!("allocations in 100 batches × {MESSAGES} messages after warm-up: {allocs}");
     assert_eq!(allocs, 0, "the per-message path allocated");
+
+    // The same in the default configuration (correlation, attribution, a tail client).
+    let mut p = default_processor();
+    p.handle_batch(&pairs, now, &mut acks);
+    p.discard_pending();
+    let before = ALLOCS.load(Relaxed);
+    for _ in 0..100 {
+        p.handle_batch(&pairs, now, &mut acks);
+        p.discard_pending();
+    }
+    let allocs = ALLOCS.load(Relaxed) - before;
+    println!(
+        "allocations in 100 batches × {MESSAGES} messages after warm-up, default configuration: {allocs}"
+    );
+    assert_eq!(
+        allocs, 0,
+        "the default configuration's per-message path allocated"
+    );
+}
+
+/// The daemon's default processor: syslogemu and JSON, 200 ms correlation, a 1,000-pod index,
+/// one tail client.
+fn default_processor() -> Processor {
+    processor(&[Format::Syslogemu, Format::Json])
+        .with_correlation(std::time::Duration::from_millis(200))
+        .with_kube(index())
+        .with_tail(Arc::new(std::sync::atomic::AtomicUsize::new(1)))
+}
+
+/// K3s-shaped pairs: each packet logged by its policy's rule, then by the pod chain.
+fn k3s_pairs() -> Vec<u8> {
+    let a = [10, 42, 0, 10];
+    let b = [10, 42, 1, 20];
+    let mut out = Vec::new();
+    for i in 0..MESSAGES / 2 {
+        let id = i as u16;
+        let payload = ipv4(
+            6,
+            id,
+            0x4000,
+            0,
+            a,
+            b,
+            &tcp(40000 + id, 5432, 7, 0, 0x02, 64240, 0),
+        );
+        for (k, prefix) in [&b"DROP by policy default/deny-db"[..], b""]
+            .iter()
+            .enumerate()
+        {
+            Packet {
+                prefix,
+                seq: Some((2 * i + k) as u32),
+                outdev: 1,
+                uid_gid: Some((0, 0)),
+                payload: &payload,
+                ..Default::default()
+            }
+            .encode(&mut out);
+        }
+    }
+    out
 }
 
 criterion_group!(benches, bench);

@@ -624,7 +624,6 @@ impl Index {
         let mut ctx = KubeContext {
             src: packet.src.map(|p| p.meta.clone()),
             dest: packet.dst.map(|p| p.meta.clone()),
-            count: 1,
             ..KubeContext::default()
         };
         let known = ctx.src.is_some() || ctx.dest.is_some();

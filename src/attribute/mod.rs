@@ -190,8 +190,6 @@ pub struct KubeContext {
     pub direction: Option<Direction>,
     pub src: Option<Arc<PodMeta>>,
     pub dest: Option<Arc<PodMeta>>,
-    /// How many NFLOG messages of the same packet were correlated into this event.
-    pub count: u32,
 }
 
 #[cfg(test)]

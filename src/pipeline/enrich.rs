@@ -18,6 +18,14 @@ const CACHE_MAX: usize = 65536;
 struct Cache {
     generation: u64,
     entries: rustc_hash::FxHashMap<u64, Entry>,
+    /// Merged contexts by the addresses of the two contexts merged. The entry holds both, so
+    /// neither address can be reused while it exists.
+    merged: rustc_hash::FxHashMap<(usize, usize), Merged>,
+}
+
+struct Merged {
+    _inputs: (Arc<KubeContext>, Arc<KubeContext>),
+    result: Arc<KubeContext>,
 }
 
 struct Entry {
@@ -70,6 +78,7 @@ impl Enricher {
         if cache.generation != index.generation() || cache.entries.len() >= CACHE_MAX {
             cache.generation = index.generation();
             cache.entries.clear();
+            cache.merged.clear();
         }
         let key = attribution.policy_key().unwrap_or_default();
         let mut h = rustc_hash::FxHasher::default();
@@ -114,6 +123,18 @@ impl Enricher {
             if !adds_policy && !adds_direction {
                 continue;
             }
+            // The same pairs of contexts repeat across packets: merge each pair once.
+            let key = match (&merged, &resolved) {
+                (Some(m), Some(r)) => Some((
+                    (Arc::as_ptr(m) as usize, Arc::as_ptr(r) as usize),
+                    (m.clone(), r.clone()),
+                )),
+                _ => None,
+            };
+            if let Some(hit) = key.as_ref().and_then(|(k, _)| self.cache.merged.get(k)) {
+                merged = Some(hit.result.clone());
+                continue;
+            }
             // Without a context of its own, the first message still named its policy.
             let ctx = Arc::make_mut(merged.get_or_insert_with(|| {
                 let first = Attribution::from_prefix(Some(first_prefix));
@@ -129,6 +150,18 @@ impl Enricher {
             }
             if ctx.direction.is_none() {
                 ctx.direction = direction;
+            }
+            if let (Some((k, inputs)), Some(result)) = (key, &merged) {
+                if self.cache.merged.len() >= CACHE_MAX {
+                    self.cache.merged.clear();
+                }
+                self.cache.merged.insert(
+                    k,
+                    Merged {
+                        _inputs: inputs,
+                        result: result.clone(),
+                    },
+                );
             }
         }
         merged

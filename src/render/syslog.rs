@@ -486,7 +486,6 @@ mod tests {
             direction: Some(Direction::Ingress),
             src: pod("web-1", "shop"),
             dest: pod("db-0", "data"),
-            count: 1,
         };
         let ev = event(&buf, Some(ctx));
         let s = render_str(&fmt(Rfc::Rfc5424, MsgFormat::Syslogemu), &ev);

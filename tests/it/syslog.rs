@@ -533,7 +533,6 @@ fn render_chunk(
                 direction: Some(Direction::Egress),
                 src: pod("web-1", ns),
                 dest: pod("db-0", "data"),
-                count: 1,
             })
         });
         let ev = Event {

@@ -154,7 +154,6 @@ fn exact_policy_name_resolves_with_direction() {
     assert!(ctx.resolved);
     assert_eq!(names(&ctx), ["shop/deny-db"]);
     assert_eq!(ctx.direction, Some(Direction::Ingress));
-    assert_eq!(ctx.count, 1);
     let dest = ctx.dest.as_deref().unwrap();
     assert_eq!(
         (dest.pod.as_str(), dest.namespace.as_str()),
