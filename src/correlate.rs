@@ -93,6 +93,8 @@ pub struct First {
 pub struct Open {
     /// The first message's netlink body (the event is rendered from it).
     pub body: Vec<u8>,
+    /// The bodies of the other written messages, each after its length (`u32`, native order).
+    more: Vec<u8>,
     payload: Range<usize>,
     traversal: Traversal,
     /// The kernel's timestamp of the latest message.
@@ -113,6 +115,14 @@ impl Open {
     /// The prefixes of all messages of this packet, in arrival order.
     pub fn prefixes(&self) -> impl Iterator<Item = &[u8]> {
         self.prefixes.split(|&b| b == 0).take(self.seen as usize)
+    }
+
+    /// The netlink bodies of the written messages, the first one first.
+    pub fn bodies(&self) -> Bodies<'_> {
+        Bodies {
+            first: Some(&self.body),
+            more: &self.more,
+        }
     }
 
     /// The first message, parsed again from its copy (a header walk: it parsed before).
@@ -140,6 +150,28 @@ impl Open {
     }
 }
 
+/// The written messages' bodies of an [`Open`] packet.
+#[derive(Clone)]
+pub struct Bodies<'a> {
+    first: Option<&'a [u8]>,
+    more: &'a [u8],
+}
+
+impl<'a> Iterator for Bodies<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if let Some(first) = self.first.take() {
+            return Some(first);
+        }
+        let (len, rest) = self.more.split_first_chunk::<4>()?;
+        let len = (u32::from_ne_bytes(*len) as usize).min(rest.len());
+        let (body, rest) = rest.split_at(len);
+        self.more = rest;
+        Some(body)
+    }
+}
+
 /// What [`Correlator::add`] did with a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Added {
@@ -156,7 +188,7 @@ pub struct Correlator {
     window: Duration,
     open: Option<Open>,
     /// Buffers of the last packet handed out, reused for the next one.
-    spare: Option<(Vec<u8>, Vec<u8>)>,
+    spare: Option<(Vec<u8>, Vec<u8>, Vec<u8>)>,
 }
 
 impl Correlator {
@@ -188,6 +220,11 @@ impl Correlator {
                 open.last_prefix = open.prefixes.len();
                 open.prefixes.extend_from_slice(prefix);
                 open.timestamp = msg.timestamp.or(open.timestamp);
+                if written {
+                    open.more
+                        .extend_from_slice(&(body.len() as u32).to_ne_bytes());
+                    open.more.extend_from_slice(body);
+                }
                 open.seen += 1;
                 open.count += u32::from(written);
                 true
@@ -211,9 +248,10 @@ impl Correlator {
     }
 
     fn start(&mut self, body: &[u8], msg: &NflogMsg<'_>, first: First, now: Instant) -> Open {
-        let (mut b, mut p) = self.spare.take().unwrap_or_default();
+        let (mut b, mut p, mut more) = self.spare.take().unwrap_or_default();
         b.clear();
         b.extend_from_slice(body);
+        more.clear();
         p.clear();
         p.extend_from_slice(msg.prefix.unwrap_or_default());
         // The payload is a sub-slice of the body: keep its place in the copy.
@@ -225,6 +263,7 @@ impl Correlator {
         };
         Open {
             body: b,
+            more,
             payload,
             traversal: Traversal::of(msg),
             timestamp: msg.timestamp,
@@ -241,7 +280,7 @@ impl Correlator {
     pub fn flush(&mut self, emit: &mut impl FnMut(&Open)) {
         if let Some(open) = self.open.take() {
             emit(&open);
-            self.spare = Some((open.body, open.prefixes));
+            self.spare = Some((open.body, open.prefixes, open.more));
         }
     }
 

@@ -13,6 +13,7 @@ use crate::limit::Suppressed;
 use crate::render::syslog::{MsgFormat, SyslogFormat};
 use crate::render::{Format, Renderer};
 use crate::sink::Chunk;
+use crate::source::nflog::NflogMsg;
 
 /// Names one output; the pipeline keeps the sink that writes it under the same id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -57,7 +58,9 @@ impl Output {
 struct Tail {
     clients: Arc<AtomicUsize>,
     chunk: Chunk,
+    /// The syslogemu lines of the current record, and where each one is.
     scratch: Vec<u8>,
+    spans: Vec<(usize, usize)>,
 }
 
 #[derive(Default)]
@@ -97,6 +100,7 @@ impl Outputs {
             clients,
             chunk: Chunk::default(),
             scratch: Vec::new(),
+            spans: Vec::new(),
         });
     }
 
@@ -119,15 +123,21 @@ impl Outputs {
         }
     }
 
-    /// One event (a packet) to every structured output and the tail clients. `body` is the
-    /// first message's netlink body, which tail records carry for pcap files.
-    pub fn event(&mut self, ev: &Event<'_>, body: &[u8]) {
+    /// One event (a packet) to every structured output and the tail clients. `bodies` are the
+    /// netlink bodies of the packet's written messages, the event's own first: tail records
+    /// carry each one's syslogemu line and bytes (for pcap files).
+    pub fn event<'b>(
+        &mut self,
+        ev: &Event<'_>,
+        bodies: impl Iterator<Item = &'b [u8]> + Clone,
+        received: Timestamp,
+    ) {
         let renderer = self.renderer.get_or_insert_with(|| Renderer::new("", ""));
         for o in self.outputs.iter_mut().filter(|o| !o.kind.per_message()) {
             o.render(renderer, ev);
         }
         if let Some(t) = self.tail.as_mut().filter(|t| t.clients.load(Relaxed) > 0) {
-            render_tail(renderer, ev, body, t);
+            render_tail(renderer, ev, bodies, received, t);
         }
     }
 
@@ -190,12 +200,38 @@ impl Outputs {
     }
 }
 
-/// A tail record: the JSON event plus its syslogemu line and the raw NFLOG message (hex), so
-/// `nflog-tail` can print either format and write pcap files.
-fn render_tail(renderer: &mut Renderer, ev: &Event<'_>, body: &[u8], t: &mut Tail) {
+/// A tail record: the JSON event plus, for each written message of the packet, its syslogemu
+/// line and raw NFLOG message, so `nflog-tail` can print either format and write pcap files.
+fn render_tail<'b>(
+    renderer: &mut Renderer,
+    ev: &Event<'_>,
+    bodies: impl Iterator<Item = &'b [u8]> + Clone,
+    received: Timestamp,
+    t: &mut Tail,
+) {
     t.scratch.clear();
-    renderer.render(Format::Syslogemu, ev, &mut t.scratch);
-    let line = t.scratch.strip_suffix(b"\n").unwrap_or(&t.scratch);
-    renderer.render_tail_record(ev, line, body, &mut t.chunk.data);
+    t.spans.clear();
+    for (i, body) in bodies.clone().enumerate() {
+        let start = t.scratch.len();
+        if i == 0 {
+            renderer.render(Format::Syslogemu, ev, &mut t.scratch);
+        } else if let Ok(msg) = NflogMsg::parse(body) {
+            // Another message of the same traversal: same interfaces, its own prefix and time.
+            let other = Event {
+                time: crate::pipeline::event_time(&msg, received),
+                attribution: crate::attribute::Attribution::from_prefix(msg.prefix),
+                msg,
+                context: None,
+                ..ev.clone()
+            };
+            renderer.render(Format::Syslogemu, &other, &mut t.scratch);
+        }
+        let end =
+            t.scratch.len() - usize::from(t.scratch.ends_with(b"\n") && t.scratch.len() > start);
+        t.spans.push((start, end));
+    }
+    let scratch = &t.scratch;
+    let lines = t.spans.iter().map(|&(a, b)| &scratch[a..b]);
+    renderer.render_tail_record(ev, lines.zip(bodies), &mut t.chunk.data);
     t.chunk.lines += 1;
 }

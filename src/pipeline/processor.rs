@@ -160,7 +160,7 @@ impl Processor {
         }
         if !correlating {
             if self.outputs.wants_events() {
-                self.outputs.event(&ev, body);
+                self.outputs.event(&ev, std::iter::once(body), received);
             }
             return;
         }
@@ -258,7 +258,7 @@ fn emit(outputs: &mut Outputs, enricher: &mut Enricher, open: &Open) {
         context,
         count: open.count,
     };
-    outputs.event(&ev, &open.body);
+    outputs.event(&ev, open.bodies(), first.received);
 }
 
 /// ulogd2's choice of time: the kernel's packet timestamp when it sent a non-zero one (INPUT,

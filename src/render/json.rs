@@ -110,26 +110,49 @@ pub fn render(
     render_with(ev, hostname, node_name, clock, out, |_| {});
 }
 
-/// A tail record for `nflog-tail`: the event's fields, its syslogemu line (without the newline)
-/// and the raw NFLOG message body in hex, so the client can print either format and write pcap.
-pub fn render_tail_record(
+/// A tail record for `nflog-tail`: the event's fields, then the first message's syslogemu line
+/// (without the newline) and NFLOG body in hex (`syslogemu`, `nflog`), then every written message
+/// of the packet, the first included, as `messages: [{syslogemu, nflog}, …]`, so the client can
+/// print either format per message, as the daemon writes syslogemu, and write pcap.
+pub fn render_tail_record<'l, 'b>(
     ev: &Event<'_>,
     hostname: &[u8],
     node_name: &[u8],
     clock: &mut LocalClock,
-    syslogemu: &[u8],
-    body: &[u8],
+    mut messages: impl Iterator<Item = (&'l [u8], &'b [u8])>,
     out: &mut Vec<u8>,
 ) {
     render_with(ev, hostname, node_name, clock, out, |o| {
+        let Some((syslogemu, body)) = messages.next() else {
+            return;
+        };
         o.str("syslogemu", syslogemu);
-        let out = o.key("nflog");
-        out.push(b'"');
-        for b in body {
-            super::push_hex2(out, *b, false);
+        push_hex_field(o.key("nflog"), body);
+        let out = o.key("messages");
+        out.push(b'[');
+        for (i, (syslogemu, body)) in std::iter::once((syslogemu, body))
+            .chain(messages)
+            .enumerate()
+        {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"syslogemu\":");
+            push_json_str(out, syslogemu);
+            out.extend_from_slice(b",\"nflog\":");
+            push_hex_field(out, body);
+            out.push(b'}');
         }
-        out.push(b'"');
+        out.push(b']');
     });
+}
+
+fn push_hex_field(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'"');
+    for b in bytes {
+        super::push_hex2(out, *b, false);
+    }
+    out.push(b'"');
 }
 
 /// A suppression summary record: `count` messages of one limit key were suppressed in the

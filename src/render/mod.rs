@@ -46,12 +46,12 @@ impl Renderer {
         self.clock.push_rfc3339(t, out);
     }
 
-    /// A record for `nflog-tail` clients (see [`json::render_tail_record`]).
-    pub fn render_tail_record(
+    /// A record for `nflog-tail` clients (see [`json::render_tail_record`]): `messages` yields
+    /// each written message's syslogemu line and NFLOG body.
+    pub fn render_tail_record<'l, 'b>(
         &mut self,
         ev: &Event<'_>,
-        syslogemu: &[u8],
-        body: &[u8],
+        messages: impl Iterator<Item = (&'l [u8], &'b [u8])>,
         out: &mut Vec<u8>,
     ) {
         json::render_tail_record(
@@ -59,8 +59,7 @@ impl Renderer {
             &self.hostname,
             &self.node_name,
             &mut self.clock,
-            syslogemu,
-            body,
+            messages,
             out,
         );
     }
@@ -73,16 +72,11 @@ impl Renderer {
     }
 }
 
-/// ulogd2's hostname: `gethostname()`, cut at the first `.`.
+/// ulogd2's hostname: `gethostname()`, cut at the first `.`. glibc's `gethostname()` is the
+/// node name `uname(2)` returns, which cannot fail.
 pub fn short_hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: buf is valid for buf.len() bytes.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
-    if rc != 0 {
-        return "localhost".to_string();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    let name = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let uname = rustix::system::uname();
+    let name = String::from_utf8_lossy(uname.nodename().to_bytes()).into_owned();
     name.split('.').next().unwrap_or_default().to_string()
 }
 

@@ -319,3 +319,42 @@ fn identical_packets_are_separate_events() {
         assert_eq!(stats.correlated.load(Relaxed), 10);
     }
 }
+
+/// A tail record carries every written message of its packet: `nflog-tail -o syslogemu` and
+/// `-w` then write what the daemon's syslogemu file holds, one line or record per message.
+#[test]
+fn tail_records_carry_every_message_of_the_packet() {
+    let (p, _) = processor(&[Format::Syslogemu], false);
+    let clients = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(1));
+    let mut p = p
+        .with_correlation(Duration::from_secs(60))
+        .with_tail(clients);
+    let pkt = ipv4(17, 0, 0x4000, 0, A, B, &udp(40000, 53, b"q"));
+    let mut buf = Vec::new();
+    message(&mut buf, b"DROP by policy shop/deny", 0, &pkt);
+    message(&mut buf, b"DROP by policy shop/deny", 1, &pkt);
+    message(&mut buf, b"", 2, &pkt);
+    p.handle_batch(&buf, Timestamp::default(), &mut Vec::new());
+    let file = lines(&mut p);
+    let tail = p.take_tail().expect("a tail record");
+    let records: Vec<serde_json::Value> = String::from_utf8(tail.data)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 1);
+    let messages = records[0]["messages"].as_array().unwrap();
+    let tail_lines: Vec<&str> = messages
+        .iter()
+        .map(|m| m["syslogemu"].as_str().unwrap())
+        .collect();
+    let file_lines: Vec<&str> = file.iter().map(|l| l.trim_end_matches('\n')).collect();
+    assert_eq!(tail_lines, file_lines);
+    assert_eq!(records[0]["count"], 3);
+    assert_eq!(records[0]["syslogemu"], messages[0]["syslogemu"]);
+    assert_eq!(records[0]["nflog"], messages[0]["nflog"]);
+    assert_ne!(
+        messages[1]["nflog"], messages[2]["nflog"],
+        "each message's own bytes"
+    );
+}
