@@ -25,7 +25,7 @@ pub const DEFAULT_TOML: &str = include_str!("../config/netpol-nflogd.toml");
 #[serde(deny_unknown_fields, default)]
 pub struct ConfigFile {
     pub source: Source,
-    pub output: Output,
+    pub output: OutputSection,
     pub sinks: Vec<Sink>,
     pub limits: Limits,
     pub kubernetes: Kubernetes,
@@ -46,7 +46,7 @@ pub struct Source {
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub struct Output {
+pub struct OutputSection {
     pub hostname: String,
     pub node_name: String,
     pub correlation_window_ms: u64,
@@ -132,7 +132,7 @@ impl Default for ConfigFile {
     fn default() -> Self {
         ConfigFile {
             source: Source::default(),
-            output: Output::default(),
+            output: OutputSection::default(),
             sinks: vec![
                 Sink::file(Format::Syslogemu, "/var/log/ulog/syslogemu.log"),
                 Sink::stdout(Format::Json),
@@ -158,9 +158,9 @@ impl Default for Source {
     }
 }
 
-impl Default for Output {
+impl Default for OutputSection {
     fn default() -> Self {
-        Output {
+        OutputSection {
             hostname: String::new(),
             node_name: String::new(),
             correlation_window_ms: 200,

@@ -110,7 +110,7 @@ impl Packet {
     }
 
     /// Whether this is a fragment other than the first: its transport bytes are payload, not a
-    /// header (ulogd2 decodes them anyway; see ulogd-syslogemu.md §2).
+    /// header (ulogd2's `printpkt.c` decodes them as if they had one anyway).
     pub fn is_later_fragment(&self) -> bool {
         match self.network {
             Network::Ipv4(Some(h)) => h.frag_off & 0x1fff != 0,

@@ -38,13 +38,13 @@ impl OutputKind {
     }
 }
 
-struct Output {
+struct Buffer {
     id: SinkId,
     kind: OutputKind,
     chunk: Chunk,
 }
 
-impl Output {
+impl Buffer {
     fn render(&mut self, renderer: &mut Renderer, ev: &Event<'_>) {
         match &self.kind {
             OutputKind::Lines(f) => renderer.render(*f, ev, &mut self.chunk.data),
@@ -66,7 +66,7 @@ struct Tail {
 #[derive(Default)]
 pub struct Outputs {
     renderer: Option<Renderer>,
-    outputs: Vec<Output>,
+    outputs: Vec<Buffer>,
     tail: Option<Tail>,
 }
 
@@ -86,7 +86,7 @@ impl Outputs {
     /// Adds an output; its lines come out of [`Outputs::take_chunks`] under the returned id.
     pub fn add(&mut self, kind: OutputKind) -> SinkId {
         let id = SinkId(self.outputs.len());
-        self.outputs.push(Output {
+        self.outputs.push(Buffer {
             id,
             kind,
             chunk: Chunk::default(),

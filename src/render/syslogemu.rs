@@ -1,7 +1,8 @@
-//! ulogd2 2.0.8 LOGEMU lines (`util/printpkt.c`), byte for byte.
-//!
-//! `ulogd-syslogemu.md` maps every field and quirk; the comments below name the ones that look
-//! like mistakes but are kept on purpose, because this file is a drop-in for
+//! ulogd2 2.0.8 LOGEMU lines, byte for byte: the format of `printpkt_print()` in
+//! [util/printpkt.c](https://git.netfilter.org/ulogd2/tree/util/printpkt.c?h=ulogd-2.0.8)
+//! (`<time> <host> <prefix> IN= OUT= MAC= SRC= DST= LEN= …`, each key followed by a space, the
+//! time from the packet's timestamp when the kernel sent one). The comments below name the
+//! quirks that look like mistakes but are kept on purpose, because this file is a drop-in for
 //! `/var/log/ulog/syslogemu.log` and the tools that parse it.
 //!
 //! Deliberate differences from ulogd2, all documented in the README:

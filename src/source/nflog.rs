@@ -145,7 +145,9 @@ pub struct NflogMsg<'a> {
     /// The rule's prefix without its trailing NUL. The kernel always sends it (empty if unset).
     pub prefix: Option<&'a [u8]>,
     pub mark: Option<u32>,
-    /// `(seconds, microseconds)`; only sent for some hooks (see ulogd-syslogemu.md §1.1).
+    /// `(seconds, microseconds)`. The kernel sends it for PREROUTING, INPUT and FORWARD
+    /// (`hooknum <= NF_INET_FORWARD` in `__build_packet_message`, net/netfilter/nfnetlink_log.c):
+    /// the packet's receive time, or the time of logging when the packet has none.
     pub timestamp: Option<(u64, u64)>,
     pub indev: u32,
     pub outdev: u32,
@@ -181,14 +183,14 @@ impl<'a> NflogMsg<'a> {
             let (kind, data) = attr?;
             match kind {
                 NFULA_PACKET_HDR => {
-                    let d = exact_min(data, 4, kind)?;
+                    let d = at_least(data, 4, kind)?;
                     msg.hw_protocol = u16::from_be_bytes([d[0], d[1]]);
                     msg.hook = d[2];
                     have_hdr = true;
                 }
                 NFULA_MARK => msg.mark = Some(be32(data, kind)?),
                 NFULA_TIMESTAMP => {
-                    let d = exact_min(data, 16, kind)?;
+                    let d = at_least(data, 16, kind)?;
                     msg.timestamp = Some((be64(&d[0..8]), be64(&d[8..16])));
                 }
                 NFULA_IFINDEX_INDEV => msg.indev = be32(data, kind)?,
@@ -196,7 +198,7 @@ impl<'a> NflogMsg<'a> {
                 NFULA_IFINDEX_PHYSINDEV => msg.physindev = be32(data, kind)?,
                 NFULA_IFINDEX_PHYSOUTDEV => msg.physoutdev = be32(data, kind)?,
                 NFULA_HWADDR => {
-                    let d = exact_min(data, 4, kind)?;
+                    let d = at_least(data, 4, kind)?;
                     let n = (u16::from_be_bytes([d[0], d[1]]) as usize).min(d.len() - 4);
                     msg.hwaddr = Some(&d[4..4 + n]);
                 }
@@ -262,7 +264,8 @@ impl<'a> Iterator for Attributes<'a> {
     }
 }
 
-fn exact_min(data: &[u8], n: usize, kind: u16) -> Result<&[u8], ParseError> {
+/// The attribute data when it holds at least `n` bytes (the kernel may append padding).
+fn at_least(data: &[u8], n: usize, kind: u16) -> Result<&[u8], ParseError> {
     if data.len() < n {
         Err(ParseError::BadAttribute(kind))
     } else {
@@ -271,12 +274,12 @@ fn exact_min(data: &[u8], n: usize, kind: u16) -> Result<&[u8], ParseError> {
 }
 
 fn be16(data: &[u8], kind: u16) -> Result<u16, ParseError> {
-    let d = exact_min(data, 2, kind)?;
+    let d = at_least(data, 2, kind)?;
     Ok(u16::from_be_bytes([d[0], d[1]]))
 }
 
 fn be32(data: &[u8], kind: u16) -> Result<u32, ParseError> {
-    let d = exact_min(data, 4, kind)?;
+    let d = at_least(data, 4, kind)?;
     Ok(u32::from_be_bytes([d[0], d[1], d[2], d[3]]))
 }
 
