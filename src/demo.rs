@@ -8,7 +8,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -77,8 +77,7 @@ fn sh(args: &[&str], stdin: Option<&str>) -> Result<()> {
 }
 
 pub fn run(_cfg: Config) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         bail!("the demo creates a network namespace and firewall rules: run it as root");
     }
     let name = format!("nflog-demo-{}", std::process::id());
@@ -155,8 +154,10 @@ pub fn run(_cfg: Config) -> Result<()> {
     // The daemon drains the kernel's queue on SIGTERM, so nothing sent is left behind.
     std::thread::sleep(Duration::from_millis(300));
     if let Some(mut child) = ns.child.take() {
-        // SAFETY: kill(2) on the PID of a child we started and have not yet waited for.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        // The child has not been waited for, so its PID is still its own.
+        let pid = rustix::process::Pid::from_child(&child);
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM)
+            .context("cannot stop the daemon")?;
         let status = child.wait()?;
         if !status.success() {
             bail!("the daemon exited with {status}");
@@ -198,10 +199,12 @@ fn wait_bound(ns: &str, timeout: Duration) -> Result<()> {
 
 /// Runs on a thread that joins the namespace, so its sockets live there.
 fn send_traffic(netns: &File) -> Result<()> {
-    // SAFETY: setns on this thread only; the descriptor is a network namespace file.
-    if unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        bail!("setns: {}", std::io::Error::last_os_error());
-    }
+    // setns(2) moves this thread only.
+    rustix::thread::move_into_link_name_space(
+        netns.as_fd(),
+        Some(rustix::thread::LinkNameSpaceType::Network),
+    )
+    .context("setns")?;
     let t = Duration::from_millis(300);
     // Three connection attempts to a database the policy default/deny-db protects.
     for _ in 0..3 {
@@ -222,39 +225,22 @@ fn send_traffic(netns: &File) -> Result<()> {
 }
 
 fn ping(src: &str, dst: &str) -> Result<()> {
+    use rustix::net::{ipproto, AddressFamily, SendFlags, SocketAddrV4, SocketType};
     use std::net::Ipv4Addr;
-    // SAFETY: plain socket(2); checked below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) };
-    if fd < 0 {
-        bail!("raw socket: {}", std::io::Error::last_os_error());
-    }
+    let fd = rustix::net::socket(AddressFamily::INET, SocketType::RAW, Some(ipproto::ICMP))
+        .context("raw socket")?;
     let mut pkt = [8u8, 0, 0, 0, 0x12, 0x34, 0, 1, b'd', b'e', b'm', b'o'];
     let sum = checksum(&pkt);
     pkt[2..4].copy_from_slice(&sum.to_be_bytes());
-    let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-    addr.sin_family = libc::AF_INET as u16;
-    addr.sin_addr.s_addr = u32::from(dst.parse::<Ipv4Addr>()?).to_be();
-    let mut local: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-    local.sin_family = libc::AF_INET as u16;
-    local.sin_addr.s_addr = u32::from(src.parse::<Ipv4Addr>()?).to_be();
-    // SAFETY: the addresses and buffer are valid for the sizes given; fd is closed at the end.
-    unsafe {
-        libc::bind(
-            fd,
-            &local as *const _ as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in>() as u32,
-        );
-        libc::sendto(
-            fd,
-            pkt.as_ptr() as *const libc::c_void,
-            pkt.len(),
-            0,
-            &addr as *const _ as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in>() as u32,
-        );
-        libc::close(fd);
+    let local = SocketAddrV4::new(src.parse::<Ipv4Addr>()?, 0);
+    let addr = SocketAddrV4::new(dst.parse::<Ipv4Addr>()?, 0);
+    rustix::net::bind(&fd, &local).with_context(|| format!("bind {src}"))?;
+    // The policy rejects the ping on OUTPUT, so sendto itself fails with EPERM: expected, the
+    // kernel logged the packet before it refused it.
+    match rustix::net::sendto(&fd, &pkt, SendFlags::empty(), &addr) {
+        Ok(_) | Err(rustix::io::Errno::PERM) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("ping {dst}")),
     }
-    Ok(())
 }
 
 fn checksum(b: &[u8]) -> u16 {

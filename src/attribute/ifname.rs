@@ -1,12 +1,16 @@
 //! Interface index → name, cached.
 //!
 //! NFLOG carries interface indexes; ulogd2 resolves them with its own rtnetlink cache. Here a
-//! miss asks the kernel (`if_indextoname`, in the daemon's network namespace) and the answer is
-//! kept; entries expire so a renamed or re-created interface is picked up. An index the kernel
-//! does not know (the interface is already gone) resolves to the empty name, never to the
-//! previous packet's name as ulogd2's static buffer does.
+//! miss asks the kernel (`SIOCGIFNAME`, what `if_indextoname` does, in the daemon's network
+//! namespace) and the answer is kept; entries expire so a renamed or re-created interface is
+//! picked up. An index the kernel does not know (the interface is already gone) resolves to the
+//! empty name, never to the previous packet's name as ulogd2's static buffer does.
 
+use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
+
+use rustix::io::Errno;
+use rustix::net::{AddressFamily, SocketFlags, SocketType};
 
 use crate::event::IfName;
 
@@ -16,6 +20,9 @@ pub struct IfNames {
     cache: rustc_hash::FxHashMap<u32, (IfName, Instant)>,
     /// The time of the current batch: one clock read per batch, not two per message.
     now: Instant,
+    /// The socket the `SIOCGIFNAME` ioctl goes through (any socket will do; glibc opens one
+    /// per call), opened at the first lookup and kept.
+    sock: Option<OwnedFd>,
 }
 
 impl Default for IfNames {
@@ -29,6 +36,7 @@ impl IfNames {
         IfNames {
             cache: Default::default(),
             now: Instant::now(),
+            sock: None,
         }
     }
 
@@ -47,25 +55,37 @@ impl IfNames {
                 return *name;
             }
         }
-        let name = lookup(index);
-        self.cache.insert(index, (name, self.now));
-        name
+        match self.lookup(index) {
+            Ok(name) => {
+                self.cache.insert(index, (name, self.now));
+                name
+            }
+            // Not cached: the next message asks again.
+            Err(_) => IfName::default(),
+        }
     }
-}
 
-fn lookup(index: u32) -> IfName {
-    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: buf holds IF_NAMESIZE bytes as if_indextoname requires.
-    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
-    if p.is_null() {
-        return IfName::default();
+    /// Asks the kernel. `ENODEV` (no such index, e.g. the interface is gone) is the empty
+    /// name, as `if_indextoname` failing was; so is a name that is not UTF-8, which rustix
+    /// refuses (`EILSEQ`; Linux allows any bytes but `/`, `:` and white space in a name, and
+    /// no CNI plugin makes such names). Any other error (no socket could be opened) is
+    /// returned so the answer is not cached.
+    fn lookup(&mut self, index: u32) -> Result<IfName, Errno> {
+        let sock = match &self.sock {
+            Some(sock) => sock,
+            None => self.sock.insert(rustix::net::socket_with(
+                AddressFamily::INET,
+                SocketType::DGRAM,
+                SocketFlags::CLOEXEC,
+                None,
+            )?),
+        };
+        match rustix::net::netdevice::index_to_name_inlined(sock, index) {
+            Ok(name) => Ok(IfName::new(name.as_bytes())),
+            Err(Errno::NODEV | Errno::NXIO | Errno::ILSEQ) => Ok(IfName::default()),
+            Err(e) => Err(e),
+        }
     }
-    let bytes: Vec<u8> = buf
-        .iter()
-        .take_while(|&&c| c != 0)
-        .map(|&c| c as u8)
-        .collect();
-    IfName::new(&bytes)
 }
 
 #[cfg(test)]

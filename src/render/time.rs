@@ -1,9 +1,18 @@
-//! Local-time formatting with a per-second cache: `localtime_r` honours `TZ` and
-//! `/etc/localtime` exactly as ulogd2's `ctime()` does, and runs once per second, not per line.
+//! Local-time formatting with a per-second cache. The zone is the system's, found as ulogd2's
+//! `ctime()` finds it: `TZ` (a zone name, a POSIX rule or a file), else `/etc/localtime`, read
+//! with jiff when the clock is made; the conversion runs once per second, not per line.
+//!
+//! When no zone can be found (e.g. `TZ` names a zone that is not installed, or a container has
+//! no `/etc/localtime` and no `TZ`), times are in UTC, as glibc does, and the daemon says so once.
+
+use std::sync::Once;
+
+use jiff::tz::TimeZone;
 
 use crate::event::Timestamp;
 
 pub struct LocalClock {
+    tz: TimeZone,
     sec: i64,
     /// `Mmm dd hh:mm:ss` (ctime()+4, 15 bytes).
     ctime: [u8; 15],
@@ -25,9 +34,13 @@ const MONTHS: [&[u8; 3]; 12] = [
 
 impl LocalClock {
     pub fn new() -> Self {
-        // SAFETY: tzset only reads TZ and the zone files.
-        unsafe { tzset() };
+        Self::with_zone(system_zone())
+    }
+
+    /// A clock in the given zone instead of the system's.
+    pub fn with_zone(tz: TimeZone) -> Self {
         LocalClock {
+            tz,
             sec: i64::MIN,
             ctime: [b' '; 15],
             iso: [b'0'; 19],
@@ -40,25 +53,34 @@ impl LocalClock {
             return;
         }
         self.sec = sec;
-        let t = sec as libc::time_t;
-        // SAFETY: tm is plain data; localtime_r fills it and is thread-safe.
-        let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-        unsafe { libc::localtime_r(&t, &mut tm) };
+        // A hostile NFLA_TIMESTAMP can be any i64: clamp it into jiff's range (years
+        // -9999..=9999), within which every offset gives a valid civil time.
+        let clamped = sec.clamp(
+            jiff::Timestamp::MIN.as_second(),
+            jiff::Timestamp::MAX.as_second(),
+        );
+        let ts = jiff::Timestamp::from_second(clamped).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        let offset = self.tz.to_offset(ts);
+        let dt = offset.to_datetime(ts);
         let two = |v: i32| -> [u8; 2] { [b'0' + (v / 10 % 10) as u8, b'0' + (v % 10) as u8] };
-        let month = MONTHS[tm.tm_mon.clamp(0, 11) as usize];
-        let day = if tm.tm_mday < 10 {
-            [b' ', b'0' + tm.tm_mday as u8]
+        let month = MONTHS[(dt.month() as usize).clamp(1, 12) - 1];
+        let mday = i32::from(dt.day());
+        let day = if mday < 10 {
+            [b' ', b'0' + mday as u8]
         } else {
-            two(tm.tm_mday)
+            two(mday)
         };
-        let (h, m, s) = (two(tm.tm_hour), two(tm.tm_min), two(tm.tm_sec));
+        let (h, m, s) = (
+            two(dt.hour().into()),
+            two(dt.minute().into()),
+            two(dt.second().into()),
+        );
         self.ctime = [
             month[0], month[1], month[2], b' ', day[0], day[1], b' ', h[0], h[1], b':', m[0], m[1],
             b':', s[0], s[1],
         ];
-        // i64: a hostile NFLA_TIMESTAMP can put tm_year near i32::MAX.
-        let year = (tm.tm_year as i64 + 1900).clamp(0, 9999) as i32;
-        let (mo, d) = (two(tm.tm_mon + 1), two(tm.tm_mday));
+        let year = i32::from(dt.year()).clamp(0, 9999);
+        let (mo, d) = (two(dt.month().into()), two(mday));
         self.iso = [
             b'0' + (year / 1000) as u8,
             b'0' + (year / 100 % 10) as u8,
@@ -80,7 +102,7 @@ impl LocalClock {
             s[0],
             s[1],
         ];
-        let off = tm.tm_gmtoff;
+        let off = offset.seconds();
         let sign = if off < 0 { b'-' } else { b'+' };
         let off = off.unsigned_abs() / 60;
         let (oh, om) = (two((off / 60) as i32), two((off % 60) as i32));
@@ -110,8 +132,24 @@ impl LocalClock {
     }
 }
 
-extern "C" {
-    fn tzset();
+/// The system's zone, or UTC with a warning (once per process) when there is none.
+fn system_zone() -> TimeZone {
+    match TimeZone::try_system() {
+        Ok(tz) => tz,
+        Err(e) => {
+            static WARNED: Once = Once::new();
+            WARNED.call_once(|| {
+                let text = format!("cannot determine the local time zone ({e}); times are in UTC");
+                // The daemon logs through tracing; nflog-tail has no subscriber.
+                if tracing::dispatcher::has_been_set() {
+                    tracing::warn!("{text}");
+                } else {
+                    eprintln!("warning: {text}");
+                }
+            });
+            TimeZone::UTC
+        }
+    }
 }
 
 #[cfg(test)]
@@ -136,5 +174,39 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "Nov  7 09:05:03|2026-11-07T09:05:03.000042+00:00"
         );
+    }
+
+    #[test]
+    fn formats_a_zone_with_an_offset() {
+        let tz = TimeZone::posix("EST5EDT,M3.2.0,M11.1.0").unwrap();
+        let mut c = LocalClock::with_zone(tz);
+        let mut out = Vec::new();
+        let t = Timestamp {
+            sec: 1_794_042_303,
+            usec: 42,
+        };
+        c.push_ctime(t, &mut out);
+        out.push(b'|');
+        c.push_rfc3339(t, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "Nov  7 04:05:03|2026-11-07T04:05:03.000042-05:00"
+        );
+    }
+
+    #[test]
+    fn hostile_timestamps_are_clamped() {
+        let mut c = LocalClock::with_zone(TimeZone::UTC);
+        for (sec, want) in [
+            (i64::MAX, "9999-12-"),
+            (i64::MIN, "0000-01-"),
+            (-1, "1969-12-31T23:59:59"),
+        ] {
+            let mut out = Vec::new();
+            c.push_rfc3339(Timestamp { sec, usec: 0 }, &mut out);
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.starts_with(want), "{sec}: {text}");
+            assert_eq!(text.len(), 32, "{sec}: {text}");
+        }
     }
 }

@@ -169,13 +169,7 @@ struct RawStdout;
 
 impl Write for RawStdout {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        // SAFETY: writing from a valid buffer to fd 1, which the process owns for its lifetime.
-        let n = unsafe { libc::write(1, buf.as_ptr() as *const libc::c_void, buf.len()) };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+        Ok(rustix::io::write(io::stdout(), buf)?)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -186,6 +180,7 @@ impl Write for RawStdout {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustix::io::Errno;
 
     /// Accepts `cap` bytes, then fails like a full disk.
     struct Full {
@@ -197,7 +192,7 @@ mod tests {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
             let n = buf.len().min(self.cap - self.got.len()).min(7);
             if n == 0 {
-                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+                return Err(Errno::NOSPC.into());
             }
             self.got.extend_from_slice(&buf[..n]);
             Ok(n)
@@ -215,7 +210,7 @@ mod tests {
             got: Vec::new(),
         };
         let (err, n) = write_counting(&mut w, data).unwrap_err();
-        assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
+        assert_eq!(Errno::from_io_error(&err), Some(Errno::NOSPC));
         assert_eq!(n, 15);
         assert_eq!(whole_lines(data, n), 9, "only \"line one\\n\" is whole");
         let mut ok = Full {

@@ -552,7 +552,7 @@ fn send_datagrams(
         // No trailer in a datagram (RFC 5426 §3.1): the datagram is the message.
         match conn.send_datagram(&rest[..end]) {
             Ok(()) => *sent += 1,
-            Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::MSGSIZE.raw_os_error()) => {
                 *lost += 1;
                 if !matches!(last_report, Some(t) if t.elapsed() <= Duration::from_secs(10)) {
                     *last_report = Some(Instant::now());

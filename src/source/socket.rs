@@ -1,13 +1,16 @@
 //! The NFLOG netlink socket: bind groups, configure the kernel side, receive batches.
 //!
-//! Written on `libc` directly: the socket is six system calls, and the crates that wrap them
-//! either allocate per message or hide `ENOBUFS`/`MSG_TRUNC`, which this daemon must see to
-//! account for every message.
+//! System calls through `rustix`: it checks every result, allocates nothing per message, and
+//! hides neither `ENOBUFS` (an overrun) nor the full length `MSG_TRUNC` reports, both of which
+//! this daemon must see to account for every message.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::io::Errno;
+use rustix::net::{netlink, sockopt, AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
 use thiserror::Error;
 
 use super::nflog::{self, Messages, Netlink, NFNL_SUBSYS_ULOG, NFULNL_MSG_CONFIG};
@@ -22,6 +25,9 @@ const NFULNL_CFG_CMD_BIND: u8 = 1;
 const NFULNL_CFG_CMD_UNBIND: u8 = 2;
 const NFULNL_COPY_PACKET: u8 = 2;
 const NFULNL_CFG_F_SEQ: u16 = 1;
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_ACK: u16 = 4;
+const AF_UNSPEC: u8 = 0;
 
 /// Kernel-side settings of one NFLOG instance (see `nfnetlink_log.c`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,8 +48,12 @@ pub struct Tuning {
 pub enum SocketError {
     #[error("cannot open the NFLOG netlink socket (is this process root or does it have CAP_NET_ADMIN?)")]
     Open(#[source] io::Error),
+    #[error("cannot set the NFLOG socket's receive buffer")]
+    ReceiveBuffer(#[source] io::Error),
     #[error("NFLOG group {group} is already bound by another process in this network namespace (ulogd2, tcpdump -i nflog:{group}, another netpol-nflogd?); only one process can read a group")]
     GroupBusy { group: u16 },
+    #[error("not allowed to bind NFLOG group {group}: run as root (or with CAP_NET_ADMIN)")]
+    NotPermitted { group: u16 },
     #[error("the kernel refused to {what} for NFLOG group {group}")]
     Config {
         group: u16,
@@ -53,6 +63,8 @@ pub enum SocketError {
     },
     #[error("no answer from the kernel while configuring NFLOG group {group}")]
     NoAnswer { group: u16 },
+    #[error("cannot wait for NFLOG messages: {0}")]
+    Wait(io::Error),
 }
 
 /// An `AF_NETLINK`/`NETLINK_NETFILTER` socket bound to one or more NFLOG groups.
@@ -71,15 +83,23 @@ impl AsRawFd for NflogSocket {
     }
 }
 
+impl AsFd for NflogSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
 /// Whether some socket in this network namespace has bound `group`
 /// (`/proc/net/netfilter/nfnetlink_log` lists one instance per line, the group first).
 pub fn group_is_bound(group: u16) -> bool {
-    std::fs::read_to_string("/proc/net/netfilter/nfnetlink_log")
-        .map(|t| {
-            t.lines()
-                .any(|l| l.split_whitespace().next() == Some(&group.to_string()))
+    std::fs::read_to_string("/proc/net/netfilter/nfnetlink_log").is_ok_and(|t| {
+        t.lines().any(|l| {
+            l.split_whitespace()
+                .next()
+                .and_then(|g| g.parse::<u16>().ok())
+                == Some(group)
         })
-        .unwrap_or(false)
+    })
 }
 
 /// What one `recv()` produced.
@@ -98,84 +118,47 @@ pub enum Recv {
 impl NflogSocket {
     /// Opens the socket and binds every group with the given tuning.
     pub fn open(groups: &[u16], tuning: &Tuning) -> Result<Self, SocketError> {
-        // SAFETY: plain socket(2) call; the result is checked before use.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                libc::NETLINK_NETFILTER,
-            )
-        };
-        if raw < 0 {
-            return Err(SocketError::Open(io::Error::last_os_error()));
-        }
-        // SAFETY: `raw` is a fresh, valid descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as u16;
-        // SAFETY: addr is a valid sockaddr_nl of the size given.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                &addr as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_nl>() as u32,
-            )
-        };
-        if rc < 0 {
-            return Err(SocketError::Open(io::Error::last_os_error()));
-        }
+        let fd = rustix::net::socket_with(
+            AddressFamily::NETLINK,
+            SocketType::RAW,
+            SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            Some(netlink::NETFILTER),
+        )
+        .map_err(|e| SocketError::Open(e.into()))?;
+        // Port ID 0: the kernel assigns one. No multicast groups: NFLOG sends unicast.
+        rustix::net::bind(&fd, &netlink::SocketAddrNetlink::new(0, 0))
+            .map_err(|e| SocketError::Open(e.into()))?;
         let mut sock = NflogSocket {
             fd,
             seq: 0,
             pending: Vec::new(),
             rcvbuf_granted: 0,
         };
-        sock.rcvbuf_granted = sock.set_rcvbuf(tuning.rcvbuf);
+        sock.rcvbuf_granted = sock
+            .set_rcvbuf(tuning.rcvbuf)
+            .map_err(|e| SocketError::ReceiveBuffer(e.into()))?;
         for &group in groups {
             sock.configure(group, tuning)?;
         }
         Ok(sock)
     }
 
-    /// Asks for a receive buffer with `SO_RCVBUFFORCE` (beyond `rmem_max`), falling back to
-    /// `SO_RCVBUF`; returns what the kernel granted.
-    fn set_rcvbuf(&self, bytes: usize) -> usize {
-        let val = bytes.min(i32::MAX as usize) as libc::c_int;
-        for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
-            // SAFETY: val is a c_int that outlives the call.
-            let rc = unsafe {
-                libc::setsockopt(
-                    self.fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    opt,
-                    &val as *const _ as *const libc::c_void,
-                    std::mem::size_of::<libc::c_int>() as u32,
-                )
-            };
-            if rc == 0 {
-                break;
-            }
+    /// Asks for a receive buffer with `SO_RCVBUFFORCE` (beyond `rmem_max`; needs
+    /// CAP_NET_ADMIN), falling back to `SO_RCVBUF` (capped at `rmem_max`); returns what the
+    /// kernel granted.
+    fn set_rcvbuf(&self, bytes: usize) -> Result<usize, Errno> {
+        let bytes = bytes.min(i32::MAX as usize);
+        if sockopt::set_socket_recv_buffer_size_force(&self.fd, bytes).is_err() {
+            sockopt::set_socket_recv_buffer_size(&self.fd, bytes)?;
         }
-        let mut got: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as u32;
-        // SAFETY: got/len are valid for writing.
-        unsafe {
-            libc::getsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                &mut got as *mut _ as *mut libc::c_void,
-                &mut len,
-            );
-        }
-        got.max(0) as usize
+        sockopt::socket_recv_buffer_size(&self.fd)
     }
 
     fn configure(&mut self, group: u16, t: &Tuning) -> Result<(), SocketError> {
+        self.bind_group(group)?;
         let mut mode = t.copy_range.to_be_bytes().to_vec();
         mode.extend_from_slice(&[NFULNL_COPY_PACKET, 0]);
-        let steps: [(&'static str, u16, Vec<u8>); 6] = [
-            ("bind the group", NFULA_CFG_CMD, vec![NFULNL_CFG_CMD_BIND]),
+        let steps: [(&'static str, u16, Vec<u8>); 5] = [
             ("set the copy mode", NFULA_CFG_MODE, mode),
             (
                 "set the buffer size",
@@ -199,25 +182,27 @@ impl NflogSocket {
             ),
         ];
         for (what, attr, data) in steps {
-            match self.request(group, attr, &data) {
-                Ok(()) => {}
-                // nfulnl_recv_config() answers EPERM (older kernels EBUSY) when another socket
-                // owns the group; EPERM also means "no CAP_NET_ADMIN", so look the group up.
-                Err(err)
-                    if attr == NFULA_CFG_CMD
-                        && (err.raw_os_error() == Some(libc::EBUSY)
-                            || (err.raw_os_error() == Some(libc::EPERM)
-                                && group_is_bound(group))) =>
-                {
-                    return Err(SocketError::GroupBusy { group });
-                }
-                Err(err) if err.kind() == io::ErrorKind::TimedOut => {
-                    return Err(SocketError::NoAnswer { group });
-                }
-                Err(err) => return Err(SocketError::Config { group, what, err }),
-            }
+            self.request(group, attr, &data)
+                .map_err(|err| config_error(group, what, err))?;
         }
         Ok(())
+    }
+
+    /// Binds one group: the one place that tells "another socket holds the group" from "this
+    /// process may not bind it". `nfulnl_recv_config()` answers EPERM (older kernels EBUSY)
+    /// when another socket owns the group (`inst->peer_portid != portid`), the same errno as a
+    /// missing CAP_NET_ADMIN, so `/proc/net/netfilter/nfnetlink_log` tells the two apart.
+    fn bind_group(&mut self, group: u16) -> Result<(), SocketError> {
+        let err = match self.request(group, NFULA_CFG_CMD, &[NFULNL_CFG_CMD_BIND]) {
+            Ok(()) => return Ok(()),
+            Err(err) => err,
+        };
+        Err(match Errno::from_io_error(&err) {
+            Some(Errno::BUSY) => SocketError::GroupBusy { group },
+            Some(Errno::PERM) if group_is_bound(group) => SocketError::GroupBusy { group },
+            Some(Errno::PERM) => SocketError::NotPermitted { group },
+            _ => config_error(group, "bind the group", err),
+        })
     }
 
     /// Asks the kernel to unbind a group and returns the request's sequence number. The kernel
@@ -243,27 +228,23 @@ impl NflogSocket {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
         let mut msg = vec![0u8; nflog::NLMSG_HDRLEN];
-        msg.extend_from_slice(&[libc::AF_UNSPEC as u8, 0]);
+        msg.extend_from_slice(&[AF_UNSPEC, 0]);
         msg.extend_from_slice(&group.to_be_bytes());
         nflog::build::attr(&mut msg, attr, data);
         let len = msg.len() as u32;
         msg[0..4].copy_from_slice(&len.to_ne_bytes());
         let kind = (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG;
         msg[4..6].copy_from_slice(&kind.to_ne_bytes());
-        let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
+        let flags = NLM_F_REQUEST | NLM_F_ACK;
         msg[6..8].copy_from_slice(&flags.to_ne_bytes());
         msg[8..12].copy_from_slice(&seq.to_ne_bytes());
-        // SAFETY: msg is a valid buffer of the given length.
-        let rc = unsafe {
-            libc::send(
-                self.fd.as_raw_fd(),
-                msg.as_ptr() as *const libc::c_void,
-                msg.len(),
-                0,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
+        // A netlink datagram goes whole or not at all.
+        let sent = rustix::net::send(&self.fd, &msg, SendFlags::empty())?;
+        if sent != msg.len() {
+            return Err(io::Error::other(format!(
+                "the kernel took {sent} of {} bytes of a config message",
+                msg.len()
+            )));
         }
         Ok(seq)
     }
@@ -277,13 +258,7 @@ impl NflogSocket {
             if left.is_zero() {
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "no ACK"));
             }
-            let mut pfd = libc::pollfd {
-                fd: self.fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: pfd is valid for the duration of the call.
-            unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(5000) as i32) };
+            self.wait_readable(left)?;
             match self.recv(&mut buf) {
                 Recv::Data(n) | Recv::Truncated(n) => {
                     let batch = &buf[..n];
@@ -307,28 +282,36 @@ impl NflogSocket {
         }
     }
 
-    /// One non-blocking `recv()` into `buf`.
+    /// Waits until a batch is waiting or `timeout` passed; a signal ends the wait early.
+    pub fn wait_readable(&self, timeout: Duration) -> io::Result<()> {
+        let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+        // A timeout too large for a timespec waits without one.
+        let timeout = Timespec::try_from(timeout).ok();
+        match rustix::event::poll(&mut fds, timeout.as_ref()) {
+            Ok(_) | Err(Errno::INTR) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// One non-blocking `recv()` into `buf`. Besides `EAGAIN` and `ENOBUFS`, `recv(2)` on a
+    /// bound netlink socket with a valid buffer has no error to give (`EINTR` cannot happen
+    /// with `MSG_DONTWAIT`); anything else would count as "nothing waiting".
     pub fn recv(&self, buf: &mut [u8]) -> Recv {
-        // SAFETY: buf is valid for writing buf.len() bytes.
-        let n = unsafe {
-            libc::recv(
-                self.fd.as_raw_fd(),
-                buf.as_mut_ptr() as *mut libc::c_void,
-                buf.len(),
-                libc::MSG_TRUNC | libc::MSG_DONTWAIT,
-            )
-        };
-        if n < 0 {
-            return match io::Error::last_os_error().raw_os_error() {
-                Some(libc::ENOBUFS) => Recv::Overrun,
-                _ => Recv::WouldBlock,
-            };
+        // MSG_TRUNC: the second value is the batch's full length, even when it did not fit.
+        match rustix::net::recv(&self.fd, &mut *buf, RecvFlags::TRUNC | RecvFlags::DONTWAIT) {
+            Ok((n, full)) if full > n => Recv::Truncated(n),
+            Ok((n, _)) => Recv::Data(n),
+            Err(Errno::NOBUFS) => Recv::Overrun,
+            Err(_) => Recv::WouldBlock,
         }
-        let n = n as usize;
-        if n > buf.len() {
-            Recv::Truncated(buf.len())
-        } else {
-            Recv::Data(n)
-        }
+    }
+}
+
+/// A config step failed: no answer within the deadline, or the kernel's error.
+fn config_error(group: u16, what: &'static str, err: io::Error) -> SocketError {
+    if err.kind() == io::ErrorKind::TimedOut {
+        SocketError::NoAnswer { group }
+    } else {
+        SocketError::Config { group, what, err }
     }
 }

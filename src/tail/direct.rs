@@ -7,8 +7,7 @@
 //! (or ulogd2, or tcpdump) holds it.
 
 use std::collections::VecDeque;
-use std::os::fd::AsRawFd;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::pcap::event;
 use super::record::{Item, Record};
@@ -39,7 +38,7 @@ pub struct Direct {
 
 impl Direct {
     pub fn open(group: u16, hostname: &str) -> Result<Self, Error> {
-        let mut sock = NflogSocket::open(&[group], &TUNING).map_err(explain)?;
+        let mut sock = NflogSocket::open(&[group], &TUNING)?;
         let pending = sock.take_pending();
         let mut d = Direct {
             sock,
@@ -85,45 +84,11 @@ impl Direct {
     }
 
     /// Waits until the socket is readable (or a second passed).
-    fn wait(&self) {
-        let mut pfd = libc::pollfd {
-            fd: self.sock.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: pfd is a valid pollfd for the duration of the call.
-        unsafe { libc::poll(&mut pfd, 1, 1000) };
+    fn wait(&self) -> Result<(), Error> {
+        self.sock
+            .wait_readable(Duration::from_secs(1))
+            .map_err(|e| Error::Socket(SocketError::Wait(e)))
     }
-}
-
-/// The kernel answers a bind of a group another socket holds with EPERM, not EBUSY
-/// (`nfnetlink_log.c`, `nfulnl_recv_config`: `inst->peer_portid != portid` → `-EPERM`), the
-/// same errno as a missing CAP_NET_ADMIN. `/proc` tells the two apart.
-fn explain(e: SocketError) -> Error {
-    match e {
-        SocketError::Config { group, ref err, .. } if err.raw_os_error() == Some(libc::EPERM) => {
-            if group_bound(group) {
-                Error::Socket(SocketError::GroupBusy { group })
-            } else {
-                Error::Connect(format!(
-                    "not allowed to bind NFLOG group {group}: run as root (or with CAP_NET_ADMIN)"
-                ))
-            }
-        }
-        other => Error::Socket(other),
-    }
-}
-
-/// Whether `/proc/net/netfilter/nfnetlink_log` lists the group (someone has bound it).
-pub fn group_bound(group: u16) -> bool {
-    std::fs::read_to_string("/proc/net/netfilter/nfnetlink_log").is_ok_and(|t| {
-        t.lines().any(|l| {
-            l.split_whitespace()
-                .next()
-                .and_then(|g| g.parse::<u16>().ok())
-                == Some(group)
-        })
-    })
 }
 
 impl Source for Direct {
@@ -147,7 +112,7 @@ impl Source for Direct {
                         )));
                     }
                 }
-                Recv::WouldBlock => self.wait(),
+                Recv::WouldBlock => self.wait()?,
             }
         }
     }
