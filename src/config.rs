@@ -113,6 +113,8 @@ pub struct Kubernetes {
     /// "auto" (in a pod or with a kubeconfig), "on", or "off".
     pub mode: String,
     pub watch_all_pods: bool,
+    /// A `kubectl get … -o yaml|json` file to attribute from instead of the API ("" for none).
+    pub snapshot: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -186,6 +188,7 @@ impl Default for Kubernetes {
         Kubernetes {
             mode: "auto".into(),
             watch_all_pods: false,
+            snapshot: String::new(),
         }
     }
 }
@@ -282,6 +285,9 @@ impl ConfigFile {
         }
         if let Some(r) = o.rcvbuf {
             self.source.socket_receive_buffer = r;
+        }
+        if let Some(path) = &o.kube_snapshot {
+            self.kubernetes.snapshot = path.to_string_lossy().into_owned();
         }
     }
 
@@ -425,6 +431,8 @@ impl ConfigFile {
             },
             kube_mode: mode,
             watch_all_pods: self.kubernetes.watch_all_pods,
+            kube_snapshot: (!self.kubernetes.snapshot.is_empty())
+                .then(|| PathBuf::from(&self.kubernetes.snapshot)),
             metrics_listen,
             tail_socket: (!self.tail.socket.is_empty()).then(|| PathBuf::from(&self.tail.socket)),
             tail_ring: self.tail.ring,
@@ -451,6 +459,7 @@ pub struct Overrides {
     pub rcvbuf: Option<usize>,
     pub tail_socket: Option<String>,
     pub metrics_listen: Option<String>,
+    pub kube_snapshot: Option<PathBuf>,
 }
 
 /// Whether the daemon watches the Kubernetes API.
@@ -488,6 +497,8 @@ pub struct Config {
     pub limits: LimitSettings,
     pub kube_mode: KubeMode,
     pub watch_all_pods: bool,
+    /// Attribute from this `kubectl get -o yaml|json` file instead of the API.
+    pub kube_snapshot: Option<PathBuf>,
     pub metrics_listen: Option<SocketAddr>,
     pub tail_socket: Option<PathBuf>,
     pub tail_ring: usize,

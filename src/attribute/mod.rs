@@ -62,6 +62,7 @@ pub mod index;
 pub mod kube;
 pub mod rules;
 pub mod selector;
+pub mod snapshot;
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -71,6 +71,10 @@ struct Cli {
     #[arg(long, env = "NETPOL_NFLOG_METRICS_LISTEN", global = true)]
     metrics_listen: Option<std::ffi::OsString>,
 
+    /// Attribute from this cluster snapshot (`kubectl get pods,networkpolicies,namespaces,services,endpointslices,nodes -A -o yaml`) instead of the API.
+    #[arg(long, env = "NETPOL_NFLOG_KUBE_SNAPSHOT", global = true)]
+    kube_snapshot: Option<PathBuf>,
+
     /// Write the final counters (received, written, suppressed, lost) as JSON here at exit.
     #[arg(long, global = true)]
     stats_file: Option<PathBuf>,
@@ -176,6 +180,7 @@ fn load_config(cli: &Cli) -> Result<Config, netpol_nflog::config::ConfigError> {
             .metrics_listen
             .as_ref()
             .map(|m| m.to_string_lossy().into_owned()),
+        kube_snapshot: cli.kube_snapshot.clone(),
     };
     Config::load(cli.config.as_deref(), &overrides)
 }

@@ -111,6 +111,24 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<Arc<Stats>> {
     if let Some(k) = &kube {
         proc = proc.with_kube(k.index.clone());
     }
+    if let Some(path) = &cfg.kube_snapshot {
+        let node = (!node_name.is_empty()).then_some(node_name.as_str());
+        let (index, loaded) = crate::attribute::snapshot::load(path, node)?;
+        tracing::info!(
+            snapshot = %path.display(),
+            pods = loaded.pods,
+            policies = loaded.policies,
+            namespaces = loaded.namespaces,
+            "attributing from a cluster snapshot"
+        );
+        for a in index.invalid_annotations() {
+            tracing::warn!(namespace = %a.policy.namespace, policy = %a.policy.name, annotation = a.annotation, value = ?a.value, error = %a.error, "invalid annotation: kube-router uses the defaults");
+        }
+        for (key, limit) in index.limits() {
+            proc.limiter_mut().set_limit(key.as_bytes(), Some(limit));
+        }
+        proc = proc.with_kube(Arc::new(std::sync::RwLock::new(index)));
+    }
     let health = Arc::new(crate::metrics::Health::default());
     if let Some(listen) = cfg.metrics_listen {
         let listener = tokio::net::TcpListener::bind(listen)
@@ -212,6 +230,9 @@ async fn start_kube(
     node_name: &str,
 ) -> anyhow::Result<Option<crate::attribute::kube::KubeHandle>> {
     let mode = cfg.kube_mode;
+    if cfg.kube_snapshot.is_some() {
+        return Ok(None);
+    }
     if mode == KubeMode::Off {
         tracing::info!("Kubernetes attribution off: policy names come from NFLOG prefixes");
         return Ok(None);

@@ -10,6 +10,7 @@ mod kube;
 mod metrics;
 mod overload;
 mod privilege;
+mod snapshot;
 mod support;
 mod syslog;
 mod tail;
