@@ -154,7 +154,7 @@ impl Default for Source {
             copy_range: 65535,
             kernel_buffer: 131072,
             queue_threshold: 1024,
-            flush_timeout_ms: 100,
+            flush_timeout_ms: 10,
             socket_receive_buffer: 64 << 20,
         }
     }
@@ -165,7 +165,7 @@ impl Default for OutputSection {
         OutputSection {
             hostname: String::new(),
             node_name: String::new(),
-            correlation_window_ms: 200,
+            correlation_window_ms: 50,
         }
     }
 }

@@ -299,6 +299,11 @@ impl Correlator {
         self.open.is_none()
     }
 
+    /// When the packet being collected is due (see [`Correlator::expire`]), if there is one.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.open.as_ref().map(|o| o.opened + self.window)
+    }
+
     pub fn window(&self) -> Duration {
         self.window
     }

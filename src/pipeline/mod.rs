@@ -169,9 +169,10 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<Arc<Stats>> {
     summary.tick().await;
     let mut buf = vec![0u8; 256 * 1024];
     let mut publish = tokio::time::interval(Duration::from_secs(1));
-    let mut expiry = tokio::time::interval((window / 2).max(Duration::from_millis(20)));
 
     loop {
+        // A timer only while the correlator holds a packet: an idle daemon does not wake up.
+        let expiry = proc.next_expiry();
         tokio::select! {
             ready = fd.readable() => {
                 let mut guard = ready?;
@@ -184,7 +185,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<Arc<Stats>> {
                 tracing::info!(policy = %key, limit = ?limit, "rate limit changed");
                 proc.limiter_mut().set_limit(key.as_bytes(), limit);
             }
-            _ = expiry.tick() => {
+            _ = sleep_until_some(expiry) => {
                 proc.expire(false);
                 flush(&mut proc, &sinks, tail.as_ref()).await;
             }
@@ -222,6 +223,14 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<Arc<Stats>> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(stats)
+}
+
+/// Sleeps until `deadline`; forever without one.
+async fn sleep_until_some(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Starts the Kubernetes watchers unless configured off or no cluster is reachable.

@@ -206,6 +206,11 @@ impl Processor {
         }
     }
 
+    /// When the packet the correlator holds is due, if it holds one.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.correlator.as_ref()?.deadline()
+    }
+
     /// Suppression summaries since the last call: logged, and written as records.
     pub fn emit_summaries(&mut self, interval: Duration, now: Timestamp) {
         for s in self.limiter.take_summaries() {
