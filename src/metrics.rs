@@ -23,14 +23,17 @@
 //! * **Connections**: at most [`MAX_CONNECTIONS`] (256) open at once, fewer if the descriptor
 //!   limit is low (a quarter of `RLIMIT_NOFILE`, so 256 with 1024 descriptors: the NFLOG socket,
 //!   the output files, the API connections and the tail clients keep the rest). A tokio
-//!   semaphore holds one permit per connection. At the limit, the connection that has been
-//!   idle longest (waiting for a request head, or between keep-alive requests) is closed to make
-//!   room (`netpol_nflog_http_connections_evicted`); only when every open connection is in the
-//!   middle of answering a request is the new connection closed at once
-//!   (`netpol_nflog_http_connections_rejected`). Closing the newcomer alone would let a client
-//!   that holds 256 idle connections keep every probe out; evicting the longest idle one means
-//!   a probe, which sends its request as soon as it connects, always gets in. Closed
-//!   connections are reset (zero linger), so they leave no `TIME_WAIT` state behind.
+//!   semaphore holds one permit per connection. At the limit, the longest idle eighth of the
+//!   connections (waiting for a request head that has not arrived, or between keep-alive
+//!   requests) is closed to make room (`netpol_nflog_http_connections_evicted`); only when no
+//!   open connection is idle, every one answering a request or holding one not read yet, is the
+//!   new connection closed at once (`netpol_nflog_http_connections_rejected`). Closing the
+//!   newcomer alone would let a client that holds 256 idle connections keep every probe out;
+//!   evicting the longest idle ones means a probe, which sends its request as soon as it
+//!   connects, gets in. Closed connections are reset (zero linger), so a flood leaves no
+//!   `TIME_WAIT` state behind, and the listening socket's backlog is raised to
+//!   [`LISTEN_BACKLOG`] (1024) so that a burst waits in the kernel instead of having SYNs
+//!   dropped (each drop costs the client a 1 s retransmission, half a probe's timeout).
 //! * **Time**: a request head must arrive complete within [`HEADER_TIMEOUT`] (5 s) of the
 //!   connection opening or of the previous answer, which is also the keep-alive idle timeout
 //!   (a slowloris client sending a byte a second is cut after 5 s; Prometheus and the kubelet
@@ -38,8 +41,8 @@
 //!   within [`REQUEST_TIMEOUT`] (10 s, the longest scrape timeout one would configure here), so a
 //!   client that does not read its answer is dropped too.
 //! * **Memory**: a request head is at most [`MAX_HEAD_BYTES`] (8 KiB, 64 headers; more gets
-//!   431) and the per-connection buffers at most [`MAX_BUF_BYTES`], so 256 connections cost a few
-//!   MB; request bodies are never read. At most [`MAX_SCRAPES_IN_FLIGHT`] `/metrics` answers
+//!   431) and a connection's read buffer at most [`MAX_BUF_BYTES`], so 256 idle connections cost
+//!   a few MB; request bodies are never read. At most [`MAX_SCRAPES_IN_FLIGHT`] `/metrics` answers
 //!   (up to about a megabyte each with [`MAX_POLICY_SERIES`] policies) are in flight at once;
 //!   another scrape waits for one to be written out, or gets 503 at its request timeout. After a
 //!   burst of connections the heap is trimmed (`malloc_trim`) once they have gone, so the
@@ -113,6 +116,14 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// How long a new connection waits for an evicted one to let go of its slot.
 const EVICT_WAIT: Duration = Duration::from_millis(100);
+
+/// At the limit, the longest idle eighth of the connections is closed at once.
+const EVICT_BATCH_DIVISOR: usize = 8;
+
+/// Backlog of the listening socket: a burst of connections waits in the kernel's accept queue
+/// rather than having its SYNs dropped (a dropped SYN costs the client a 1 s retransmission,
+/// half a probe's timeout).
+pub const LISTEN_BACKLOG: i32 = 1024;
 
 /// The heap is trimmed when the open connections fall to `TRIM_LOW` after having reached
 /// `TRIM_HIGH`, at most once a second.
@@ -408,6 +419,10 @@ pub async fn serve(
     status: Option<Arc<dyn StatusSource>>,
 ) {
     let limit = connection_limit();
+    // SAFETY: listen(2) again on the socket the listener owns only changes its backlog.
+    if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "metrics listener: backlog unchanged");
+    }
     let mut http1 = http1::Builder::new();
     http1
         .timer(TokioTimer::new())
@@ -422,6 +437,7 @@ pub async fn serve(
         status,
         http: Arc::default(),
         http1,
+        limit,
         conns: Mutex::default(),
         scrapes: Arc::new(Semaphore::new(MAX_SCRAPES_IN_FLIGHT)),
         epoch: Instant::now(),
@@ -504,6 +520,7 @@ struct Server {
     status: Option<Arc<dyn StatusSource>>,
     http: Arc<HttpStats>,
     http1: http1::Builder,
+    limit: usize,
     /// The open connections, for eviction.
     conns: Mutex<HashMap<u64, Arc<ConnState>>>,
     scrapes: Arc<Semaphore>,
@@ -514,7 +531,7 @@ struct Server {
 }
 
 /// What the accept loop and the connection's own parts share about one connection.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct ConnState {
     /// When it last became idle (opened, or finished writing an answer), in ms since the epoch.
     idle_since_ms: AtomicU64,
@@ -524,6 +541,8 @@ struct ConnState {
     queued: AtomicBool,
     /// Deadline of the current request, ms since the epoch (0: none).
     deadline_ms: AtomicU64,
+    /// The socket, for [`request_waiting`].
+    fd: std::os::fd::RawFd,
     /// Chosen for eviction (not to be chosen twice).
     evicting: AtomicBool,
     evict: Notify,
@@ -550,16 +569,28 @@ impl Server {
     /// At the limit: evicts the longest idle connection and waits for its slot. `None` when no
     /// connection is idle (or the slot did not come free in time).
     async fn make_room(&self, slots: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
-        let victim = {
+        let mut idle: Vec<(u64, Arc<ConnState>)> = {
             let conns = self.conns.lock().ok()?;
             conns
                 .values()
-                .filter(|c| !c.busy.load(Relaxed) && !c.evicting.load(Relaxed))
-                .min_by_key(|c| c.idle_since_ms.load(Relaxed))
-                .cloned()
-        }?;
-        victim.evicting.store(true, Relaxed);
-        victim.evict.notify_one();
+                .filter(|c| {
+                    !c.busy.load(Relaxed) && !c.evicting.load(Relaxed) && !request_waiting(c.fd)
+                })
+                .map(|c| (c.idle_since_ms.load(Relaxed), c.clone()))
+                .collect()
+        };
+        if idle.is_empty() {
+            return None;
+        }
+        // A batch, so that the next connections of a burst find a free slot at once.
+        let batch = (self.limit / EVICT_BATCH_DIVISOR).clamp(1, idle.len());
+        if batch < idle.len() {
+            idle.select_nth_unstable_by_key(batch - 1, |(t, _)| *t);
+        }
+        for (_, victim) in idle.iter().take(batch) {
+            victim.evicting.store(true, Relaxed);
+            victim.evict.notify_one();
+        }
         tokio::time::timeout(EVICT_WAIT, slots.clone().acquire_owned())
             .await
             .ok()?
@@ -567,15 +598,23 @@ impl Server {
     }
 
     fn spawn_connection(self: &Arc<Self>, id: u64, sock: TcpStream, permit: OwnedSemaphorePermit) {
-        let st = Arc::new(ConnState::default());
-        st.idle_since_ms.store(self.now_ms(), Relaxed);
+        let fd = sock.as_raw_fd();
+        let st = Arc::new(ConnState {
+            idle_since_ms: AtomicU64::new(self.now_ms()),
+            busy: AtomicBool::new(false),
+            queued: AtomicBool::new(false),
+            deadline_ms: AtomicU64::new(0),
+            fd,
+            evicting: AtomicBool::new(false),
+            evict: Notify::new(),
+            scrape: Mutex::new(None),
+        });
         if let Ok(mut conns) = self.conns.lock() {
             conns.insert(id, st.clone());
         }
         let open = self.http.open.fetch_add(1, Relaxed) + 1;
         self.http.accepted.fetch_add(1, Relaxed);
         self.peak.fetch_max(open, Relaxed);
-        let fd = sock.as_raw_fd();
         let server = self.clone();
         tokio::spawn(async move {
             let _guard = ConnGuard {
@@ -615,11 +654,16 @@ impl Server {
                     }
                 }
             };
+            // Out of the registry before the descriptor is closed (and reused).
+            if let Ok(mut conns) = server.conns.lock() {
+                conns.remove(&id);
+            }
             if evicted {
                 server.http.evicted.fetch_add(1, Relaxed);
                 // Reset rather than close: no TIME_WAIT left behind by a flood.
                 set_zero_linger(fd);
             }
+            // The connection (and its socket) goes here, then the guard and its permit.
         });
     }
 
@@ -697,6 +741,16 @@ impl Drop for ConnGuard {
             }
         }
     }
+}
+
+/// Bytes wait in the kernel for a connection whose task has not read them yet: a request has
+/// arrived (what a probe looks like right after connecting), so it is not idle.
+fn request_waiting(fd: std::os::fd::RawFd) -> bool {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int. The descriptor is a socket of a registered connection
+    // (should it have been closed and reused meanwhile, the answer only affects the choice).
+    let r = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n as *mut libc::c_int) };
+    r == 0 && n > 0
 }
 
 /// `SO_LINGER` 0 on a socket about to be closed, which then sends a reset and keeps no state.

@@ -19,6 +19,8 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -804,4 +806,400 @@ fn metrics_parser_is_strict() {
     ] {
         assert!(parse_openmetrics(bad).is_err(), "accepted {bad:?}");
     }
+}
+
+// ---- Hostile clients ----------------------------------------------------------------------------
+
+/// Starts a standalone daemon in `sb` (no rules: nothing to log) with metrics on
+/// `127.0.0.1:METRICS_PORT`, and checks `/healthz` once.
+fn standalone_daemon(sb: &Sandbox, tag: &str) -> Daemon {
+    let config = sb.path("daemon.toml");
+    fs::write(&config, "[kubernetes]\nmode = \"off\"\n").expect("write config");
+    let log = sb.path("syslogemu.log");
+    let listen = format!("127.0.0.1:{METRICS_PORT}");
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--syslogemu-file",
+        log.to_str().unwrap(),
+        "--stdout",
+        "none",
+        "--tail-socket",
+        "",
+        "--metrics-listen",
+        &listen,
+    ];
+    let d = Daemon::start(sb, tag, &args, &[]);
+    let (code, body) = sb.http_get(METRICS_PORT, "/healthz");
+    assert_eq!((code, body.as_str()), (200, "ok\n"), "/healthz at start");
+    d
+}
+
+/// Raises this test process's descriptor limit to at least `want` (root may raise the hard
+/// limit too).
+fn raise_nofile(want: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on a struct we own.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        if lim.rlim_cur >= want {
+            return;
+        }
+        lim.rlim_max = lim.rlim_max.max(want);
+        lim.rlim_cur = want;
+        assert_eq!(
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim),
+            0,
+            "setrlimit(NOFILE, {want}): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// One request as the kubelet makes it: 2 s to connect, 2 s for the whole answer, no retry.
+/// `(status code, body)` or what went wrong.
+fn probe(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    let start = Instant::now();
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("write: {e}"))?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)
+        .map_err(|e| format!("read after {:?}: {e}", start.elapsed()))?;
+    if start.elapsed() > Duration::from_secs(2) {
+        return Err(format!("answered after {:?}", start.elapsed()));
+    }
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no end of headers in {text:?}"))?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("bad status line in {head:?}"))?;
+    Ok((code, body.to_string()))
+}
+
+/// An idle connection (non-blocking, so [`is_closed`] can look at it).
+fn idle_connection(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+/// The server closed (or answered) it.
+fn is_closed(s: &TcpStream) -> bool {
+    !matches!(s.peek(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+/// `VmRSS` or another `kB` line of `/proc/PID/status`, in kB.
+fn proc_status_kb(pid: u32, key: &str) -> u64 {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+}
+
+const IDLE_FLOOD: usize = 2000;
+
+/// 2000 idle connections, each re-opened as soon as the daemon closes it, for longer than the
+/// head timeout: every `/healthz` probe (2 s timeout, no retry, like the kubelet's) is answered.
+#[test]
+fn metrics_healthz_answers_under_idle_connection_flood() {
+    raise_nofile(IDLE_FLOOD as u64 + 4096);
+    let sb = Sandbox::new("mflood");
+    let mut daemon = standalone_daemon(&sb, "daemon");
+    let addr = SocketAddr::from(([127, 0, 0, 1], METRICS_PORT));
+    let (probes, opened, connect_errors) = sb.within(move || {
+        let mut idle: Vec<TcpStream> = (0..IDLE_FLOOD)
+            .map(|i| idle_connection(addr).unwrap_or_else(|e| panic!("connection {i}: {e}")))
+            .collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        // The attacker: keeps 2000 connections open, re-opening each one the daemon closes.
+        let attacker = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let (mut opened, mut errors) = (IDLE_FLOOD, 0usize);
+                while !stop.load(Relaxed) {
+                    for s in idle.iter_mut() {
+                        if is_closed(s) {
+                            match idle_connection(addr) {
+                                Ok(new) => {
+                                    *s = new;
+                                    opened += 1;
+                                }
+                                Err(_) => errors += 1,
+                            }
+                        }
+                    }
+                    sleep(Duration::from_millis(10));
+                }
+                (opened, errors)
+            })
+        };
+        // The kubelet: a probe every 250 ms for longer than the head timeout (5 s).
+        let mut probes = Vec::new();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(7) {
+            let t = Instant::now();
+            probes.push((probe(addr, "/healthz"), t.elapsed()));
+            sleep(Duration::from_millis(250));
+        }
+        stop.store(true, Relaxed);
+        let (opened, errors) = attacker.join().expect("attacker thread");
+        (probes, opened, errors)
+    });
+    let slowest = probes.iter().map(|(_, t)| *t).max().unwrap_or_default();
+    eprintln!(
+        "{} probes, slowest {slowest:?}; {opened} connections opened, {connect_errors} connect errors",
+        probes.len()
+    );
+    let failed: Vec<String> = probes
+        .iter()
+        .enumerate()
+        .filter(|(_, (r, _))| !matches!(r, Ok((200, b)) if b == "ok\n"))
+        .map(|(i, (r, t))| format!("probe {i} after {t:?}: {r:?}"))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} probes failed under {IDLE_FLOOD} idle connections:\n{}",
+        failed.len(),
+        probes.len(),
+        failed.join("\n")
+    );
+    assert!(probes.len() >= 10, "only {} probes", probes.len());
+    assert!(
+        opened > IDLE_FLOOD,
+        "the daemon closed none of the idle connections ({opened} opened)"
+    );
+
+    // The attacker's connections are gone (the thread dropped them): the daemon counts what it
+    // did and holds no connection but the scrape's.
+    let s = wait_metrics(
+        &sb,
+        METRICS_PORT,
+        Duration::from_secs(5),
+        "after the flood",
+        |s| {
+            let mut p = Vec::new();
+            expect(&mut p, s, "netpol_nflog_http_connections", &[], 1.0);
+            p
+        },
+    );
+    let accepted = s
+        .get("netpol_nflog_http_connections_accepted_total", &[])
+        .unwrap();
+    let evicted = s
+        .get("netpol_nflog_http_connections_evicted_total", &[])
+        .unwrap();
+    eprintln!(
+        "daemon: accepted {accepted}, evicted {evicted}, rejected {:?}, timeouts {:?}",
+        s.get("netpol_nflog_http_connections_rejected_total", &[]),
+        s.get("netpol_nflog_http_timeouts_total", &[])
+    );
+    assert!(
+        accepted >= IDLE_FLOOD as f64 && evicted > 0.0,
+        "accepted {accepted}, evicted {evicted}"
+    );
+    assert_eq!(
+        s.types
+            .get("netpol_nflog_http_connections_rejected")
+            .map(String::as_str),
+        Some("counter")
+    );
+    let status = daemon.terminate();
+    assert!(status.success(), "exit {status}: {}", daemon.stderr_text());
+}
+
+/// A client that sends its request head one byte a second is disconnected by the head timeout
+/// (5 s), unanswered; the daemon goes on answering others.
+#[test]
+fn metrics_slowloris_is_cut_by_header_timeout() {
+    let sb = Sandbox::new("mslow");
+    let _daemon = standalone_daemon(&sb, "daemon");
+    let addr = SocketAddr::from(([127, 0, 0, 1], METRICS_PORT));
+    let (elapsed, sent, answer) = sb.within(move || {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let head = format!(
+            "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nX-Slow: {}\r\n\r\n",
+            "a".repeat(40)
+        );
+        let start = Instant::now();
+        let mut answer = Vec::new();
+        let mut sent = 0;
+        let mut buf = [0u8; 512];
+        'bytes: for b in head.bytes() {
+            if s.write_all(&[b]).is_err() {
+                break;
+            }
+            sent += 1;
+            // Wait a second for the daemon's reaction before the next byte.
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) => break 'bytes,
+                    Ok(n) => answer.extend_from_slice(&buf[..n]),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        break
+                    }
+                    Err(_) => break 'bytes,
+                }
+            }
+        }
+        (start.elapsed(), sent, answer)
+    });
+    let answer = String::from_utf8_lossy(&answer);
+    eprintln!("slowloris cut after {elapsed:?}, {sent} bytes sent, answer {answer:?}");
+    assert!(
+        sent < 40,
+        "the whole slow head went through ({sent} bytes, {elapsed:?})"
+    );
+    assert!(
+        elapsed >= Duration::from_secs(4) && elapsed < Duration::from_secs(9),
+        "cut after {elapsed:?} (head timeout 5 s)"
+    );
+    assert!(!answer.contains(" 200 "), "answered: {answer:?}");
+    let (code, body) = sb.http_get(METRICS_PORT, "/healthz");
+    assert_eq!((code, body.as_str()), (200, "ok\n"), "/healthz after");
+    let s = scrape(&sb, METRICS_PORT);
+    assert!(
+        s.get("netpol_nflog_http_timeouts_total", &[]).unwrap() >= 1.0,
+        "timeouts not counted"
+    );
+}
+
+/// 15 000 connections (some with half a request head) leave the daemon's resident size close
+/// to where it started once they are closed.
+#[test]
+fn metrics_memory_returns_after_connection_flood() {
+    const CONNECTIONS: usize = 15_000;
+    const BOUND_KB: u64 = 40 * 1024;
+    raise_nofile(CONNECTIONS as u64 + 4096);
+    let sb = Sandbox::new("mrss");
+    let daemon = standalone_daemon(&sb, "daemon");
+    let pid = daemon.child.as_ref().unwrap().id();
+    let _ = scrape(&sb, METRICS_PORT);
+    let before = proc_status_kb(pid, "VmRSS");
+    let addr = SocketAddr::from(([127, 0, 0, 1], METRICS_PORT));
+    let held = sb.within(move || {
+        let mut conns = Vec::with_capacity(CONNECTIONS);
+        for i in 0..CONNECTIONS {
+            let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+                continue;
+            };
+            if i % 4 == 0 {
+                let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Pad: ");
+                let _ = s.write_all(&[b'p'; 4000]);
+            }
+            conns.push(s);
+        }
+        let held = conns.len();
+        // Some complete scrapes on top, read slowly.
+        let scrapes: Vec<TcpStream> = (0..32)
+            .filter_map(|_| {
+                let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+                s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                    .ok()?;
+                Some(s)
+            })
+            .collect();
+        sleep(Duration::from_millis(200));
+        drop(scrapes);
+        drop(conns);
+        held
+    });
+    let peak = proc_status_kb(pid, "VmHWM");
+    assert!(held > CONNECTIONS / 2, "only {held} connections opened");
+    wait_metrics(
+        &sb,
+        METRICS_PORT,
+        Duration::from_secs(10),
+        "connections closed",
+        |s| {
+            let mut p = Vec::new();
+            expect(&mut p, s, "netpol_nflog_http_connections", &[], 1.0);
+            p
+        },
+    );
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let after = loop {
+        let rss = proc_status_kb(pid, "VmRSS");
+        if rss < BOUND_KB || Instant::now() > deadline {
+            break rss;
+        }
+        sleep(Duration::from_millis(100));
+    };
+    eprintln!("VmRSS before {before} kB, peak {peak} kB, after {after} kB ({held} connections)");
+    assert!(
+        after < BOUND_KB,
+        "VmRSS {after} kB after the flood (before {before} kB, peak {peak} kB)"
+    );
+}
+
+/// Keep-alive (two answers on one connection), `HEAD` (headers only), any method and query, and
+/// the cap on the request head (431).
+#[test]
+fn metrics_http_keep_alive_head_and_head_size_cap() {
+    let sb = Sandbox::new("mhttp");
+    let _daemon = standalone_daemon(&sb, "daemon");
+    let addr = SocketAddr::from(([127, 0, 0, 1], METRICS_PORT));
+    let exchange = move |req: Vec<u8>| -> String {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(&req).expect("write");
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).expect("read");
+        String::from_utf8_lossy(&raw).into_owned()
+    };
+    let [pipelined, head, post, big] = sb.within(move || {
+        [
+            exchange(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /no-such-path HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec()),
+            exchange(b"HEAD /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec()),
+            exchange(b"POST /healthz?x=1 HTTP/1.0\r\nContent-Length: 3\r\n\r\nabc".to_vec()),
+            exchange(
+                [
+                    &b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: "[..],
+                    &[b'a'; 9000],
+                    b"\r\nConnection: close\r\n\r\n",
+                ]
+                .concat(),
+            ),
+        ]
+    });
+    assert!(
+        pipelined.starts_with("HTTP/1.1 200 OK\r\n")
+            && pipelined.contains("\r\n\r\nok\nHTTP/1.1 404 Not Found\r\n")
+            && pipelined.ends_with("\r\n\r\nnot found\n"),
+        "two requests on one connection: {pipelined:?}"
+    );
+    assert!(
+        head.starts_with("HTTP/1.1 200 OK\r\n")
+            && head.contains("content-length: 3\r\n")
+            && head.ends_with("\r\n\r\n"),
+        "HEAD: {head:?}"
+    );
+    assert!(
+        post.contains(" 200 OK\r\n") && post.ends_with("\r\n\r\nok\n"),
+        "POST with a query: {post:?}"
+    );
+    assert!(
+        big.starts_with("HTTP/1.1 431 "),
+        "a 9 KB request head: {big:?}"
+    );
 }
