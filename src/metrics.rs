@@ -261,6 +261,18 @@ impl Collector for DaemonCollector {
                 ConstCounter::new(v).encode(fam.encode_family(&labels)?)?;
             }
         }
+        {
+            let mut fam = e.encode_descriptor(
+                "netpol_nflog_write_latency",
+                "From a line's event time (the kernel's packet timestamp, or reception for OUTPUT) to the end of its write, per file or stdout sink.",
+                Some(&prometheus_client::registry::Unit::Seconds),
+                MetricType::Histogram,
+            )?;
+            for sink in sinks.iter().filter(|s| s.latency_observed()) {
+                let labels = [("sink", sink.name.as_str())];
+                sink.latency.encode(fam.encode_family(&labels)?)?;
+            }
+        }
         let policies = s.policies.lock().map(|p| p.clone()).unwrap_or_default();
         {
             let mut fam = e.encode_descriptor(

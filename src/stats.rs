@@ -7,8 +7,14 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
+/// Upper bounds of the write-latency histogram, in seconds: from the kernel's flush timeout's
+/// scale (10 ms) to ulogd2's (1 s) and beyond.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0,
+];
+
 /// Counters of one sink.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SinkStats {
     pub name: String,
     /// Lines handed to the operating system.
@@ -17,9 +23,47 @@ pub struct SinkStats {
     pub failed: AtomicU64,
     /// Write errors (each may cover many lines).
     pub errors: AtomicU64,
+    /// From each line's event time (the kernel's packet timestamp, or reception for OUTPUT) to
+    /// the end of the write that carried it.
+    pub latency: prometheus_client::metrics::histogram::Histogram,
+    latency_seen: std::sync::atomic::AtomicBool,
+}
+
+impl Default for SinkStats {
+    fn default() -> Self {
+        SinkStats {
+            name: String::new(),
+            written: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            latency: prometheus_client::metrics::histogram::Histogram::new(LATENCY_BUCKETS),
+            latency_seen: Default::default(),
+        }
+    }
 }
 
 impl SinkStats {
+    /// Records the latency of lines just written, whose event times are `times` (µs since the
+    /// epoch). A clock that went backwards counts as 0.
+    pub fn observe_latency(&self, times: &[i64]) {
+        if times.is_empty() {
+            return;
+        }
+        self.latency_seen.store(true, Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        for &t in times {
+            self.latency
+                .observe(now.saturating_sub(t).max(0) as f64 / 1e6);
+        }
+    }
+
+    /// Whether this sink measures latency (file and stdout sinks, once they wrote a line).
+    pub fn latency_observed(&self) -> bool {
+        self.latency_seen.load(Relaxed)
+    }
+
     pub fn new(name: &str) -> Arc<Self> {
         Arc::new(SinkStats {
             name: name.to_string(),
@@ -104,5 +148,46 @@ impl Stats {
             "written": written,
             "sink_failed": failed,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_latency_is_a_histogram_per_sink() {
+        let stats = Stats::new();
+        let file = SinkStats::new("file:/var/log/ulog/syslogemu.log");
+        let syslog = SinkStats::new("syslog+udp:127.0.0.1:514");
+        stats.add_sink(file.clone());
+        stats.add_sink(syslog);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as i64;
+        // Written 3 ms, 40 ms and 2 s after their packets; one with a clock from the future.
+        file.observe_latency(&[now - 3_000, now - 40_000, now - 2_000_000, now + 5_000_000]);
+        let text = crate::metrics::encode(&stats, None);
+        let bucket = |le: &str| {
+            let key = format!(
+                "netpol_nflog_write_latency_seconds_bucket{{le=\"{le}\",sink=\"file:/var/log/ulog/syslogemu.log\"}} "
+            );
+            text.lines()
+                .find_map(|l| l.strip_prefix(key.as_str()))
+                .unwrap_or_else(|| panic!("no {key} in\n{text}"))
+                .parse::<u64>()
+                .unwrap()
+        };
+        assert_eq!(bucket("0.001"), 1, "the future one counts as 0");
+        assert_eq!(bucket("0.005"), 2);
+        assert_eq!(bucket("0.05"), 3);
+        assert_eq!(bucket("5.0"), 4);
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.contains("write_latency") && l.contains("syslog+udp")),
+            "a sink that measures nothing has no histogram:\n{text}"
+        );
     }
 }

@@ -51,6 +51,9 @@ impl Buffer {
             OutputKind::Syslog(s) => renderer.render_syslog(s, ev, &mut self.chunk.data),
         }
         self.chunk.lines += 1;
+        self.chunk
+            .times
+            .push(ev.time.sec.saturating_mul(1_000_000) + i64::from(ev.time.usec));
     }
 }
 
@@ -190,6 +193,7 @@ impl Outputs {
     pub fn discard(&mut self) {
         for o in &mut self.outputs {
             o.chunk.data.clear();
+            o.chunk.times.clear();
             o.chunk.lines = 0;
         }
         if let Some(t) = &mut self.tail {

@@ -23,6 +23,9 @@ use crate::stats::SinkStats;
 pub struct Chunk {
     pub data: Vec<u8>,
     pub lines: u64,
+    /// Each line's event time (the kernel's timestamp, or when the message was received), in
+    /// microseconds since the epoch: the sink measures how late the line was written.
+    pub times: Vec<i64>,
 }
 
 /// A write that failed after `complete` bytes, all whole lines, reached their destination.
@@ -113,6 +116,7 @@ pub fn spawn(
                 match output.write_chunk(&chunk.data) {
                     Ok(()) => {
                         st.written.fetch_add(chunk.lines, Relaxed);
+                        st.observe_latency(&chunk.times);
                     }
                     Err(WriteError { err: e, complete }) => {
                         let ok = chunk.data[..complete]

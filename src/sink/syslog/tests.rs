@@ -30,6 +30,7 @@ fn chunk(from: usize, n: usize) -> Chunk {
     Chunk {
         data,
         lines: n as u64,
+        ..Default::default()
     }
 }
 
