@@ -104,6 +104,9 @@ pub struct Limits {
     pub default_burst: u32,
     pub unattributed_limit: String,
     pub unattributed_burst: u32,
+    /// Cap on the node's messages together ("" for none).
+    pub node_limit: String,
+    pub node_burst: u32,
     pub summary_interval_s: u64,
 }
 
@@ -178,6 +181,8 @@ impl Default for Limits {
             default_burst: 10,
             unattributed_limit: "10/minute".into(),
             unattributed_burst: 10,
+            node_limit: "5000/second".into(),
+            node_burst: 10000,
             summary_interval_s: 60,
         }
     }
@@ -366,6 +371,29 @@ impl ConfigFile {
         if let Err(e) = limit::parse_burst(&l.unattributed_burst.to_string()) {
             bad("limits.unattributed_burst", e.to_string());
         }
+        let node_limit = match l.node_limit.as_str() {
+            "" => None,
+            text => match limit::parse_rate(text, NODE_LIMIT_MAX) {
+                Ok((count, per)) => Some(Limit {
+                    count,
+                    per,
+                    burst: l.node_burst,
+                }),
+                Err(e) => {
+                    bad(
+                        "limits.node_limit",
+                        format!("{e} (the node cap goes up to {NODE_LIMIT_MAX}/second)"),
+                    );
+                    None
+                }
+            },
+        };
+        if l.node_burst == 0 || f64::from(l.node_burst) > NODE_LIMIT_MAX {
+            bad(
+                "limits.node_burst",
+                format!("{} is not between 1 and {NODE_LIMIT_MAX}", l.node_burst),
+            );
+        }
         if l.summary_interval_s == 0 {
             bad("limits.summary_interval_s", "must be at least 1".into());
         }
@@ -427,6 +455,7 @@ impl ConfigFile {
                 enabled: l.enabled,
                 policy: limit(&l.default_limit, l.default_burst),
                 unattributed: limit(&l.unattributed_limit, l.unattributed_burst),
+                node: node_limit,
                 summary_interval: Duration::from_secs(l.summary_interval_s),
             },
             kube_mode: mode,
@@ -439,6 +468,9 @@ impl ConfigFile {
         })
     }
 }
+
+/// The node-wide cap's ceiling, messages per second.
+pub const NODE_LIMIT_MAX: f64 = 1_000_000.0;
 
 /// Records kept for new `nflog-tail` clients at most (each is about 1 KiB).
 pub const TAIL_RING_MAX: usize = 100_000;
@@ -480,6 +512,8 @@ pub struct LimitSettings {
     pub policy: Limit,
     /// For each pod chain and each other prefix.
     pub unattributed: Limit,
+    /// All messages of the node together, after their own rule's limit.
+    pub node: Option<Limit>,
     pub summary_interval: Duration,
 }
 
@@ -537,7 +571,7 @@ impl Config {
     /// The rate limiter the limits ask for.
     pub fn limiter(&self) -> crate::limit::Limiter {
         let l = &self.limits;
-        crate::limit::Limiter::new(l.enabled, l.policy, l.unattributed)
+        crate::limit::Limiter::new(l.enabled, l.policy, l.unattributed).with_node_limit(l.node)
     }
 
     /// The NFLOG socket's settings.
@@ -563,6 +597,26 @@ mod tests {
         assert_eq!(parsed, ConfigFile::default());
         parsed.validate().unwrap();
         assert_eq!(Config::embedded().limits.policy, Limit::DEFAULT);
+        assert_eq!(
+            Config::embedded().limits.node,
+            Some(Limit {
+                count: 5000,
+                per: Duration::from_secs(1),
+                burst: 10000
+            })
+        );
+        let err = ConfigFile::parse(
+            "[limits]\nnode_limit = \"2000000/s\"\nnode_burst = 0\n",
+            "t",
+        )
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("limits.node_limit") && err.contains("limits.node_burst"),
+            "{err}"
+        );
     }
 
     #[test]

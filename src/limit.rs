@@ -72,6 +72,11 @@ pub enum LimitError {
 /// exactly `second minute hour day s m h d` (case-sensitive), a bare number is per second.
 /// Then rejects what iptables' `limit` match would: 0, negatives, more than 10000/s.
 pub fn parse_limit(s: &str) -> Result<(u32, Duration), LimitError> {
+    parse_rate(s, 10000.0)
+}
+
+/// [`parse_limit`]'s grammar with another ceiling (messages per second).
+pub fn parse_rate(s: &str, max_per_second: f64) -> Result<(u32, Duration), LimitError> {
     let err = || LimitError::Syntax(s.to_string());
     let (num, unit) = match s.split_once('/') {
         Some((n, u)) => (n, Some(u)),
@@ -85,7 +90,7 @@ pub fn parse_limit(s: &str) -> Result<(u32, Duration), LimitError> {
         Some("day") | Some("d") => Duration::from_secs(86400),
         Some(_) => return Err(err()),
     };
-    if n <= 0 || (n as f64) / per.as_secs_f64() > 10000.0 {
+    if n <= 0 || n > i64::from(u32::MAX) || (n as f64) / per.as_secs_f64() > max_per_second {
         return Err(LimitError::Range(s.to_string()));
     }
     Ok((n as u32, per))
@@ -249,6 +254,10 @@ pub struct Limiter<C: Clock = DefaultClock> {
     /// Pod-chain keys of unknown pods hold addresses a remote sender picks: SipHash with a
     /// random key keeps them from being chosen to collide.
     buckets: std::collections::HashMap<Box<[u8]>, Entry<C>>,
+    /// The node-wide cap, on top of the per-rule buckets.
+    node: Option<Bucket<C>>,
+    /// Messages a rule's bucket allowed and the node-wide cap suppressed.
+    node_suppressed: u64,
 }
 
 impl Limiter<DefaultClock> {
@@ -276,7 +285,21 @@ impl<C: Clock + Clone> Limiter<C> {
             default_unattributed,
             configured: Default::default(),
             buckets: Default::default(),
+            node: None,
+            node_suppressed: 0,
         }
+    }
+
+    /// Caps all messages of the node at `limit`, after their rule's own bucket; a message the
+    /// cap suppresses is counted under its rule's key like any other.
+    pub fn with_node_limit(mut self, limit: Option<Limit>) -> Self {
+        self.node = limit.map(|l| RateLimiter::direct_with_clock(l.quota(), self.clock.clone()));
+        self
+    }
+
+    /// Messages the node-wide cap suppressed since start.
+    pub fn node_suppressed(&self) -> u64 {
+        self.node_suppressed
     }
 
     /// Sets (or with `None`, clears) the limit of a policy. A changed limit starts a fresh bucket.
@@ -339,13 +362,16 @@ impl<C: Clock + Clone> Limiter<C> {
         let Some(e) = self.buckets.get_mut(key) else {
             return true;
         };
+        let node_allows = || self.node.as_ref().is_none_or(|n| n.check().is_ok());
         if e.bucket.check().is_ok() {
-            true
-        } else {
-            e.suppressed += 1;
-            e.suppressed_total += 1;
-            false
+            if node_allows() {
+                return true;
+            }
+            self.node_suppressed += 1;
         }
+        e.suppressed += 1;
+        e.suppressed_total += 1;
+        false
     }
 
     /// Takes the suppression counts since the last call (for the periodic summary).
@@ -465,6 +491,48 @@ mod tests {
             }),
         );
         assert_eq!((0..100).filter(|_| lim.allow(key)).count(), 100);
+    }
+
+    #[test]
+    fn the_node_cap_applies_across_rules_and_counts_per_rule() {
+        let clock = FakeRelativeClock::default();
+        let per_rule = Limit {
+            count: 100,
+            per: Duration::from_secs(1),
+            burst: 100,
+        };
+        let node = Limit {
+            count: 10,
+            per: Duration::from_secs(1),
+            burst: 15,
+        };
+        let mut lim = Limiter::with_clock(true, per_rule, per_rule, clock.clone())
+            .with_node_limit(Some(node));
+        let a = (0..10).filter(|_| lim.allow(b"shop/a")).count();
+        let b = (0..10)
+            .filter(|_| lim.allow(b"pod-chain:shop/db-0 IPv4"))
+            .count();
+        assert_eq!((a, b), (10, 5), "15 for the whole node");
+        assert_eq!(lim.node_suppressed(), 5);
+        assert_eq!(
+            lim.take_summaries(),
+            vec![Suppressed {
+                key: "pod-chain:shop/db-0 IPv4".into(),
+                count: 5
+            }]
+        );
+        clock.advance(Duration::from_millis(100));
+        assert!(lim.allow(b"shop/a"), "one more per 100 ms");
+        assert!(!lim.allow(b"shop/a"));
+        assert!(matches!(parse_rate("20000/s", 1e6), Ok((20000, _))));
+        assert!(matches!(
+            parse_rate("20000/s", 1e4),
+            Err(LimitError::Range(_))
+        ));
+        assert!(matches!(
+            parse_rate("99999999999/s", 1e12),
+            Err(LimitError::Range(_))
+        ));
     }
 
     #[test]

@@ -228,6 +228,12 @@ impl Collector for DaemonCollector {
         )?;
         counter(
             &mut e,
+            "netpol_nflog_messages_suppressed_node_cap",
+            "Of the suppressed messages, those their rule's limit allowed and the node-wide cap (limits.node_limit) held back.",
+            s.suppressed_node_cap.load(Relaxed),
+        )?;
+        counter(
+            &mut e,
             "netpol_nflog_messages_correlated",
             "Written messages merged into the event of an earlier message of the same packet.",
             s.correlated.load(Relaxed),

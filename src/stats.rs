@@ -89,6 +89,8 @@ pub struct Stats {
     pub truncated_batches: AtomicU64,
     /// Messages suppressed by a rate limit.
     pub suppressed: AtomicU64,
+    /// Of those, messages their rule's limit allowed and the node-wide cap held back.
+    pub suppressed_node_cap: AtomicU64,
     /// Written messages merged into the event of an earlier message of the same packet.
     pub correlated: AtomicU64,
     /// Events handed to the tail socket's clients, and those a slow client missed.
@@ -144,6 +146,7 @@ impl Stats {
             "lost_unmeasured_overruns": self.lost_unmeasured.load(Relaxed),
             "truncated_batches": self.truncated_batches.load(Relaxed),
             "suppressed": self.suppressed.load(Relaxed),
+            "suppressed_node_cap": self.suppressed_node_cap.load(Relaxed),
             "correlated": self.correlated.load(Relaxed),
             "written": written,
             "sink_failed": failed,

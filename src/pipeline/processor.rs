@@ -221,8 +221,11 @@ impl Processor {
 
     /// Copies the per-policy counts into the shared stats for the metrics endpoint.
     pub fn publish_metrics(&self) {
-        self.counts
-            .publish(self.accounting.stats(), &self.limiter.totals());
+        let stats = self.accounting.stats();
+        self.counts.publish(stats, &self.limiter.totals());
+        stats
+            .suppressed_node_cap
+            .store(self.limiter.node_suppressed(), Relaxed);
     }
 
     /// Takes the records rendered for `nflog-tail`.

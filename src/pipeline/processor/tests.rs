@@ -358,3 +358,47 @@ fn tail_records_carry_every_message_of_the_packet() {
         "each message's own bytes"
     );
 }
+
+/// The node-wide cap holds back what each rule's own limit would let through, and says so.
+#[test]
+fn the_node_cap_is_counted_per_rule_and_in_total() {
+    let stats = Stats::new();
+    let wide = Limit {
+        count: 1000,
+        per: Duration::from_secs(1),
+        burst: 1000,
+    };
+    let node = Limit {
+        count: 1,
+        per: Duration::from_secs(3600),
+        burst: 25,
+    };
+    let limiter = Limiter::new(true, wide, wide).with_node_limit(Some(node));
+    let mut p = Processor::new(
+        Renderer::new("node", "node"),
+        limiter,
+        &[Format::Syslogemu],
+        stats.clone(),
+        true,
+    );
+    let mut buf = Vec::new();
+    for seq in 0..40u32 {
+        let pkt = ipv4(17, seq as u16, 0, 0, A, B, &udp(1000 + seq as u16, 53, b""));
+        let prefix: &[u8] = if seq % 2 == 0 {
+            b"DROP by policy shop/a"
+        } else {
+            b""
+        };
+        message(&mut buf, prefix, seq, &pkt);
+    }
+    p.handle_batch(&buf, Timestamp::default(), &mut Vec::new());
+    assert_eq!(lines(&mut p).len(), 25);
+    p.publish_metrics();
+    assert_eq!(stats.suppressed.load(Relaxed), 15);
+    assert_eq!(stats.suppressed_node_cap.load(Relaxed), 15);
+    let totals: u64 = p.limiter_mut().totals().iter().map(|(_, n)| n).sum();
+    assert_eq!(
+        totals, 15,
+        "each suppressed message is counted under its rule"
+    );
+}
