@@ -210,10 +210,13 @@ fn sorted(set: CapsHashSet) -> Vec<Capability> {
     v
 }
 
-/// `CAP_A,CAP_B` in index order, or `none`.
+/// `CAP_A,CAP_B` in index order, `none`, or just the count when there are many.
 fn names(set: &CapsHashSet) -> String {
     if set.is_empty() {
         return "none".into();
+    }
+    if set.len() > 4 {
+        return format!("{} capabilities", set.len());
     }
     sorted(set.clone())
         .iter()
