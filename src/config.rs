@@ -42,6 +42,8 @@ pub struct Source {
     pub queue_threshold: u32,
     pub flush_timeout_ms: u32,
     pub socket_receive_buffer: usize,
+    /// Ask for conntrack entries (original destination before DNAT).
+    pub conntrack: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -159,6 +161,7 @@ impl Default for Source {
             queue_threshold: 1024,
             flush_timeout_ms: 10,
             socket_receive_buffer: 64 << 20,
+            conntrack: true,
         }
     }
 }
@@ -583,6 +586,7 @@ impl Config {
             qthreshold: s.queue_threshold,
             timeout_cs: s.flush_timeout_ms.div_ceil(10),
             rcvbuf: s.socket_receive_buffer,
+            conntrack: s.conntrack,
         }
     }
 }

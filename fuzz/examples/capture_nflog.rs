@@ -27,6 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         qthreshold: 4,
         timeout_cs: 1,
         rcvbuf: 4 << 20,
+        conntrack: false,
     };
     let mut sock = NflogSocket::open(&[group], &tuning)?;
     println!("bound");

@@ -151,6 +151,11 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<Arc<Stats>> {
             "bound NFLOG group {g}"
         );
     }
+    match (cfg.source.conntrack, socket.conntrack) {
+        (true, true) => tracing::info!("the kernel attaches conntrack entries: Services are named from the original destination"),
+        (true, false) => tracing::warn!("the kernel cannot attach conntrack entries to NFLOG messages (no netlink glue for conntrack: CONFIG_NETFILTER_NETLINK_GLUE_CT or nf_conntrack_netlink missing); Services are named from the endpoints of the destination pod"),
+        _ => {}
+    }
     health.bound.store(true, Relaxed);
     let pending = socket.take_pending();
     let mut acks = Vec::new();

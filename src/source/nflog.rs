@@ -165,6 +165,9 @@ pub struct NflogMsg<'a> {
     pub seq_global: Option<u32>,
     /// The packet from its network header, as many bytes as the copy range and rule allowed.
     pub payload: &'a [u8],
+    /// `NFULA_CT`: the packet's conntrack entry, when the daemon asked for it and the kernel can
+    /// attach it (see [`super::conntrack`]).
+    pub conntrack: Option<&'a [u8]>,
 }
 
 impl<'a> NflogMsg<'a> {
@@ -214,7 +217,8 @@ impl<'a> NflogMsg<'a> {
                 NFULA_HWTYPE => msg.hwtype = Some(be16(data, kind)?),
                 NFULA_HWHEADER => msg.hwheader = Some(data),
                 NFULA_HWLEN => msg.hwlen = Some(be16(data, kind)?),
-                // Conntrack, VLAN, L2 header and future attributes: carried past, not needed.
+                super::conntrack::NFULA_CT => msg.conntrack = Some(data),
+                // Conntrack info, VLAN, L2 header and future attributes: carried past.
                 _ => {}
             }
         }
@@ -318,6 +322,8 @@ pub mod build {
         pub hwheader: Option<&'a [u8]>,
         pub timestamp: Option<(u64, u64)>,
         pub payload: &'a [u8],
+        /// An `NFULA_CT` payload (see `conntrack::build::entry`).
+        pub conntrack: Option<&'a [u8]>,
     }
 
     impl Default for Packet<'_> {
@@ -336,6 +342,7 @@ pub mod build {
                 hwheader: None,
                 timestamp: None,
                 payload: &[],
+                conntrack: None,
             }
         }
     }
@@ -379,6 +386,9 @@ pub mod build {
                 attr(out, NFULA_SEQ, &seq.to_be_bytes());
             }
             attr(out, NFULA_PAYLOAD, self.payload);
+            if let Some(ct) = self.conntrack {
+                attr(out, crate::source::conntrack::NFULA_CT | (1 << 15), ct);
+            }
             let len = (out.len() - start) as u32;
             out[start..start + 4].copy_from_slice(&len.to_ne_bytes());
             let kind = (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET;

@@ -25,6 +25,7 @@ const NFULNL_CFG_CMD_BIND: u8 = 1;
 const NFULNL_CFG_CMD_UNBIND: u8 = 2;
 const NFULNL_COPY_PACKET: u8 = 2;
 const NFULNL_CFG_F_SEQ: u16 = 1;
+const NFULNL_CFG_F_CONNTRACK: u16 = 2;
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_ACK: u16 = 4;
 const AF_UNSPEC: u8 = 0;
@@ -42,6 +43,9 @@ pub struct Tuning {
     pub timeout_cs: u32,
     /// Socket receive buffer, set with `SO_RCVBUFFORCE` (needs CAP_NET_ADMIN).
     pub rcvbuf: usize,
+    /// Ask the kernel to attach each packet's conntrack entry (`NFULNL_CFG_F_CONNTRACK`), which
+    /// holds the original destination before kube-proxy's DNAT.
+    pub conntrack: bool,
 }
 
 #[derive(Debug, Error)]
@@ -75,6 +79,8 @@ pub struct NflogSocket {
     pending: Vec<Vec<u8>>,
     /// The receive buffer size the kernel actually granted (it doubles what is asked).
     pub rcvbuf_granted: usize,
+    /// Whether the kernel attaches conntrack entries: asked for, and every group accepted it.
+    pub conntrack: bool,
 }
 
 impl AsRawFd for NflogSocket {
@@ -133,6 +139,7 @@ impl NflogSocket {
             seq: 0,
             pending: Vec::new(),
             rcvbuf_granted: 0,
+            conntrack: tuning.conntrack,
         };
         sock.rcvbuf_granted = sock
             .set_rcvbuf(tuning.rcvbuf)
@@ -158,7 +165,7 @@ impl NflogSocket {
         self.bind_group(group)?;
         let mut mode = t.copy_range.to_be_bytes().to_vec();
         mode.extend_from_slice(&[NFULNL_COPY_PACKET, 0]);
-        let steps: [(&'static str, u16, Vec<u8>); 5] = [
+        let steps: [(&'static str, u16, Vec<u8>); 4] = [
             ("set the copy mode", NFULA_CFG_MODE, mode),
             (
                 "set the buffer size",
@@ -175,17 +182,44 @@ impl NflogSocket {
                 NFULA_CFG_TIMEOUT,
                 t.timeout_cs.to_be_bytes().to_vec(),
             ),
-            (
-                "enable sequence numbers",
-                NFULA_CFG_FLAGS,
-                NFULNL_CFG_F_SEQ.to_be_bytes().to_vec(),
-            ),
         ];
         for (what, attr, data) in steps {
             self.request(group, attr, &data)
                 .map_err(|err| config_error(group, what, err))?;
         }
-        Ok(())
+        self.set_flags(group)
+    }
+
+    /// Switches sequence numbers on, and conntrack entries when asked and available. The
+    /// kernel answers `EOPNOTSUPP` when it has no netlink glue for conntrack
+    /// (`nfnl_ct_hook` unset: `CONFIG_NETFILTER_NETLINK_GLUE_CT` off, or `nf_conntrack_netlink`
+    /// not loaded), and `EAGAIN` once when asking made it load the module
+    /// (`nfulnl_recv_config()`, net/netfilter/nfnetlink_log.c); then the daemon goes on without.
+    fn set_flags(&mut self, group: u16) -> Result<(), SocketError> {
+        for _ in 0..2 {
+            if !self.conntrack {
+                break;
+            }
+            let flags = NFULNL_CFG_F_SEQ | NFULNL_CFG_F_CONNTRACK;
+            let err = match self.request(group, NFULA_CFG_FLAGS, &flags.to_be_bytes()) {
+                Ok(()) => return Ok(()),
+                Err(err) => err,
+            };
+            match Errno::from_io_error(&err) {
+                Some(Errno::AGAIN) => continue,
+                Some(Errno::OPNOTSUPP) => self.conntrack = false,
+                _ => {
+                    return Err(config_error(
+                        group,
+                        "enable sequence numbers and conntrack",
+                        err,
+                    ))
+                }
+            }
+        }
+        self.conntrack = false;
+        self.request(group, NFULA_CFG_FLAGS, &NFULNL_CFG_F_SEQ.to_be_bytes())
+            .map_err(|err| config_error(group, "enable sequence numbers", err))
     }
 
     /// Binds one group: the one place that tells "another socket holds the group" from "this

@@ -24,6 +24,7 @@ const TUNING: Tuning = Tuning {
     qthreshold: 64,
     timeout_cs: 10,
     rcvbuf: 8 << 20,
+    conntrack: false,
 };
 
 pub struct Direct {
