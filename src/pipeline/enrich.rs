@@ -45,6 +45,7 @@ fn flow_of(packet: &Packet) -> Flow {
         protocol: packet.protocol(),
         // A later fragment carries no transport header: its port is unknown.
         dst_port: packet.ports().map(|(_, d)| d),
+        ..Flow::default()
     }
 }
 
