@@ -1,0 +1,739 @@
+//! The container image, built by `deploy/build-image.sh` and run with podman the way
+//! `deploy/daemonset.yaml` runs it: root with every capability dropped but `NET_ADMIN`,
+//! `no-new-privileges`, a read-only root filesystem (writable only where the DaemonSet has
+//! volumes: `/run` as a 1 MiB tmpfs, `/var/log/ulog` as a bind mount of a scratch directory), the
+//! ConfigMap's configuration mounted read-only at `/etc/netpol-nflog`, podman's default seccomp
+//! profile (what `RuntimeDefault` means for CRI-O/containerd), the DaemonSet's memory and CPU
+//! limits, and, for `hostNetwork`, a test network namespace with K3s-shaped NFLOG rules.
+//!
+//! Checked: the image holds what the README says and no shell; the daemon starts, holds exactly
+//! `CAP_NET_ADMIN` under seccomp with `no_new_privs`, binds NFLOG group 100 and answers `/healthz`
+//! and `/readyz` inside the namespace; every dropped packet is a line in the bind-mounted
+//! syslogemu file (as many as the NFLOG rule counted) and a JSON record on stdout; `nflog-tail`
+//! works through `podman exec` on the daemon's tail socket; SIGTERM (`podman stop`) drains what
+//! was just sent and exits 0 well within `terminationGracePeriodSeconds`.
+//!
+//! The image: the test runs `deploy/build-image.sh --tag localhost/netpol-nflog:it-PID`, which
+//! runs `cargo build --release --bins` first. On CI `.ci/test` has just built the release
+//! binaries, so cargo finds them fresh and the image build takes seconds; on a machine without a
+//! release build the test compiles one first (minutes). The integration tests' own binaries
+//! (`CARGO_BIN_EXE_…`, target/debug) are not used: the image holds what ships. The tag, the
+//! container and the namespace are removed at the end, pass or fail.
+//!
+//! Needs root, podman with runc (`bash .ci/setup` installs them), iproute2, iptables and curl.
+//! podman runs with `--runtime runc` and explicit `--ulimit`s: crun refuses hybrid cgroup
+//! machines, and podman's default limits can exceed the hard limits a CI machine allows.
+
+use std::fs;
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+/// The DaemonSet's paths and limits, each checked against deploy/daemonset.yaml below.
+const CONFIG_DIR: &str = "/etc/netpol-nflog";
+const CONFIG_FILE: &str = "/etc/netpol-nflog/netpol-nflogd.toml";
+const LOG_DIR: &str = "/var/log/ulog";
+const TAIL_SOCKET: &str = "/run/netpol-nflog/tail.sock";
+const METRICS_PORT: u16 = 9109;
+/// CAP_NET_ADMIN is capability 12.
+const NET_ADMIN_MASK: u64 = 1 << 12;
+const NODE: &str = "it-node";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `cmd` to completion within `limit` (killing it past that): its output.
+fn output_within(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{cmd:?} did not finish within {limit:?}; stdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&t_out.join().unwrap()),
+                String::from_utf8_lossy(&t_err.join().unwrap())
+            );
+        }
+        sleep(Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: t_out.join().unwrap(),
+        stderr: t_err.join().unwrap(),
+    }
+}
+
+/// Runs `cmd`, which must succeed within `limit`: its standard output.
+fn ok(cmd: &mut Command, limit: Duration) -> String {
+    let out = output_within(cmd, limit);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn podman(args: &[&str]) -> Command {
+    let mut c = Command::new("podman");
+    c.args(args);
+    c
+}
+
+/// `ip netns exec NS PROGRAM ARGS`
+fn in_ns(ns: &str, program: &str, args: &[&str]) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns, program]).args(args);
+    c
+}
+
+/// What the test created; removed on drop, pass or fail (the scratch directory is kept when the
+/// test failed, for its logs).
+struct Resources {
+    ns: String,
+    dir: PathBuf,
+    container: Option<String>,
+    image: Option<String>,
+}
+
+impl Drop for Resources {
+    fn drop(&mut self) {
+        if let Some(c) = &self.container {
+            if std::thread::panicking() {
+                if let Ok(out) = podman(&["logs", c]).output() {
+                    eprintln!(
+                        "container {c} stdout:\n{}\nstderr:\n{}",
+                        String::from_utf8_lossy(&out.stdout),
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+            }
+            let _ = podman(&["rm", "--force", "--time", "0", c])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        if let Some(i) = &self.image {
+            let _ = podman(&["rmi", i])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.ns])
+            .stderr(Stdio::null())
+            .status();
+        if std::thread::panicking() {
+            eprintln!("kept {}", self.dir.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// The value of `key: VALUE` on the first line of `text` that has it.
+fn yaml_scalar<'a>(text: &'a str, key: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(key)?.strip_prefix(':'))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no {key} in deploy/daemonset.yaml"))
+}
+
+/// The ConfigMap's `netpol-nflogd.toml` (the block scalar under `data:`), as the pod sees it.
+fn configmap_toml() -> String {
+    let text = fs::read_to_string(root().join("deploy/configmap.yaml")).expect("configmap.yaml");
+    let mut lines = text
+        .lines()
+        .skip_while(|l| l.trim() != "netpol-nflogd.toml: |");
+    assert!(
+        lines.next().is_some(),
+        "no netpol-nflogd.toml in deploy/configmap.yaml"
+    );
+    let mut toml = String::new();
+    for l in lines {
+        if l.trim().is_empty() {
+            toml.push('\n');
+        } else if let Some(rest) = l.strip_prefix("    ") {
+            toml.push_str(rest);
+            toml.push('\n');
+        } else {
+            break;
+        }
+    }
+    assert!(
+        toml.contains("[source]") && toml.contains("groups = [100]"),
+        "{toml}"
+    );
+    toml
+}
+
+/// Sends `count` UDP datagrams 127.0.0.1 → 127.0.0.1:`port` inside the namespace, each from a
+/// fresh socket (a new source port: separate packets for the daemon's correlation). The DROP
+/// rule refuses them (EPERM), which is expected.
+fn send_udp(ns: &str, port: u16, count: usize) {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        let f = fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        // SAFETY: setns(2) on a namespace file we hold open; it moves only this thread, which
+        // exists for this purpose and ends here.
+        let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "setns({path}): {}", std::io::Error::last_os_error());
+        for _ in 0..count {
+            let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind UDP socket");
+            let _ = sock.send_to(
+                b"netpol-nflog image test",
+                SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            );
+        }
+    })
+    .join()
+    .expect("sender thread");
+}
+
+/// A K3s-shaped per-policy rule (kube-router's comment, limit and NFLOG group 100) for UDP to
+/// `port`, then the DROP.
+fn policy_rule(ns: &str, port: u16, policy: &str) {
+    let port = port.to_string();
+    let prefix = format!("DROP by policy {policy}");
+    let m = ["-A", "OUTPUT", "-o", "lo", "-p", "udp", "--dport", &port];
+    let nflog = [
+        "-m",
+        "comment",
+        "--comment",
+        "rule to log dropped traffic",
+        "-m",
+        "limit",
+        "--limit",
+        "1000/second",
+        "--limit-burst",
+        "1000",
+        "-j",
+        "NFLOG",
+        "--nflog-group",
+        "100",
+        "--nflog-prefix",
+        &prefix,
+    ];
+    let t = Duration::from_secs(10);
+    ok(
+        &mut in_ns(ns, "iptables", &[&m[..], &nflog[..]].concat()),
+        t,
+    );
+    ok(
+        &mut in_ns(ns, "iptables", &[&m[..], &["-j", "DROP"]].concat()),
+        t,
+    );
+}
+
+/// Packets the NFLOG rule for `port` counted.
+fn nflog_counter(ns: &str, port: u16) -> u64 {
+    let out = ok(
+        &mut in_ns(ns, "iptables", &["-L", "OUTPUT", "-v", "-x", "-n"]),
+        Duration::from_secs(10),
+    );
+    let needle = format!("dpt:{port}");
+    out.lines()
+        .filter(|l| l.contains("NFLOG") && l.contains(&needle))
+        .find_map(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no NFLOG rule for {needle}:\n{out}"))
+}
+
+fn lines_with(text: &str, needle: &str) -> usize {
+    text.lines().filter(|l| l.contains(needle)).count()
+}
+
+fn read_log(path: &Path) -> String {
+    fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
+/// Waits up to `limit` for `f` to hold; false if it never did.
+fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if f() {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        sleep(Duration::from_millis(100));
+    }
+}
+
+fn inspect(container: &str, format: &str) -> String {
+    ok(
+        &mut podman(&["inspect", "--format", format, container]),
+        Duration::from_secs(30),
+    )
+    .trim()
+    .to_string()
+}
+
+/// `GET path` on the daemon's metrics port from inside the namespace: (status code, body).
+fn http_get(ns: &str, path: &str) -> Option<(u16, String)> {
+    let url = format!("http://127.0.0.1:{METRICS_PORT}{path}");
+    let out = output_within(
+        &mut in_ns(
+            ns,
+            "curl",
+            &["-sS", "-m", "2", "-w", "\n%{http_code}", &url],
+        ),
+        Duration::from_secs(10),
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n')?;
+    Some((code.trim().parse().ok()?, body.to_string()))
+}
+
+/// A `/proc/PID/status` field.
+fn status_field(status: &str, key: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {key} in /proc/PID/status:\n{status}"))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn image_runs_like_the_daemonset() {
+    // podman: a missing one is a failure with the fix, never a skip.
+    let version = Command::new("podman").arg("--version").output();
+    assert!(
+        version.as_ref().is_ok_and(|o| o.status.success()),
+        "podman is not installed ({version:?}): `bash .ci/setup` installs it (apt-get install podman runc)"
+    );
+
+    // The DaemonSet's settings this test reproduces, so a change there fails here until the test
+    // follows it.
+    let ds = fs::read_to_string(root().join("deploy/daemonset.yaml")).expect("daemonset.yaml");
+    for needle in [
+        "hostNetwork: true",
+        "runAsUser: 0",
+        "allowPrivilegeEscalation: false",
+        "readOnlyRootFilesystem: true",
+        "drop: [\"ALL\"]",
+        "add: [\"NET_ADMIN\"]",
+        "type: RuntimeDefault",
+        "- --config",
+        &format!("- {CONFIG_FILE}"),
+        &format!("mountPath: {CONFIG_DIR}"),
+        &format!("mountPath: {LOG_DIR}"),
+        "mountPath: /run",
+        "medium: Memory",
+        "sizeLimit: 1Mi",
+        "memory: 128Mi",
+        "cpu: 500m",
+        &format!("containerPort: {METRICS_PORT}"),
+        "path: /healthz",
+        "path: /readyz",
+    ] {
+        assert!(
+            ds.contains(needle),
+            "deploy/daemonset.yaml no longer has {needle:?}"
+        );
+    }
+    let grace: u64 = yaml_scalar(&ds, "terminationGracePeriodSeconds")
+        .parse()
+        .expect("terminationGracePeriodSeconds");
+
+    let pid = std::process::id();
+    let ns = format!("npt-image-{pid}");
+    let dir = std::env::temp_dir().join(format!("netpol-nflog-image-{pid}"));
+    let _ = fs::remove_dir_all(&dir);
+    let _ = Command::new("ip")
+        .args(["netns", "del", &ns])
+        .stderr(Stdio::null())
+        .status();
+    let mut res = Resources {
+        ns: ns.clone(),
+        dir: dir.clone(),
+        container: None,
+        image: None,
+    };
+
+    // ---- The image ----------------------------------------------------------------------------
+    let tag = match std::env::var("NETPOL_NFLOG_TEST_IMAGE") {
+        Ok(given) if !given.is_empty() => {
+            eprintln!("image: testing {given} (NETPOL_NFLOG_TEST_IMAGE), not building one");
+            given
+        }
+        _ => {
+            let tag = format!("localhost/netpol-nflog:it-{pid}");
+            let started = Instant::now();
+            res.image = Some(tag.clone());
+            let out = output_within(
+                Command::new(root().join("deploy/build-image.sh"))
+                    .args(["--tag", &tag])
+                    .current_dir(root()),
+                Duration::from_secs(3000),
+            );
+            assert!(
+                out.status.success(),
+                "deploy/build-image.sh failed ({}):\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(
+                stdout.lines().last(),
+                Some(tag.as_str()),
+                "build-image.sh's last line must be the image reference:\n{stdout}"
+            );
+            eprintln!("image: built {tag} in {:.1?}", started.elapsed());
+            tag
+        }
+    };
+
+    let meta = inspect(
+        &tag,
+        "{{.Size}}|{{.Config.User}}|{{json .Config.Entrypoint}}|{{json .Config.Cmd}}",
+    );
+    let fields: Vec<&str> = meta.split('|').collect();
+    let size: u64 = fields[0].parse().expect("image size");
+    eprintln!("image: {size} bytes, {meta}");
+    assert_eq!(fields[1], "0:0", "image user");
+    assert_eq!(fields[2], r#"["/usr/local/bin/netpol-nflogd"]"#);
+    assert_eq!(fields[3], format!(r#"["--config","{CONFIG_FILE}"]"#));
+    assert!(
+        size < 64 << 20,
+        "image is {size} bytes, expected well under 64 MiB"
+    );
+
+    // Its files: the two binaries, the loader and libraries, and the few run-time files; no shell.
+    let lister = format!("netpol-nflog-it-ls-{pid}");
+    res.container = Some(lister.clone());
+    ok(
+        &mut podman(&["create", "--name", &lister, &tag]),
+        Duration::from_secs(60),
+    );
+    let tar = output_within(&mut podman(&["export", &lister]), Duration::from_secs(60));
+    assert!(tar.status.success(), "podman export failed");
+    let files = tar_listing(&tar.stdout);
+    ok(&mut podman(&["rm", &lister]), Duration::from_secs(60));
+    res.container = None;
+    for want in [
+        "usr/local/bin/netpol-nflogd",
+        "usr/local/bin/nflog-tail",
+        "etc/ssl/certs/ca-certificates.crt",
+        "etc/passwd",
+        "etc/group",
+        "etc/nsswitch.conf",
+        "usr/share/zoneinfo/Europe/Berlin",
+    ] {
+        assert!(
+            files.iter().any(|f| f == want),
+            "image lacks {want}: {files:?}"
+        );
+    }
+    assert!(
+        files.iter().any(|f| f.ends_with("/libc.so.6")),
+        "image lacks libc: {files:?}"
+    );
+    for unwanted in ["bin/sh", "usr/bin/sh", "bin/bash", "usr/bin/env"] {
+        assert!(
+            !files.iter().any(|f| f == unwanted),
+            "image holds {unwanted}"
+        );
+    }
+    eprintln!(
+        "image files (zoneinfo left out): {:?}",
+        files
+            .iter()
+            .filter(|f| !f.starts_with("usr/share/zoneinfo/"))
+            .collect::<Vec<_>>()
+    );
+
+    // ---- The node: a namespace with kube-router's NFLOG rules --------------------------------
+    let t = Duration::from_secs(10);
+    ok(Command::new("ip").args(["netns", "add", &ns]), t);
+    ok(
+        Command::new("ip").args(["-n", &ns, "link", "set", "lo", "up"]),
+        t,
+    );
+    policy_rule(&ns, 5432, "default/deny-db");
+    policy_rule(&ns, 6379, "default/deny-cache");
+
+    // The volumes: the ConfigMap (read-only), the host's log directory (DirectoryOrCreate).
+    let config_dir = dir.join("config");
+    let log_dir = dir.join("ulog");
+    fs::create_dir_all(&config_dir).unwrap();
+    fs::create_dir_all(&log_dir).unwrap();
+    fs::write(config_dir.join("netpol-nflogd.toml"), configmap_toml()).unwrap();
+    let syslogemu = log_dir.join("syslogemu.log");
+
+    // ---- The container, as the DaemonSet's pod ------------------------------------------------
+    let name = format!("netpol-nflog-it-{pid}");
+    res.container = Some(name.clone());
+    let network = format!("ns:/run/netns/{ns}");
+    let config_mount = format!("{}:{CONFIG_DIR}:ro", config_dir.display());
+    let log_mount = format!("{}:{LOG_DIR}", log_dir.display());
+    let node_env = format!("NODE_NAME={NODE}");
+    let started = Instant::now();
+    ok(
+        &mut podman(&[
+            "run",
+            "--detach",
+            "--name",
+            &name,
+            "--runtime",
+            "runc",
+            "--ulimit",
+            "nofile=4096:4096",
+            "--ulimit",
+            "nproc=1024:1024",
+            // securityContext
+            "--user",
+            "0:0",
+            "--cap-drop",
+            "ALL",
+            "--cap-add",
+            "NET_ADMIN",
+            "--security-opt",
+            "no-new-privileges",
+            "--read-only",
+            "--read-only-tmpfs=false",
+            // resources.limits
+            "--memory",
+            "128m",
+            "--cpus",
+            "0.5",
+            // hostNetwork (the node's namespace, here the test's)
+            "--network",
+            &network,
+            "--hostname",
+            NODE,
+            "--env",
+            &node_env,
+            // volumes
+            "--tmpfs",
+            "/run:rw,size=1m,mode=0755",
+            "--volume",
+            &log_mount,
+            "--volume",
+            &config_mount,
+            &tag,
+            "--config",
+            CONFIG_FILE,
+        ]),
+        Duration::from_secs(60),
+    );
+
+    // Started: running, group 100 bound in the namespace, /healthz and /readyz answer.
+    let ready = wait_for(Duration::from_secs(30), || {
+        if inspect(&name, "{{.State.Running}}") != "true" {
+            return true; // reported below
+        }
+        matches!(http_get(&ns, "/readyz"), Some((200, _)))
+    });
+    assert_eq!(
+        inspect(&name, "{{.State.Running}}"),
+        "true",
+        "the container exited (code {}) under the DaemonSet's settings",
+        inspect(&name, "{{.State.ExitCode}}")
+    );
+    assert!(
+        ready,
+        "/readyz did not answer 200 within 30 s: {:?}",
+        http_get(&ns, "/readyz")
+    );
+    eprintln!("image: ready in {:.1?}", started.elapsed());
+    let (code, body) = http_get(&ns, "/healthz").expect("/healthz answers");
+    assert_eq!((code, body.trim()), (200, "ok"), "/healthz");
+    let nflog = ok(
+        &mut in_ns(&ns, "cat", &["/proc/net/netfilter/nfnetlink_log"]),
+        t,
+    );
+    assert!(
+        nflog
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some("100")),
+        "NFLOG group 100 is not bound in the namespace:\n{nflog}"
+    );
+
+    // What the daemon holds: CAP_NET_ADMIN only, no_new_privs, seccomp filter mode, uid 0.
+    let daemon_pid = inspect(&name, "{{.State.Pid}}");
+    let status = fs::read_to_string(format!("/proc/{daemon_pid}/status")).expect("status");
+    for key in ["CapEff", "CapPrm", "CapBnd"] {
+        let v = u64::from_str_radix(&status_field(&status, key), 16).unwrap();
+        assert_eq!(v, NET_ADMIN_MASK, "{key} {v:#x}: CAP_NET_ADMIN only");
+    }
+    for key in ["CapInh", "CapAmb"] {
+        let v = u64::from_str_radix(&status_field(&status, key), 16).unwrap();
+        assert_eq!(v, 0, "{key}");
+    }
+    assert_eq!(status_field(&status, "NoNewPrivs"), "1");
+    assert_eq!(status_field(&status, "Seccomp"), "2", "seccomp filter mode");
+    assert!(status_field(&status, "Uid").starts_with("0\t"));
+    let logs = output_within(&mut podman(&["logs", &name]), t);
+    let stderr = String::from_utf8_lossy(&logs.stderr);
+    assert!(
+        stderr.contains("capabilities: kept CAP_NET_ADMIN only"),
+        "the daemon did not confirm its capabilities:\n{stderr}"
+    );
+
+    // ---- Drops become lines ---------------------------------------------------------------------
+    // Within the ConfigMap's per-policy rate limit (burst 10), so every drop is written.
+    const DB: usize = 6;
+    send_udp(&ns, 5432, DB);
+    let logged = wait_for(Duration::from_secs(10), || {
+        lines_with(&read_log(&syslogemu), "DPT=5432") >= DB
+    });
+    let text = read_log(&syslogemu);
+    assert!(logged, "{DB} drops sent, the syslogemu file has:\n{text}");
+    assert_eq!(nflog_counter(&ns, 5432), DB as u64, "NFLOG rule counter");
+    assert_eq!(text.lines().count(), DB, "{text}");
+    for l in text.lines() {
+        assert!(
+            l.contains(&format!(" {NODE} DROP by policy default/deny-db "))
+                && l.contains("PROTO=UDP")
+                && l.contains("DST=127.0.0.1"),
+            "unexpected line: {l}"
+        );
+    }
+
+    // ---- nflog-tail through podman exec, on the tail socket -----------------------------------
+    let started = Instant::now();
+    let tail = ok(
+        &mut podman(&[
+            "exec",
+            &name,
+            "nflog-tail",
+            "--socket",
+            TAIL_SOCKET,
+            "--no-reconnect",
+            "--last",
+            &DB.to_string(),
+            "--count",
+            &DB.to_string(),
+            "--port",
+            "5432",
+            "--output",
+            "syslogemu",
+        ]),
+        Duration::from_secs(30),
+    );
+    eprintln!(
+        "image: nflog-tail via podman exec in {:.1?}",
+        started.elapsed()
+    );
+    let tail_lines: Vec<&str> = tail.lines().collect();
+    assert_eq!(tail_lines.len(), DB, "nflog-tail printed:\n{tail}");
+    let file_lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        tail_lines, file_lines,
+        "nflog-tail's syslogemu lines equal the file's"
+    );
+
+    // ---- SIGTERM drains and exits 0 within the grace period -----------------------------------
+    // Drops sent right before the stop are still in the kernel's batch (flush_timeout_ms) or
+    // the daemon's correlation window: the drain must write them.
+    const CACHE: usize = 5;
+    send_udp(&ns, 6379, CACHE);
+    let started = Instant::now();
+    ok(
+        &mut podman(&["stop", "--time", &grace.to_string(), &name]),
+        Duration::from_secs(grace + 60),
+    );
+    let stopped = started.elapsed();
+    eprintln!("image: stopped in {stopped:.1?} (grace {grace} s)");
+    assert_eq!(
+        inspect(&name, "{{.State.ExitCode}}"),
+        "0",
+        "exit code after SIGTERM (137: killed after the grace period)"
+    );
+    assert!(
+        stopped < Duration::from_secs(grace),
+        "stopping took {stopped:?}, the grace period is {grace} s"
+    );
+    let text = read_log(&syslogemu);
+    assert_eq!(nflog_counter(&ns, 6379), CACHE as u64, "NFLOG rule counter");
+    assert_eq!(
+        lines_with(&text, "DROP by policy default/deny-cache ")
+            + lines_with(&text, "DROP by policy default/deny-db "),
+        DB + CACHE,
+        "every drop, also those sent right before SIGTERM:\n{text}"
+    );
+    assert_eq!(text.lines().count(), DB + CACHE, "{text}");
+
+    // The stdout sink (the ConfigMap's second sink): one JSON record per packet.
+    let logs = output_within(&mut podman(&["logs", &name]), t);
+    let json = String::from_utf8_lossy(&logs.stdout);
+    let records: Vec<serde_json::Value> = json
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let mentioning = |policy: &str| {
+        records
+            .iter()
+            .filter(|r| r.to_string().contains(policy))
+            .count()
+    };
+    assert_eq!(mentioning("deny-db"), DB, "JSON records on stdout:\n{json}");
+    assert_eq!(
+        mentioning("deny-cache"),
+        CACHE,
+        "JSON records on stdout:\n{json}"
+    );
+
+    // The syslogemu file is root's, as on the node.
+    let meta = fs::metadata(&syslogemu).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((meta.uid(), meta.gid()), (0, 0));
+    drop(res);
+}
+
+/// The member names of a tar archive (leading `./` and trailing `/` removed).
+fn tar_listing(tar: &[u8]) -> Vec<String> {
+    let mut child = Command::new("tar")
+        .args(["-tf", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("tar");
+    let mut stdin = child.stdin.take().unwrap();
+    let data = tar.to_vec();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let _ = stdin.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("tar");
+    writer.join().unwrap();
+    assert!(out.status.success(), "tar -t failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim_start_matches("./").trim_end_matches('/').to_string())
+        .collect()
+}
