@@ -31,6 +31,7 @@ pub struct ConfigFile {
     pub kubernetes: Kubernetes,
     pub metrics: Metrics,
     pub tail: Tail,
+    pub events: Events,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -128,6 +129,27 @@ pub struct Metrics {
     pub listen: String,
 }
 
+/// Kubernetes Events on drops (opt-in).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Events {
+    pub enabled: bool,
+    /// Seconds between two Events for the same pod, policy and peer.
+    pub interval_s: u64,
+    /// Events per pod and minute at most.
+    pub per_pod_per_minute: u32,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Events {
+            enabled: false,
+            interval_s: 60,
+            per_pod_per_minute: 4,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Tail {
@@ -148,6 +170,7 @@ impl Default for ConfigFile {
             kubernetes: Kubernetes::default(),
             metrics: Metrics::default(),
             tail: Tail::default(),
+            events: Events::default(),
         }
     }
 }
@@ -293,6 +316,9 @@ impl ConfigFile {
         }
         if let Some(r) = o.rcvbuf {
             self.source.socket_receive_buffer = r;
+        }
+        if o.kube_events {
+            self.events.enabled = true;
         }
         if let Some(path) = &o.kube_snapshot {
             self.kubernetes.snapshot = path.to_string_lossy().into_owned();
@@ -440,6 +466,18 @@ impl ConfigFile {
                 ),
             );
         }
+        if self.events.interval_s == 0 || self.events.interval_s > 86_400 {
+            bad(
+                "events.interval_s",
+                format!("{} is not between 1 and 86400", self.events.interval_s),
+            );
+        }
+        if !(1..=60).contains(&self.events.per_pod_per_minute) {
+            bad(
+                "events.per_pod_per_minute",
+                format!("{} is not between 1 and 60", self.events.per_pod_per_minute),
+            );
+        }
         if !p.is_empty() {
             return Err(ConfigError::Invalid(p));
         }
@@ -468,6 +506,10 @@ impl ConfigFile {
             metrics_listen,
             tail_socket: (!self.tail.socket.is_empty()).then(|| PathBuf::from(&self.tail.socket)),
             tail_ring: self.tail.ring,
+            events: self.events.enabled.then(|| EventSettings {
+                interval: Duration::from_secs(self.events.interval_s),
+                per_pod_per_minute: self.events.per_pod_per_minute,
+            }),
         })
     }
 }
@@ -495,6 +537,8 @@ pub struct Overrides {
     pub tail_socket: Option<String>,
     pub metrics_listen: Option<String>,
     pub kube_snapshot: Option<PathBuf>,
+    /// Switches Kubernetes Events on.
+    pub kube_events: bool,
 }
 
 /// Whether the daemon watches the Kubernetes API.
@@ -520,6 +564,13 @@ pub struct LimitSettings {
     pub summary_interval: Duration,
 }
 
+/// Kubernetes Events on drops, when enabled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventSettings {
+    pub interval: Duration,
+    pub per_pod_per_minute: u32,
+}
+
 /// The checked, typed configuration ([`ConfigFile::resolve`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -539,6 +590,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     pub tail_socket: Option<PathBuf>,
     pub tail_ring: usize,
+    /// Kubernetes Events on drops (opt-in).
+    pub events: Option<EventSettings>,
 }
 
 impl Config {

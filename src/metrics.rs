@@ -232,6 +232,13 @@ impl Collector for DaemonCollector {
             "Of the suppressed messages, those their rule's limit allowed and the node-wide cap (limits.node_limit) held back.",
             s.suppressed_node_cap.load(Relaxed),
         )?;
+        for (name, help, v) in [
+            ("netpol_nflog_kube_events_published", "Kubernetes Events on drops the API server accepted (events.enabled).", &s.kube_events_published),
+            ("netpol_nflog_kube_events_failed", "Kubernetes Events on drops the API server refused or that could not reach it.", &s.kube_events_failed),
+            ("netpol_nflog_kube_events_dropped", "Drops not aggregated into a Kubernetes Event (too many distinct pod, policy and peer triples, or the publisher behind).", &s.kube_events_dropped),
+        ] {
+            counter(&mut e, name, help, v.load(Relaxed))?;
+        }
         counter(
             &mut e,
             "netpol_nflog_messages_correlated",

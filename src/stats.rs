@@ -93,6 +93,11 @@ pub struct Stats {
     pub suppressed_node_cap: AtomicU64,
     /// Written messages merged into the event of an earlier message of the same packet.
     pub correlated: AtomicU64,
+    /// Kubernetes Events on drops: accepted by the API server, refused or unreachable, and
+    /// notes not aggregated (too many distinct pod/policy/peer triples, or the publisher behind).
+    pub kube_events_published: AtomicU64,
+    pub kube_events_failed: AtomicU64,
+    pub kube_events_dropped: AtomicU64,
     /// Events handed to the tail socket's clients, and those a slow client missed.
     pub tail_sent: AtomicU64,
     pub tail_dropped: AtomicU64,

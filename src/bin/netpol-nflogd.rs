@@ -75,6 +75,11 @@ struct Cli {
     #[arg(long, env = "NETPOL_NFLOG_KUBE_SNAPSHOT", global = true)]
     kube_snapshot: Option<PathBuf>,
 
+    /// Post Kubernetes Events on the pods drops protect (needs the RBAC component
+    /// deploy/components/events); the same as `[events] enabled = true`.
+    #[arg(long, env = "NETPOL_NFLOG_KUBE_EVENTS", global = true)]
+    kube_events: bool,
+
     /// Write the final counters (received, written, suppressed, lost) as JSON here at exit.
     #[arg(long, global = true)]
     stats_file: Option<PathBuf>,
@@ -181,6 +186,7 @@ fn load_config(cli: &Cli) -> Result<Config, netpol_nflog::config::ConfigError> {
             .as_ref()
             .map(|m| m.to_string_lossy().into_owned()),
         kube_snapshot: cli.kube_snapshot.clone(),
+        kube_events: cli.kube_events,
     };
     Config::load(cli.config.as_deref(), &overrides)
 }

@@ -101,7 +101,33 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<Arc<Stats>> {
             Some(t)
         }
     };
-    let mut kube = start_kube(&cfg, &node_name).await?;
+    let (mut kube, client) = start_kube(&cfg, &node_name).await?.unzip();
+    match (cfg.events, client) {
+        (None, _) => {}
+        (Some(ev), Some(client)) => {
+            let (tx, rx) = tokio::sync::mpsc::channel(256);
+            tokio::spawn(crate::sink::events::publish(
+                client,
+                node_name.clone(),
+                rx,
+                stats.clone(),
+            ));
+            proc = proc.with_events(crate::sink::events::Aggregator::new(
+                ev.interval,
+                ev.per_pod_per_minute,
+                tx,
+                stats.clone(),
+            ));
+            tracing::info!(
+                interval_s = ev.interval.as_secs(),
+                per_pod_per_minute = ev.per_pod_per_minute,
+                "posting Kubernetes Events on drops"
+            );
+        }
+        (Some(_), None) => tracing::warn!(
+            "events.enabled needs the Kubernetes API (not off, not a snapshot): no Events will be posted"
+        ),
+    }
     let status: Option<Arc<dyn crate::metrics::StatusSource>> = kube.as_ref().map(|k| {
         Arc::new(KubeStatus {
             state: k.state.clone(),
@@ -185,7 +211,10 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<Arc<Stats>> {
                 guard.clear_ready();
                 flush(&mut proc, &sinks, tail.as_ref()).await;
             }
-            _ = publish.tick() => proc.publish_metrics(),
+            _ = publish.tick() => {
+                proc.publish_metrics();
+                proc.flush_events();
+            }
             Some((key, limit)) = next_limit(&mut kube) => {
                 tracing::info!(policy = %key, limit = ?limit, "rate limit changed");
                 proc.limiter_mut().set_limit(key.as_bytes(), limit);
@@ -242,7 +271,7 @@ async fn sleep_until_some(deadline: Option<std::time::Instant>) {
 async fn start_kube(
     cfg: &Config,
     node_name: &str,
-) -> anyhow::Result<Option<crate::attribute::kube::KubeHandle>> {
+) -> anyhow::Result<Option<(crate::attribute::kube::KubeHandle, kube::Client)>> {
     let mode = cfg.kube_mode;
     if cfg.kube_snapshot.is_some() {
         return Ok(None);
@@ -270,9 +299,8 @@ async fn start_kube(
     };
     let node = (!node_name.is_empty()).then(|| node_name.to_string());
     tracing::info!(node = ?node, all_pods = cfg.watch_all_pods, "watching NetworkPolicies, Pods and Namespaces");
-    Ok(Some(
-        crate::attribute::kube::start(client, node, cfg.watch_all_pods).await,
-    ))
+    let handle = crate::attribute::kube::start(client.clone(), node, cfg.watch_all_pods).await;
+    Ok(Some((handle, client)))
 }
 
 /// The next limit change from the watchers; pending forever without them.

@@ -71,6 +71,8 @@ pub struct Outputs {
     renderer: Option<Renderer>,
     outputs: Vec<Buffer>,
     tail: Option<Tail>,
+    /// Kubernetes Events on drops (opt-in).
+    events: Option<crate::sink::events::Aggregator>,
 }
 
 impl Outputs {
@@ -79,6 +81,7 @@ impl Outputs {
             renderer: Some(renderer),
             outputs: Vec::new(),
             tail: None,
+            events: None,
         }
     }
 
@@ -107,6 +110,18 @@ impl Outputs {
         });
     }
 
+    /// Also notes events for Kubernetes Events on the pods they protect.
+    pub fn set_events(&mut self, events: crate::sink::events::Aggregator) {
+        self.events = Some(events);
+    }
+
+    /// Hands the Kubernetes Events that are due to their publisher.
+    pub fn flush_events(&mut self, now: std::time::Instant) {
+        if let Some(e) = &mut self.events {
+            e.flush(now);
+        }
+    }
+
     fn tail_connected(&self) -> bool {
         self.tail
             .as_ref()
@@ -115,7 +130,9 @@ impl Outputs {
 
     /// Whether any output takes events (JSON sinks, tail clients) right now.
     pub fn wants_events(&self) -> bool {
-        self.outputs.iter().any(|o| !o.kind.per_message()) || self.tail_connected()
+        self.outputs.iter().any(|o| !o.kind.per_message())
+            || self.tail_connected()
+            || self.events.is_some()
     }
 
     /// One NFLOG message to every per-message output.
@@ -141,6 +158,9 @@ impl Outputs {
         }
         if let Some(t) = self.tail.as_mut().filter(|t| t.clients.load(Relaxed) > 0) {
             render_tail(renderer, ev, bodies, received, t);
+        }
+        if let Some(e) = &mut self.events {
+            e.note(ev, std::time::Instant::now());
         }
     }
 

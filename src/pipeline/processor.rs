@@ -84,6 +84,17 @@ impl Processor {
         self
     }
 
+    /// Also posts Kubernetes Events on the pods that drops protect (see `sink::events`).
+    pub fn with_events(mut self, events: crate::sink::events::Aggregator) -> Self {
+        self.outputs.set_events(events);
+        self
+    }
+
+    /// Hands the Kubernetes Events that are due to their publisher (call about once a second).
+    pub fn flush_events(&mut self) {
+        self.outputs.flush_events(Instant::now());
+    }
+
     /// Adds an output; its lines come out of [`Processor::take_chunks`] under the returned id.
     pub fn add_output(&mut self, kind: OutputKind) -> SinkId {
         self.outputs.add(kind)

@@ -5,6 +5,7 @@
 //! without being counted. The channel into a sink is bounded: a sink that cannot keep up slows
 //! the reader, which lets the kernel socket overrun, which the sequence numbers then account for.
 
+pub mod events;
 pub mod file;
 pub mod syslog;
 pub mod tail;

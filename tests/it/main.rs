@@ -2,6 +2,7 @@
 mod conformance;
 mod deploy;
 mod e2e_kube;
+mod events;
 mod fake_api;
 mod faults;
 mod fuzz_regressions;
