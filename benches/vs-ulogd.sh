@@ -12,6 +12,8 @@
 #   N           packets per run                                 (default 1000000)
 #   NFLOGD      netpol-nflogd binary   (default <repo>/target/release/netpol-nflogd;
 #               if it does not exist, only ulogd is measured)
+#   NFLOGD_ARGS extra arguments for netpol-nflogd, split on blanks (default none),
+#               e.g. "--config my.toml"
 #   ULOGD       ulogd binary                                    (default /usr/sbin/ulogd)
 #   TOOLS       which tools to run, in order                    (default "ulogd nflogd")
 #   FLUSH_WAIT  seconds to wait after the flood for the kernel's NFLOG flush (default 2)
@@ -147,6 +149,9 @@ run_one() { # TOOL RATE
             ;;
         nflogd)
             cmd=("$NFLOGD" --syslogemu-file "$out" --stdout none --no-rate-limit --stats-file "$stats")
+            local -a nflogd_args=()
+            read -r -a nflogd_args <<<"${NFLOGD_ARGS:-}"
+            cmd+=("${nflogd_args[@]}")
             ;;
         *) die "unknown tool $tool" ;;
     esac
