@@ -199,7 +199,9 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<Arc<Stats>> {
     let mut summary = tokio::time::interval(interval);
     summary.tick().await;
     let mut buf = vec![0u8; 256 * 1024];
-    let mut publish = tokio::time::interval(Duration::from_secs(1));
+    // Counters are published a second after activity, not on a fixed tick: an idle daemon
+    // has nothing new to publish and need not wake up.
+    let mut publish_at: Option<std::time::Instant> = None;
 
     loop {
         // A timer only while the correlator holds a packet: an idle daemon does not wake up.
@@ -210,10 +212,15 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<Arc<Stats>> {
                 read_all(guard.get_inner(), &mut buf, &mut proc, &stats, &mut acks);
                 guard.clear_ready();
                 flush(&mut proc, &sinks, tail.as_ref()).await;
+                publish_at.get_or_insert_with(|| std::time::Instant::now() + PUBLISH_DELAY);
             }
-            _ = publish.tick() => {
+            _ = sleep_until_some(publish_at) => {
                 proc.publish_metrics();
                 proc.flush_events();
+                // Kubernetes Events still waiting for their interval keep the timer going.
+                publish_at = proc
+                    .events_pending()
+                    .then(|| std::time::Instant::now() + PUBLISH_DELAY);
             }
             Some((key, limit)) = next_limit(&mut kube) => {
                 tracing::info!(policy = %key, limit = ?limit, "rate limit changed");
@@ -258,6 +265,9 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<Arc<Stats>> {
     }
     Ok(stats)
 }
+
+/// How long after activity the counters are published (and Kubernetes Events handed over).
+const PUBLISH_DELAY: Duration = Duration::from_secs(1);
 
 /// Sleeps until `deadline`; forever without one.
 async fn sleep_until_some(deadline: Option<std::time::Instant>) {

@@ -115,6 +115,10 @@ impl Outputs {
         self.events = Some(events);
     }
 
+    pub fn events_pending(&self) -> bool {
+        self.events.as_ref().is_some_and(|e| e.has_pending())
+    }
+
     /// Hands the Kubernetes Events that are due to their publisher.
     pub fn flush_events(&mut self, now: std::time::Instant) {
         if let Some(e) = &mut self.events {

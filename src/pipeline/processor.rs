@@ -90,6 +90,11 @@ impl Processor {
         self
     }
 
+    /// Whether Kubernetes Events wait to be handed over.
+    pub fn events_pending(&self) -> bool {
+        self.outputs.events_pending()
+    }
+
     /// Hands the Kubernetes Events that are due to their publisher (call about once a second).
     pub fn flush_events(&mut self) {
         self.outputs.flush_events(Instant::now());

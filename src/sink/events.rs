@@ -89,6 +89,11 @@ impl Aggregator {
         }
     }
 
+    /// Whether aggregates wait to be handed over.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     /// Notes one written event (a packet). Events without a protected pod are not noted.
     pub fn note(&mut self, ev: &Event<'_>, now: Instant) {
         let Some(key) = key_of(ev) else {
