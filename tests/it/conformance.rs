@@ -30,13 +30,22 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::support::daemon::DAEMON;
+use crate::support::sandbox::{ip_batch, wait_nflog_bound};
+// `tail` takes these from here (until it uses `support` itself).
+pub(crate) use crate::support::process::run_stdin;
+pub(crate) use crate::support::sandbox::{
+    in_netns, nflog_row, wait_nflog_queue_empty as wait_queue_empty,
+    wait_nflog_unbound as wait_unbound,
+};
+pub(crate) use crate::support::{read_lossy, run, Proc, Scratch};
 
 pub(crate) const GROUP: &str = "100";
 pub(crate) const HOSTNAME: &str = "ulogd-ref";
-const DAEMON: &str = env!("CARGO_BIN_EXE_netpol-nflogd");
 const PYTHON: &str = "/usr/bin/python3";
 const TRAFFIC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/traffic/conformance.py");
 const ULOGD_PLUGINS: &str = "/usr/lib/x86_64-linux-gnu/ulogd";
@@ -57,31 +66,16 @@ fn conformance_syslogemu_matches_ulogd2() {
     let topo = Topology::new(&scratch);
     topo.install_rules();
 
-    // 1. The oracle.
-    let ulogd_out = scratch.path("ulogd.syslogemu");
-    let conf = scratch.path("ulogd.conf");
-    fs::write(&conf, ulogd_conf(&ulogd_out, &scratch.path("ulogd.log"))).expect("write ulogd.conf");
-    let mut ulogd = Proc::spawn(
-        "ulogd",
-        in_netns(&topo.router).args([
-            "unshare",
-            "--uts",
-            "sh",
-            "-c",
-            &format!("hostname {HOSTNAME} && exec ulogd -c {}", conf.display()),
-        ]),
-        &scratch.path("ulogd.stderr"),
+    // 1. The oracle. ulogd2 leaves the kernel defaults (flush after 1 s or 100 messages) and
+    // loses whatever is still queued when it stops: wait for the flush, then for the queue.
+    let ulogd_out = run_ulogd(
+        &scratch.dir,
+        &topo.router,
+        Duration::from_millis(1500),
+        || {
+            assert_eq!(topo.send_traffic(), EXPECTED_SENT, "packets sent to ulogd2");
+        },
     );
-    wait_bound(&topo.router, &mut ulogd);
-    assert_eq!(topo.send_traffic(), EXPECTED_SENT, "packets sent to ulogd2");
-    // ulogd2 leaves the kernel defaults (flush after 1 s or 100 messages) and loses whatever is
-    // still queued when it stops: wait for the flush, then for the queue to be empty.
-    sleep(Duration::from_millis(1500));
-    wait_queue_empty(&topo.router);
-    sleep(Duration::from_millis(300));
-    let status = ulogd.terminate(Duration::from_secs(5));
-    assert!(status.success(), "ulogd exited with {status}");
-    wait_unbound(&topo.router);
 
     // 2. The daemon, same traffic.
     let ours_out = scratch.path("netpol-nflogd.syslogemu");
@@ -373,6 +367,30 @@ impl<'a> Topology<'a> {
     }
 }
 
+/// Runs ulogd2 (LOGEMU, hostname [`HOSTNAME`]) bound to group 100 in `ns` while `traffic`
+/// runs; waits `flush`, then until the kernel queue is empty; stops it. Its files are
+/// `ulogd.*` in `dir`; returns the syslogemu one.
+pub(crate) fn run_ulogd(dir: &Path, ns: &str, flush: Duration, traffic: impl FnOnce()) -> PathBuf {
+    let out = dir.join("ulogd.syslogemu");
+    let conf = dir.join("ulogd.conf");
+    fs::write(&conf, ulogd_conf(&out, &dir.join("ulogd.log"))).expect("write ulogd.conf");
+    let hostname_then_ulogd = format!("hostname {HOSTNAME} && exec ulogd -c {}", conf.display());
+    let mut ulogd = Proc::spawn(
+        "ulogd",
+        in_netns(ns).args(["unshare", "--uts", "sh", "-c", &hostname_then_ulogd]),
+        &dir.join("ulogd.stderr"),
+    );
+    wait_bound(ns, &mut ulogd);
+    traffic();
+    sleep(flush);
+    wait_queue_empty(ns);
+    sleep(Duration::from_millis(300));
+    let status = ulogd.terminate(Duration::from_secs(5));
+    assert!(status.success(), "ulogd exited with {status}");
+    wait_unbound(ns);
+    out
+}
+
 pub(crate) fn ulogd_conf(out: &Path, log: &Path) -> String {
     let plugins = [
         "inppkt_NFLOG",
@@ -544,216 +562,9 @@ pub(crate) fn diff(a: &[String], b: &[String]) -> String {
     out
 }
 
-/// A scratch directory and the network namespaces made in it; both removed on drop, except the
-/// directory when the test failed (its path is in the panic message).
-pub(crate) struct Scratch {
-    pub(crate) dir: PathBuf,
-    tag: String,
-    netns: std::cell::RefCell<Vec<String>>,
-}
-
-impl Scratch {
-    pub(crate) fn new(tag: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("netpol-nflog-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("create scratch dir");
-        Scratch {
-            dir,
-            tag: tag.into(),
-            netns: Default::default(),
-        }
-    }
-
-    pub(crate) fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-
-    /// Creates `nfc-<tag>-<role>-<pid>`, deleting a leftover of the same name first.
-    pub(crate) fn netns(&self, role: &str) -> String {
-        let name = format!("nfc-{}-{role}-{}", self.tag, std::process::id());
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(Stdio::null())
-            .status();
-        run(Command::new("ip").args(["netns", "add", &name]));
-        self.netns.borrow_mut().push(name.clone());
-        name
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        for name in self.netns.borrow().iter() {
-            let _ = Command::new("ip").args(["netns", "del", name]).status();
-        }
-        if std::thread::panicking() {
-            eprintln!("conformance: kept {}", self.dir.display());
-        } else {
-            let _ = fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-/// A child process (ulogd or the daemon), SIGKILLed on drop if still running.
-pub(crate) struct Proc {
-    name: &'static str,
-    child: Option<Child>,
-    stderr: PathBuf,
-}
-
-impl Proc {
-    /// `ip netns exec`, `unshare` and `sh -c 'exec …'` all exec, so the PID is the daemon's.
-    pub(crate) fn spawn(name: &'static str, cmd: &mut Command, stderr: &Path) -> Proc {
-        let err = fs::File::create(stderr).expect("create stderr file");
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(err.try_clone().expect("dup stderr file"))
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Proc {
-            name,
-            child: Some(child),
-            stderr: stderr.to_path_buf(),
-        }
-    }
-
-    /// Whether the process is gone (and with which status).
-    pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
-        self.child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
-    }
-
-    /// SIGTERM, then waits up to `timeout` for the exit.
-    pub(crate) fn terminate(mut self, timeout: Duration) -> ExitStatus {
-        let mut child = self.child.take().expect("running child");
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "{} did not exit within {timeout:?} of SIGTERM; stderr:\n{}",
-                    self.name,
-                    read_lossy(&self.stderr)
-                );
-            }
-            sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// The group-100 row of `/proc/net/netfilter/nfnetlink_log` in `ns`:
-/// `group portid qlen copy_mode copy_range flush_timeout use`.
-pub(crate) fn nflog_row(ns: &str) -> Option<Vec<u64>> {
-    let text = run(in_netns(ns).args(["cat", "/proc/net/netfilter/nfnetlink_log"]));
-    text.lines()
-        .map(|l| {
-            l.split_whitespace()
-                .filter_map(|f| f.parse().ok())
-                .collect::<Vec<u64>>()
-        })
-        .find(|row| row.first() == Some(&100))
-}
-
-/// Polls `/proc` rather than waiting for a log line: it works for ulogd and the daemon alike.
+/// Waits (up to 10 s) until `proc_` (ulogd, the daemon) has bound group 100 in `ns`.
 pub(crate) fn wait_bound(ns: &str, proc_: &mut Proc) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while nflog_row(ns).is_none() {
-        let exited = proc_.exited();
-        assert!(
-            Instant::now() < deadline && exited.is_none(),
-            "{} did not bind NFLOG group {GROUP} (exit status: {exited:?}); stderr:\n{}",
-            proc_.name,
-            read_lossy(&proc_.stderr)
-        );
-        sleep(Duration::from_millis(20));
-    }
-}
-
-pub(crate) fn wait_unbound(ns: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while nflog_row(ns).is_some() {
-        assert!(Instant::now() < deadline, "NFLOG group {GROUP} still bound");
-        sleep(Duration::from_millis(20));
-    }
-}
-
-pub(crate) fn wait_queue_empty(ns: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while nflog_row(ns).is_some_and(|row| row.get(2).copied().unwrap_or(0) > 0) {
-        assert!(Instant::now() < deadline, "NFLOG queue not flushed");
-        sleep(Duration::from_millis(20));
-    }
-}
-
-pub(crate) fn in_netns(ns: &str) -> Command {
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", ns]);
-    cmd
-}
-
-fn ip_batch(ns: &str, commands: &str) {
-    run_stdin(Command::new("ip").args(["-n", ns, "-batch", "-"]), commands);
-}
-
-pub(crate) fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    check(cmd, out)
-}
-
-pub(crate) fn run_stdin(cmd: &mut Command, input: &str) -> String {
-    use std::io::Write;
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write stdin");
-    let out = child.wait_with_output().expect("wait");
-    check(cmd, out)
-}
-
-fn check(cmd: &Command, out: std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-pub(crate) fn read_lossy(path: &Path) -> String {
-    fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_else(|e| format!("({e})"))
+    wait_nflog_bound(ns, proc_, Duration::from_secs(10));
 }
 
 /// The shipped Fluent Bit regex (parsers/fluent-bit-parsers.conf, Oniguruma) must parse every

@@ -30,16 +30,20 @@
 //! Needs root, `ip` and `iptables`.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::mpsc;
 use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use netpol_nflog::attribute::index::safe_join;
 use netpol_nflog::limit::{ANNOTATION_BURST, ANNOTATION_LIMIT};
 use serde_json::{json, Value};
 
 use crate::fake_api::{self, FakeApi, NAMESPACES, PODS, POLICIES};
-use crate::metrics::{enter_netns, read_lossy, scrape, Daemon, Sandbox};
+use crate::support::daemon::DaemonCmd;
+use crate::support::kube_api::{write_kubeconfig, NsApi};
+use crate::support::metrics::{all_synced, scrape, wait_counter, wait_readyz as readyz};
+use crate::support::sandbox::POLICY_LOG_MATCHES;
+use crate::support::wait::ok_if;
+use crate::support::{read_lossy, Daemon, Sandbox, Wait};
 
 const NODE: &str = "node-1";
 const API_PORT: u16 = 16443;
@@ -61,74 +65,6 @@ const LONG: &str = "restrict-ingress-to-ledger-service-from-gateways";
 /// Two names that safeJoin cuts to the same 28 characters.
 const AMBIGUOUS_A: &str = "deny-egress-to-external-networks-except-dns-a";
 const AMBIGUOUS_B: &str = "deny-egress-to-external-networks-except-dns-b";
-
-// ---- The fake API server, inside the namespace --------------------------------------------------
-
-/// A [`FakeApi`] whose listener (and every connection) lives in the sandbox's namespace: its
-/// tokio runtime runs on a thread that entered the namespace before binding.
-struct NsApi {
-    api: Option<FakeApi>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl NsApi {
-    fn start(sb: &Sandbox, port: u16) -> NsApi {
-        let path = format!("/run/netns/{}", sb.ns);
-        let (tx, rx) = mpsc::channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            enter_netns(&path);
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
-            rt.block_on(async move {
-                let api = FakeApi::start_on(port).await;
-                let _ = tx.send(api);
-                let _ = stopped.await;
-            });
-        });
-        let api = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("fake API server started");
-        NsApi {
-            api: Some(api),
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-}
-
-impl std::ops::Deref for NsApi {
-    type Target = FakeApi;
-    fn deref(&self) -> &FakeApi {
-        self.api.as_ref().expect("running")
-    }
-}
-
-impl Drop for NsApi {
-    fn drop(&mut self) {
-        drop(self.api.take());
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn write_kubeconfig(sb: &Sandbox, port: u16) -> String {
-    let path = sb.path("kubeconfig");
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://127.0.0.1:{port}\n\
-         contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\n\
-         current-context: fake\nusers:\n- name: fake\n  user: {{}}\n"
-    );
-    std::fs::write(&path, text).expect("write kubeconfig");
-    path.to_str().expect("utf-8 path").to_string()
-}
 
 // ---- The cluster --------------------------------------------------------------------------------
 
@@ -196,28 +132,16 @@ fn populate(api: &FakeApi) {
     );
 
     let ledger = json!({"matchLabels": {"app": "ledger"}});
-    api.apply(
-        POLICIES,
-        fake_api::network_policy("shop", "default-deny", json!({}), json!({})),
-    );
-    api.apply(
-        POLICIES,
-        fake_api::network_policy(
-            "shop",
-            "deny-db",
-            json!({"matchLabels": {"app": "db"}}),
-            json!({}),
-        ),
-    );
+    let plain = |ns, name, selector| fake_api::network_policy(ns, name, selector, json!({}));
+    api.apply(POLICIES, plain("shop", "default-deny", json!({})));
+    let db = json!({"matchLabels": {"app": "db"}});
+    api.apply(POLICIES, plain("shop", "deny-db", db));
     api.apply(
         POLICIES,
         egress_policy("shop", "web-egress", json!({"matchLabels": {"app": "web"}})),
     );
     api.apply(POLICIES, noisy(json!({})));
-    api.apply(
-        POLICIES,
-        fake_api::network_policy(PAYMENTS, LONG, ledger.clone(), json!({})),
-    );
+    api.apply(POLICIES, plain(PAYMENTS, LONG, ledger.clone()));
     api.apply(
         POLICIES,
         egress_policy(PAYMENTS, AMBIGUOUS_A, ledger.clone()),
@@ -231,84 +155,43 @@ fn prefix(ns: &str, name: &str) -> String {
     format!("DROP by policy {}", safe_join(ns, name))
 }
 
+/// The match of a rule for `src → dst` UDP `port`.
+fn udp_match(src: Ipv4Addr, dst: Ipv4Addr, port: u16) -> [String; 10] {
+    let (s, d, p) = (src.to_string(), dst.to_string(), port.to_string());
+    [
+        "-A", "OUTPUT", "-s", &s, "-d", &d, "-p", "udp", "--dport", &p,
+    ]
+    .map(String::from)
+}
+
+/// Every NFLOG rule kube-router writes skips packets it already logged (mark 0x10000).
+const NOT_LOGGED: [&str; 5] = ["-m", "mark", "!", "--mark", "0x10000/0x10000"];
+
 /// A K3s-shaped per-policy NFLOG rule (then DROP) for `src → dst` UDP `port`.
 fn policy_rule(sb: &Sandbox, src: Ipv4Addr, dst: Ipv4Addr, port: u16, prefix: &str) {
-    let (s, d, p) = (src.to_string(), dst.to_string(), port.to_string());
-    let m = [
-        "-A", "OUTPUT", "-s", &s, "-d", &d, "-p", "udp", "--dport", &p,
-    ];
-    sb.iptables(
-        &[
-            &m[..],
-            &[
-                "-m",
-                "comment",
-                "--comment",
-                "rule to log dropped traffic",
-                "-m",
-                "limit",
-                "--limit",
-                "1000/second",
-                "--limit-burst",
-                "1000",
-                "-m",
-                "mark",
-                "!",
-                "--mark",
-                "0x10000/0x10000",
-                "-j",
-                "NFLOG",
-                "--nflog-group",
-                "100",
-                "--nflog-prefix",
-                prefix,
-            ],
-        ]
-        .concat(),
-    );
-    sb.iptables(&[&m[..], &["-j", "DROP"]].concat());
+    let m = udp_match(src, dst, port);
+    let m: Vec<&str> = m.iter().map(String::as_str).collect();
+    let log = [&POLICY_LOG_MATCHES[..], &NOT_LOGGED].concat();
+    sb.nflog_rule_pair(&m, &log, Some(prefix), &["DROP"]);
 }
 
 /// kube-router's pod-chain rule: no prefix, 10/minute burst 10, then REJECT.
 fn pod_chain_rule(sb: &Sandbox, src: Ipv4Addr, dst: Ipv4Addr, port: u16) {
-    let (s, d, p) = (src.to_string(), dst.to_string(), port.to_string());
-    let m = [
-        "-A", "OUTPUT", "-s", &s, "-d", &d, "-p", "udp", "--dport", &p,
-    ];
+    let m = udp_match(src, dst, port);
+    let m: Vec<&str> = m.iter().map(String::as_str).collect();
     let comment = format!("rule to log dropped traffic POD name:{DB_POD} namespace: shop");
-    sb.iptables(
-        &[
-            &m[..],
-            &[
-                "-m",
-                "comment",
-                "--comment",
-                &comment,
-                "-m",
-                "mark",
-                "!",
-                "--mark",
-                "0x10000/0x10000",
-                "-m",
-                "limit",
-                "--limit",
-                "10/minute",
-                "--limit-burst",
-                "10",
-                "-j",
-                "NFLOG",
-                "--nflog-group",
-                "100",
-            ],
-        ]
-        .concat(),
-    );
-    sb.iptables(
-        &[
-            &m[..],
-            &["-j", "REJECT", "--reject-with", "icmp-port-unreachable"],
-        ]
-        .concat(),
+    let limit = ["-m", "limit", "--limit", "10/minute", "--limit-burst", "10"];
+    let log = [
+        &["-m", "comment", "--comment", &comment][..],
+        &NOT_LOGGED,
+        &limit,
+    ]
+    .concat();
+    sb.nflog_rule_pair(
+        &m,
+        &log,
+        None,
+        &["REJECT", "--reject-with", "icmp-port-unreachable"],
     );
 }
 
@@ -324,20 +207,9 @@ fn send(sb: &Sandbox, src: Ipv4Addr, dst: Ipv4Addr, port: u16, count: usize) {
 
 // ---- Reading the daemon's output ----------------------------------------------------------------
 
-/// Every JSON line the daemon printed on stdout (panics on a line that is not JSON).
-fn records(d: &Daemon) -> Vec<Value> {
-    d.stdout_text()
-        .lines()
-        .map(|l| {
-            serde_json::from_str(l)
-                .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l:?}"))
-        })
-        .collect()
-}
-
 /// The packet events (not summaries) to `dest_port`.
 fn events_to(d: &Daemon, port: u16) -> Vec<Value> {
-    records(d)
+    d.json_records()
         .into_iter()
         .filter(|r| r.get("type").is_none() && r["dest_port"] == json!(port))
         .collect()
@@ -346,42 +218,30 @@ fn events_to(d: &Daemon, port: u16) -> Vec<Value> {
 /// Waits until at least `n` events to `port` were printed, then a little longer to be sure no
 /// more come; returns them.
 fn wait_events(d: &Daemon, port: u16, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while events_to(d, port).len() < n {
-        assert!(
-            Instant::now() < deadline,
-            "expected {n} JSON events to port {port} within 10 s, got {}:\n{}\nstderr:\n{}",
-            events_to(d, port).len(),
-            d.stdout_text(),
-            d.stderr_text()
-        );
-        sleep(Duration::from_millis(50));
-    }
+    let wait = Wait::up_to(Duration::from_secs(10)).every(Duration::from_millis(50));
+    wait.until(format_args!("{n} JSON events to port {port}"), || {
+        let got = events_to(d, port).len();
+        ok_if(got >= n, || {
+            format!(
+                "got {got}:\n{}\nstderr:\n{}",
+                d.stdout_text(),
+                d.stderr_text()
+            )
+        })
+    });
     // Longer than the correlation window (200 ms) plus the kernel flush (100 ms).
     sleep(Duration::from_millis(600));
     events_to(d, port)
 }
 
-fn received(sb: &Sandbox) -> f64 {
-    scrape(sb, METRICS_PORT)
-        .get("netpol_nflog_messages_received_total", &[])
-        .expect("netpol_nflog_messages_received_total")
-}
-
 fn wait_received(sb: &Sandbox, d: &Daemon, want: f64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let got = received(sb);
-        if got == want {
-            return;
-        }
-        assert!(
-            got < want && Instant::now() < deadline,
-            "netpol_nflog_messages_received_total: expected {want}, got {got}; stderr:\n{}",
-            d.stderr_text()
-        );
-        sleep(Duration::from_millis(50));
-    }
+    wait_counter(
+        sb,
+        METRICS_PORT,
+        d,
+        "netpol_nflog_messages_received_total",
+        want,
+    );
 }
 
 /// Polls `/readyz` until `ok(body)` or `timeout`.
@@ -392,46 +252,22 @@ fn wait_readyz(
     what: &str,
     ok: impl Fn(&str) -> bool,
 ) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let (code, body) = sb.http_get(METRICS_PORT, "/readyz");
-        if code == 200 && ok(&body) {
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "/readyz never showed {what} within {timeout:?}; last answer {code}:\n{body}\nstderr:\n{}",
-            d.stderr_text()
-        );
-        sleep(Duration::from_millis(100));
-    }
-}
-
-fn all_synced(body: &str) -> bool {
-    ["networkpolicies", "pods", "namespaces"].iter().all(|r| {
-        body.lines()
-            .any(|l| l.starts_with(&format!("kubernetes {r}: synced")))
-    })
+    readyz(sb, METRICS_PORT, d, timeout, what, ok)
 }
 
 /// Waits until the daemon logged `rate limit changed` for `key` `n` times in all.
 fn wait_limit_changes(d: &Daemon, key: &str, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
+    let what = format!("the daemon to apply the annotation change of {key}");
+    Wait::up_to(Duration::from_secs(5)).until(what, || {
         let text = d.stderr_text();
         let seen = text
             .lines()
             .filter(|l| l.contains("rate limit changed") && l.contains(key))
             .count();
-        if seen >= n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the daemon did not apply the annotation change of {key} within 5 s ({seen} of {n} \"rate limit changed\"); stderr:\n{text}"
-        );
-        sleep(Duration::from_millis(20));
-    }
+        ok_if(seen >= n, || {
+            format!("{seen} of {n} \"rate limit changed\"; stderr:\n{text}")
+        })
+    });
 }
 
 fn pod_json(pod: &str, ns: &str, kind: &str, workload: &str) -> Value {
@@ -464,21 +300,18 @@ fn check_events(events: &[Value], what: &str, want: &[(&str, Value)]) {
 
 // ---- The tests ----------------------------------------------------------------------------------
 
-fn daemon_args<'a>(log: &'a str, listen: &'a str) -> Vec<&'a str> {
-    vec![
-        "--node-name",
-        NODE,
-        "--stdout",
-        "json",
-        "--syslogemu-file",
-        log,
-        "--tail-socket",
-        "",
-        "--metrics-listen",
-        listen,
-        "--log-level",
-        "info",
-    ]
+/// The daemon against the fake API: JSON on stdout, syslogemu to `log`, metrics on.
+fn daemon<'a>(sb: &'a Sandbox, log: &std::path::Path) -> DaemonCmd<'a> {
+    Daemon::cmd(sb)
+        .args(["--node-name", NODE, "--stdout", "json"])
+        .syslogemu(log)
+        .args(["--tail-socket", ""])
+        .metrics(METRICS_PORT)
+        .args(["--log-level", "info"])
+        .env(
+            "KUBECONFIG",
+            write_kubeconfig(&sb.dir, API_PORT).to_str().unwrap(),
+        )
 }
 
 #[test]
@@ -504,16 +337,11 @@ fn e2e_kube_attribution_and_annotation_limits() {
     pod_chain_rule(&sb, API, DB, 7200);
     policy_rule(&sb, WEB, API, 7000, &prefix("shop", "noisy"));
 
-    let api = NsApi::start(&sb, API_PORT);
+    let api = NsApi::start(&sb.ns, API_PORT);
     populate(&api);
-    let kubeconfig = write_kubeconfig(&sb, API_PORT);
     let log = sb.path("syslogemu.log");
-    let log_s = log.to_str().unwrap().to_string();
-    let listen = format!("127.0.0.1:{METRICS_PORT}");
     let stats = sb.path("stats.json");
-    let mut args = daemon_args(&log_s, &listen);
-    args.extend(["--stats-file", stats.to_str().unwrap()]);
-    let mut d = Daemon::start(&sb, "daemon", &args, &[("KUBECONFIG", &kubeconfig)]);
+    let mut d = daemon(&sb, &log).stats(&stats).start();
 
     let body = wait_readyz(
         &sb,
@@ -740,13 +568,9 @@ fn e2e_kube_attribution_and_annotation_limits() {
     );
 
     // At exit, the suppression summary names the policy and the 18 messages.
-    let status = d.terminate();
-    assert!(
-        status.success(),
-        "netpol-nflogd exited with {status}; stderr:\n{}",
-        d.stderr_text()
-    );
-    let summaries: Vec<Value> = records(&d)
+    d.terminate_ok();
+    let summaries: Vec<Value> = d
+        .json_records()
         .into_iter()
         .filter(|r| r["type"] == json!("suppressed"))
         .collect();
@@ -778,13 +602,9 @@ fn e2e_kube_api_down_at_start() {
     let sb = Sandbox::new("e2ekdown");
     setup_pods(&sb);
     policy_rule(&sb, WEB, DB, 5432, &prefix("shop", "deny-db"));
-    let kubeconfig = write_kubeconfig(&sb, API_PORT);
     let log = sb.path("syslogemu.log");
-    let log_s = log.to_str().unwrap().to_string();
-    let listen = format!("127.0.0.1:{METRICS_PORT}");
-    let args = daemon_args(&log_s, &listen);
     // Nothing listens on the API port yet.
-    let mut d = Daemon::start(&sb, "daemon", &args, &[("KUBECONFIG", &kubeconfig)]);
+    let mut d = daemon(&sb, &log).start();
 
     let body = wait_readyz(
         &sb,
@@ -820,7 +640,7 @@ fn e2e_kube_api_down_at_start() {
     );
 
     // The API server comes up on the port the daemon was pointed at.
-    let api = NsApi::start(&sb, API_PORT);
+    let api = NsApi::start(&sb.ns, API_PORT);
     populate(&api);
     wait_readyz(
         &sb,
@@ -846,10 +666,5 @@ fn e2e_kube_api_down_at_start() {
         ],
     );
     assert_eq!(read_lossy(&log).lines().count(), 4);
-    let status = d.terminate();
-    assert!(
-        status.success(),
-        "netpol-nflogd exited with {status}; stderr:\n{}",
-        d.stderr_text()
-    );
+    d.terminate_ok();
 }

@@ -23,15 +23,18 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::thread::{sleep, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::metrics::{
-    enter_netns, read_lossy, run, scrape, wait_metrics, Daemon, Sandbox, Scrape, DAEMON,
-};
+use crate::support::daemon::DaemonCmd;
+use crate::support::metrics::{scrape, wait_metrics};
+use crate::support::process::count_newlines;
+use crate::support::sandbox::{spawn_in, wait_nflog_bound};
+use crate::support::wait::{ok_if, wait_for};
+use crate::support::{read_lossy, run, Daemon, Proc, Sandbox, Wait};
 
 const PORT: u16 = 9999;
 const PREFIX: &str = "DROP by policy default/faults";
@@ -45,23 +48,7 @@ const FLUSH_WAIT: Duration = Duration::from_millis(1500);
 /// A sandbox (namespace + scratch dir) with the NFLOG + DROP rule pair.
 fn sandbox(tag: &str) -> Sandbox {
     let sb = Sandbox::new(tag);
-    let port = PORT.to_string();
-    let m = ["-A", "OUTPUT", "-o", "lo", "-p", "udp", "--dport", &port];
-    sb.iptables(
-        &[
-            &m[..],
-            &[
-                "-j",
-                "NFLOG",
-                "--nflog-group",
-                "100",
-                "--nflog-prefix",
-                PREFIX,
-            ],
-        ]
-        .concat(),
-    );
-    sb.iptables(&[&m[..], &["-j", "DROP"]].concat());
+    sb.udp_log_and_drop(PORT, PREFIX);
     sb
 }
 
@@ -70,63 +57,27 @@ fn nflog_counter(sb: &Sandbox) -> u64 {
     sb.rule_counter("OUTPUT", "nflog-prefix")
 }
 
-/// Common daemon flags: no rate limit, fixed hostname, no tail socket unless given.
-fn daemon_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
-    let mut v = vec!["--no-rate-limit", "--hostname", HOST];
-    if !extra.contains(&"--tail-socket") {
-        v.extend(["--tail-socket", ""]);
-    }
-    if !extra.contains(&"--stdout") {
-        v.extend(["--stdout", "none"]);
-    }
-    if !extra.contains(&"--metrics-listen") {
-        v.extend(["--metrics-listen", ""]);
-    }
-    v.extend_from_slice(extra);
-    v
+/// The daemon writing syslogemu lines to `log`: no rate limit, fixed hostname, no stdout,
+/// tail socket or metrics unless given.
+fn daemon<'a>(sb: &'a Sandbox, log: &Path) -> DaemonCmd<'a> {
+    Daemon::cmd(sb)
+        .args(["--no-rate-limit", "--hostname", HOST])
+        .syslogemu(log)
+        .quiet()
 }
 
-fn pid_of(d: &Daemon) -> libc::pid_t {
-    d.child.as_ref().expect("daemon running").id() as libc::pid_t
-}
-
-fn signal(pid: libc::pid_t, sig: libc::c_int) {
-    // SAFETY: kill(2) on the PID of a child this test started and has not reaped.
-    let r = unsafe { libc::kill(pid, sig) };
-    assert_eq!(
-        r,
-        0,
-        "kill({pid}, {sig}): {}",
-        std::io::Error::last_os_error()
+/// SIGTERM, then waits at most 10 s for a successful exit.
+fn stop(d: &mut Daemon) {
+    let (status, _) = d.terminate_within(Duration::from_secs(10));
+    assert!(
+        status.success(),
+        "exit {status}; stderr:\n{}",
+        d.stderr_text()
     );
 }
 
-/// SIGTERM, then waits at most `bound` for the exit; returns the status and how long it took.
-fn terminate_within(d: &mut Daemon, bound: Duration) -> (ExitStatus, Duration) {
-    let t0 = Instant::now();
-    signal(pid_of(d), libc::SIGTERM);
-    loop {
-        if let Some(st) = d.exited() {
-            d.child = None;
-            return (st, t0.elapsed());
-        }
-        if t0.elapsed() > bound {
-            panic!(
-                "netpol-nflogd still running {bound:?} after SIGTERM; stderr:\n{}",
-                d.stderr_text()
-            );
-        }
-        sleep(Duration::from_millis(10));
-    }
-}
-
 fn alive(d: &mut Daemon) {
-    if let Some(st) = d.exited() {
-        panic!(
-            "netpol-nflogd died ({st}) during the fault; stderr:\n{}",
-            d.stderr_text()
-        );
-    }
+    d.alive("during the fault");
 }
 
 // ---- Traffic ------------------------------------------------------------------------------------
@@ -144,11 +95,9 @@ impl Sender {
     fn start(sb: &Sandbox, rate: u64) -> Sender {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
-        let path = format!("/run/netns/{}", sb.ns);
         let (st, se) = (stop.clone(), sent.clone());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            enter_netns(&path);
+        let thread = spawn_in(&sb.ns, move || {
             let sock = UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
             sock.connect(("127.0.0.1", PORT)).expect("connect UDP");
             let _ = ready_tx.send(());
@@ -282,12 +231,6 @@ fn shorten(s: &str) -> String {
     format!("{head} … {tail}")
 }
 
-fn count_newlines(path: &Path) -> u64 {
-    fs::read(path)
-        .map(|d| d.iter().filter(|&&b| b == b'\n').count() as u64)
-        .unwrap_or(0)
-}
-
 /// IDs that appear more than once.
 fn duplicates(ids: &[u16]) -> Vec<u16> {
     let mut seen = HashSet::new();
@@ -349,10 +292,6 @@ fn file_sink(path: &Path) -> String {
     format!("file:{}", path.display())
 }
 
-fn metric(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
-    s.get(name, labels).unwrap_or(0.0)
-}
-
 // ---- A small tmpfs ------------------------------------------------------------------------------
 
 /// A tmpfs mounted on `dir`; unmounted on drop. Mounted before the daemon starts: `ip netns
@@ -396,22 +335,11 @@ fn faults_disk_full() {
     let log = small.join("syslogemu.log");
     let json = sb.path("events.json");
     let stats = sb.path("stats.json");
-    let listen = format!("127.0.0.1:{METRICS_PORT}");
-    let mut d = Daemon::start(
-        &sb,
-        "daemon",
-        &daemon_args(&[
-            "--syslogemu-file",
-            log.to_str().unwrap(),
-            "--json-file",
-            json.to_str().unwrap(),
-            "--metrics-listen",
-            &listen,
-            "--stats-file",
-            stats.to_str().unwrap(),
-        ]),
-        &[],
-    );
+    let mut d = daemon(&sb, &log)
+        .file("--json-file", &json)
+        .metrics(METRICS_PORT)
+        .stats(&stats)
+        .start();
     let sink = file_sink(&log);
     let mut tx = Sender::start(&sb, 5_000);
 
@@ -422,11 +350,7 @@ fn faults_disk_full() {
         Duration::from_secs(10),
         "disk full",
         |s| {
-            let f = metric(
-                s,
-                "netpol_nflog_sink_lines_failed_total",
-                &[("sink", &sink)],
-            );
+            let f = s.value("netpol_nflog_sink_lines_failed_total", &[("sink", &sink)]);
             if f > 0.0 {
                 vec![]
             } else {
@@ -435,20 +359,12 @@ fn faults_disk_full() {
         },
     );
     let json_before = count_newlines(&json);
-    let failed_before = metric(
-        &full,
-        "netpol_nflog_sink_lines_failed_total",
-        &[("sink", &sink)],
-    );
+    let failed_before = full.value("netpol_nflog_sink_lines_failed_total", &[("sink", &sink)]);
     let size_full = fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
     sleep(Duration::from_millis(800));
     alive(&mut d);
     let s = scrape(&sb, METRICS_PORT);
-    let failed_during = metric(
-        &s,
-        "netpol_nflog_sink_lines_failed_total",
-        &[("sink", &sink)],
-    );
+    let failed_during = s.value("netpol_nflog_sink_lines_failed_total", &[("sink", &sink)]);
     let json_during = count_newlines(&json);
     assert!(
         failed_during > failed_before,
@@ -467,22 +383,14 @@ fn faults_disk_full() {
 
     // Space returns: writing resumes.
     mnt.resize("8m");
-    let written_at_resize = metric(
-        &s,
-        "netpol_nflog_sink_lines_written_total",
-        &[("sink", &sink)],
-    );
+    let written_at_resize = s.value("netpol_nflog_sink_lines_written_total", &[("sink", &sink)]);
     wait_metrics(
         &sb,
         METRICS_PORT,
         Duration::from_secs(10),
         "space back",
         |s| {
-            let w = metric(
-                s,
-                "netpol_nflog_sink_lines_written_total",
-                &[("sink", &sink)],
-            );
+            let w = s.value("netpol_nflog_sink_lines_written_total", &[("sink", &sink)]);
             if w > written_at_resize + 1000.0 {
                 vec![]
             } else {
@@ -499,12 +407,7 @@ fn faults_disk_full() {
     sleep(Duration::from_millis(300));
     let sent = tx.stop();
     sleep(FLUSH_WAIT);
-    let (status, _) = terminate_within(&mut d, Duration::from_secs(10));
-    assert!(
-        status.success(),
-        "exit {status}; stderr:\n{}",
-        d.stderr_text()
-    );
+    stop(&mut d);
 
     let fin = Final::read(&stats, &d);
     let received = fin.get("received");
@@ -577,21 +480,11 @@ fn faults_rotate_rename_sighup() {
     let log = sb.path("syslogemu.log");
     let json = sb.path("events.json");
     let stats = sb.path("stats.json");
-    let mut d = Daemon::start(
-        &sb,
-        "daemon",
-        &daemon_args(&[
-            "--syslogemu-file",
-            log.to_str().unwrap(),
-            "--json-file",
-            json.to_str().unwrap(),
-            "--stats-file",
-            stats.to_str().unwrap(),
-        ]),
-        &[],
-    );
+    let mut d = daemon(&sb, &log)
+        .file("--json-file", &json)
+        .stats(&stats)
+        .start();
     let mut tx = Sender::start(&sb, 5_000);
-    let pid = pid_of(&d);
     let mut problems = Vec::new();
     let mut generations = Vec::new();
     for g in 1..=2 {
@@ -610,19 +503,14 @@ fn faults_rotate_rename_sighup() {
         }
         // Lines keep landing in the renamed files until the daemon reopens.
         sleep(Duration::from_millis(100));
-        signal(pid, libc::SIGHUP);
+        d.signal(libc::SIGHUP);
         generations.push((old_log, old_json));
     }
     sleep(Duration::from_millis(700));
     alive(&mut d);
     let sent = tx.stop();
     sleep(FLUSH_WAIT);
-    let (status, _) = terminate_within(&mut d, Duration::from_secs(10));
-    assert!(
-        status.success(),
-        "exit {status}; stderr:\n{}",
-        d.stderr_text()
-    );
+    stop(&mut d);
     let fin = Final::read(&stats, &d);
     let received = fin.get("received");
     let counter = nflog_counter(&sb);
@@ -727,17 +615,7 @@ fn faults_rotate_copytruncate() {
     let log = sb.path("syslogemu.log");
     let copy = sb.path("syslogemu.log.1");
     let stats = sb.path("stats.json");
-    let mut d = Daemon::start(
-        &sb,
-        "daemon",
-        &daemon_args(&[
-            "--syslogemu-file",
-            log.to_str().unwrap(),
-            "--stats-file",
-            stats.to_str().unwrap(),
-        ]),
-        &[],
-    );
+    let mut d = daemon(&sb, &log).stats(&stats).start();
     let mut tx = Sender::start(&sb, 5_000);
     sleep(Duration::from_millis(1000));
     // As logrotate does it: read + write the copy, then truncate the original.
@@ -755,12 +633,7 @@ fn faults_rotate_copytruncate() {
     alive(&mut d);
     let sent = tx.stop();
     sleep(FLUSH_WAIT);
-    let (status, _) = terminate_within(&mut d, Duration::from_secs(10));
-    assert!(
-        status.success(),
-        "exit {status}; stderr:\n{}",
-        d.stderr_text()
-    );
+    stop(&mut d);
     let fin = Final::read(&stats, &d);
     let received = fin.get("received");
     let a = read_log(&copy);
@@ -848,28 +721,18 @@ fn faults_sigterm_mid_flood() {
     for (phase, keep_sending) in [("A", false), ("B", true)] {
         let log = sb.path(&format!("{phase}.syslogemu.log"));
         let stats = sb.path(&format!("{phase}.stats.json"));
-        let mut d = Daemon::start(
-            &sb,
-            phase,
-            &daemon_args(&[
-                "--syslogemu-file",
-                log.to_str().unwrap(),
-                "--stats-file",
-                stats.to_str().unwrap(),
-            ]),
-            &[],
-        );
+        let mut d = daemon(&sb, &log).tag(phase).stats(&stats).start();
         sb.iptables(&["-Z", "OUTPUT"]);
         let mut tx = Sender::start(&sb, 20_000);
         sleep(Duration::from_millis(1500));
         let (status, took, below, above) = if keep_sending {
             let below = nflog_counter(&sb);
-            let (st, took) = terminate_within(&mut d, Duration::from_secs(5));
+            let (st, took) = d.terminate_within(Duration::from_secs(5));
             tx.stop();
             (st, took, below, nflog_counter(&sb))
         } else {
             tx.stop();
-            let (st, took) = terminate_within(&mut d, Duration::from_secs(5));
+            let (st, took) = d.terminate_within(Duration::from_secs(5));
             let c = nflog_counter(&sb);
             (st, took, c, c)
         };
@@ -920,9 +783,7 @@ fn faults_stdout_closed() {
     let sb = sandbox("fstdout");
     let log = sb.path("syslogemu.log");
     let stats = sb.path("stats.json");
-    let stderr = sb.path("daemon.stderr");
     let head_out = sb.path("head.out");
-    let listen = format!("127.0.0.1:{METRICS_PORT}");
     let mut head = Command::new("head")
         .args(["-n", "5"])
         .stdin(Stdio::piped())
@@ -930,49 +791,19 @@ fn faults_stdout_closed() {
         .spawn()
         .expect("spawn head");
     let pipe = head.stdin.take().unwrap();
-    let daemon: Child = {
-        let mut cmd = sb.exec(DAEMON);
-        cmd.args(daemon_args(&[
-            "--stdout",
-            "json",
-            "--syslogemu-file",
-            log.to_str().unwrap(),
-            "--metrics-listen",
-            &listen,
-            "--stats-file",
-            stats.to_str().unwrap(),
-        ]))
-        .env("HOME", &sb.dir)
-        .env_remove("KUBECONFIG")
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .stdin(Stdio::null())
+    let mut d = daemon(&sb, &log)
+        .args(["--stdout", "json"])
+        .metrics(METRICS_PORT)
+        .stats(&stats)
         .stdout(Stdio::from(pipe))
-        .stderr(fs::File::create(&stderr).unwrap());
-        cmd.spawn().expect("spawn daemon")
-        // `cmd` (and with it our copy of the pipe's write end) is dropped here.
-    };
-    let mut guard = KillOnDrop(vec![daemon]);
-    let daemon = &mut guard.0[0];
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !sb.nflog_bound() {
-        assert!(
-            daemon.try_wait().unwrap().is_none() && Instant::now() < deadline,
-            "daemon did not bind; stderr:\n{}",
-            read_lossy(&stderr)
-        );
-        sleep(Duration::from_millis(20));
-    }
+        .start();
+    // `d`'s command (and with it our copy of the pipe's write end) is dropped.
     let mut tx = Sender::start(&sb, 5_000);
     // head reads 5 lines and exits.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(st) = head.try_wait().unwrap() {
-            assert!(st.success(), "head: {st}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "head did not exit");
-        sleep(Duration::from_millis(20));
-    }
+    let st = wait_for("head to exit", Duration::from_secs(10), || {
+        head.try_wait().unwrap()
+    });
+    assert!(st.success(), "head: {st}");
     assert_eq!(read_lossy(&head_out).lines().count(), 5);
     let s = wait_metrics(
         &sb,
@@ -980,8 +811,7 @@ fn faults_stdout_closed() {
         Duration::from_secs(10),
         "stdout failed",
         |s| {
-            if metric(
-                s,
+            if s.value(
                 "netpol_nflog_sink_lines_failed_total",
                 &[("sink", "stdout")],
             ) > 0.0
@@ -993,16 +823,15 @@ fn faults_stdout_closed() {
         },
     );
     let lines_then = count_newlines(&log);
-    let failed_then = metric(
-        &s,
+    let failed_then = s.value(
         "netpol_nflog_sink_lines_failed_total",
         &[("sink", "stdout")],
     );
     sleep(Duration::from_millis(1000));
     assert!(
-        daemon.try_wait().unwrap().is_none(),
+        d.exited().is_none(),
         "the daemon died after its stdout closed; stderr:\n{}",
-        read_lossy(&stderr)
+        d.stderr_text()
     );
     let s = scrape(&sb, METRICS_PORT);
     let lines_now = count_newlines(&log);
@@ -1011,8 +840,7 @@ fn faults_stdout_closed() {
         "the file did not keep growing at ~5,000/s after stdout closed ({lines_then} → {lines_now})"
     );
     assert!(
-        metric(
-            &s,
+        s.value(
             "netpol_nflog_sink_lines_failed_total",
             &[("sink", "stdout")]
         ) > failed_then,
@@ -1020,23 +848,8 @@ fn faults_stdout_closed() {
     );
     tx.stop();
     sleep(FLUSH_WAIT);
-    signal(daemon.id() as libc::pid_t, libc::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(st) = daemon.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = daemon.kill();
-            let _ = daemon.wait();
-            panic!(
-                "no exit 10 s after SIGTERM; stderr:\n{}",
-                read_lossy(&stderr)
-            );
-        }
-        sleep(Duration::from_millis(20));
-    };
-    let err = read_lossy(&stderr);
+    let (status, _) = d.terminate_within(Duration::from_secs(10));
+    let err = d.stderr_text();
     assert!(status.success(), "exit {status}; stderr:\n{err}");
     let raw = read_lossy(&stats);
     let fin: serde_json::Value = serde_json::from_str(&raw).expect("stats JSON");
@@ -1071,20 +884,6 @@ fn faults_stdout_closed() {
     );
 }
 
-/// Kills (by PID) children still running when dropped.
-struct KillOnDrop(Vec<Child>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            if let Ok(None) = c.try_wait() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
-}
-
 // ---- 5. Tail clients that vanish or stall ---------------------------------------------------------
 
 /// Several nflog-tail clients: one reads everything, two read a little and vanish, one never
@@ -1096,22 +895,11 @@ fn faults_tail_clients_vanish_and_stall() {
     let log = sb.path("syslogemu.log");
     let stats = sb.path("stats.json");
     let sock = sb.path("tail.sock");
-    let listen = format!("127.0.0.1:{METRICS_PORT}");
-    let mut d = Daemon::start(
-        &sb,
-        "daemon",
-        &daemon_args(&[
-            "--syslogemu-file",
-            log.to_str().unwrap(),
-            "--tail-socket",
-            sock.to_str().unwrap(),
-            "--metrics-listen",
-            &listen,
-            "--stats-file",
-            stats.to_str().unwrap(),
-        ]),
-        &[],
-    );
+    let mut d = daemon(&sb, &log)
+        .file("--tail-socket", &sock)
+        .metrics(METRICS_PORT)
+        .stats(&stats)
+        .start();
     let connect = || {
         let mut s = UnixStream::connect(&sock).expect("connect tail socket");
         s.write_all(b"{\"last\":0}\n").expect("request");
@@ -1142,7 +930,7 @@ fn faults_tail_clients_vanish_and_stall() {
     let kept_up = (count_newlines(&log) - lines0) as f64 / (tx.sent.load(Relaxed) - sent0) as f64;
     alive(&mut d);
     let mid = scrape(&sb, METRICS_PORT);
-    let dropped_mid = metric(&mid, "netpol_nflog_tail_events_dropped_total", &[]);
+    let dropped_mid = mid.value("netpol_nflog_tail_events_dropped_total", &[]);
 
     // The stalled client reads now, while traffic continues: the daemon's queue for it, then
     // a "lost" record, then live records.
@@ -1151,18 +939,13 @@ fn faults_tail_clients_vanish_and_stall() {
     let sent = tx.stop();
     sleep(FLUSH_WAIT);
     let end = scrape(&sb, METRICS_PORT);
-    let (status, _) = terminate_within(&mut d, Duration::from_secs(10));
-    assert!(
-        status.success(),
-        "exit {status}; stderr:\n{}",
-        d.stderr_text()
-    );
+    stop(&mut d);
     let (h_records, h_lost) = healthy.join().expect("healthy reader");
     let (s_records, s_lost) = stalled.join().expect("stalled reader");
     let fin = Final::read(&stats, &d);
     let received = fin.get("received");
-    let dropped = metric(&end, "netpol_nflog_tail_events_dropped_total", &[]);
-    let tail_sent = metric(&end, "netpol_nflog_tail_events_sent_total", &[]);
+    let dropped = end.value("netpol_nflog_tail_events_dropped_total", &[]);
+    let tail_sent = end.value("netpol_nflog_tail_events_sent_total", &[]);
     eprintln!(
         "tail: sent={sent} received={received} file kept up {:.0}% during the stall; healthy \
          records={h_records} lost={h_lost:?}; stalled records={s_records} lost={s_lost:?}; \
@@ -1231,49 +1014,29 @@ fn faults_group_already_bound() {
 
     // tcpdump -i nflog:100
     let pcap_err = sb.path("tcpdump.stderr");
-    let tcpdump = sb
-        .exec("tcpdump")
-        .args(["-i", "nflog:100", "-w", "/dev/null"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(&pcap_err).unwrap())
-        .spawn()
-        .expect("spawn tcpdump");
-    let mut guard = KillOnDrop(vec![tcpdump]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !sb.nflog_bound() {
-        assert!(
-            Instant::now() < deadline,
-            "tcpdump did not bind nflog:100: {}",
-            read_lossy(&pcap_err)
-        );
-        sleep(Duration::from_millis(20));
-    }
+    let mut tcpdump = Proc::spawn_with(
+        "tcpdump",
+        sb.exec("tcpdump")
+            .args(["-i", "nflog:100", "-w", "/dev/null"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&pcap_err).unwrap()),
+        &pcap_err,
+    );
+    wait_nflog_bound(&sb.ns, &mut tcpdump, Duration::from_secs(10));
     let mut problems = Vec::new();
     problems.extend(second_daemon_refused(&sb, "after-tcpdump"));
     assert!(
-        guard.0[0].try_wait().unwrap().is_none(),
+        tcpdump.exited().is_none(),
         "tcpdump died: {}",
         read_lossy(&pcap_err)
     );
-    signal(guard.0[0].id() as libc::pid_t, libc::SIGTERM);
-    let _ = guard.0[0].wait();
-    drop(guard);
+    tcpdump.terminate(Duration::from_secs(10));
 
     // A first daemon.
     let log = sb.path("first.log");
     let stats = sb.path("first.stats");
-    let mut first = Daemon::start(
-        &sb,
-        "first",
-        &daemon_args(&[
-            "--syslogemu-file",
-            log.to_str().unwrap(),
-            "--stats-file",
-            stats.to_str().unwrap(),
-        ]),
-        &[],
-    );
+    let mut first = daemon(&sb, &log).tag("first").stats(&stats).start();
     sleep(Duration::from_millis(300));
     let before = count_newlines(&log);
     problems.extend(second_daemon_refused(&sb, "after-daemon"));
@@ -1285,7 +1048,7 @@ fn faults_group_already_bound() {
     );
     tx.stop();
     sleep(FLUSH_WAIT);
-    let (st, _) = terminate_within(&mut first, Duration::from_secs(10));
+    let (st, _) = first.terminate_within(Duration::from_secs(10));
     assert!(st.success(), "first daemon: {st}; {}", first.stderr_text());
     let fin = Final::read(&stats, &first);
     assert_eq!(
@@ -1303,25 +1066,9 @@ fn faults_group_already_bound() {
 fn second_daemon_refused(sb: &Sandbox, tag: &str) -> Option<String> {
     let log = sb.path(&format!("{tag}.log"));
     let t0 = Instant::now();
-    let mut d = Daemon::spawn(
-        sb,
-        tag,
-        &daemon_args(&["--syslogemu-file", log.to_str().unwrap()]),
-        &[],
-    );
-    let status = loop {
-        if let Some(st) = d.exited() {
-            d.child = None;
-            break st;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "{tag}: a second daemon still runs 5 s after start while group 100 is taken; \
-             stderr:\n{}",
-            d.stderr_text()
-        );
-        sleep(Duration::from_millis(20));
-    };
+    let mut d = daemon(sb, &log).tag(tag).spawn();
+    d.proc_.name = format!("{tag}: a second daemon while group 100 is taken");
+    let (status, _) = d.proc_.wait_exit(Duration::from_secs(5));
     let err = d.stderr_text();
     eprintln!("{tag}: second daemon: {status} after {:?}", t0.elapsed());
     assert!(
@@ -1345,11 +1092,9 @@ struct Receiver {
 impl Receiver {
     fn start(sb: &Sandbox, port: u16, ids: Arc<Mutex<Vec<u16>>>) -> Receiver {
         let stop = Arc::new(AtomicBool::new(false));
-        let path = format!("/run/netns/{}", sb.ns);
         let (st, ids2) = (stop.clone(), ids.clone());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            enter_netns(&path);
+        let thread = spawn_in(&sb.ns, move || {
             let l = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).expect("bind");
             l.set_nonblocking(true).unwrap();
             let _ = ready_tx.send(());
@@ -1430,34 +1175,18 @@ fn faults_syslog_receiver_restart() {
     let port = 5514;
     let log = sb.path("syslogemu.log");
     let stats = sb.path("stats.json");
-    let config = sb.path("daemon.toml");
-    fs::write(
-        &config,
-        format!(
-            "[kubernetes]\nmode = \"off\"\n\n[[sinks]]\nkind = \"syslog\"\ntransport = \"tcp\"\n\
+    let config = format!(
+        "[kubernetes]\nmode = \"off\"\n\n[[sinks]]\nkind = \"syslog\"\ntransport = \"tcp\"\n\
              address = \"127.0.0.1:{port}\"\nframing = \"newline\"\nmessage = \"syslogemu\"\n\
              buffer_messages = 1000\n"
-        ),
-    )
-    .unwrap();
-    let listen = format!("127.0.0.1:{METRICS_PORT}");
+    );
     let ids = Arc::new(Mutex::new(Vec::new()));
     let mut rx = Receiver::start(&sb, port, ids.clone());
-    let mut d = Daemon::start(
-        &sb,
-        "daemon",
-        &daemon_args(&[
-            "--config",
-            config.to_str().unwrap(),
-            "--syslogemu-file",
-            log.to_str().unwrap(),
-            "--metrics-listen",
-            &listen,
-            "--stats-file",
-            stats.to_str().unwrap(),
-        ]),
-        &[],
-    );
+    let mut d = daemon(&sb, &log)
+        .config(&config)
+        .metrics(METRICS_PORT)
+        .stats(&stats)
+        .start();
     let sink = format!("syslog+tcp:127.0.0.1:{port}");
     let mut tx = Sender::start(&sb, 5_000);
     sleep(Duration::from_millis(1000));
@@ -1467,17 +1196,9 @@ fn faults_syslog_receiver_restart() {
         panic!(
             "the syslog receiver got {before} messages in 1 s at 5,000/s; metrics: received {}, \
              {sink} written {} failed {}; file {} lines; stderr:\n{}",
-            metric(&s, "netpol_nflog_messages_received_total", &[]),
-            metric(
-                &s,
-                "netpol_nflog_sink_lines_written_total",
-                &[("sink", &sink)]
-            ),
-            metric(
-                &s,
-                "netpol_nflog_sink_lines_failed_total",
-                &[("sink", &sink)]
-            ),
+            s.value("netpol_nflog_messages_received_total", &[]),
+            s.value("netpol_nflog_sink_lines_written_total", &[("sink", &sink)]),
+            s.value("netpol_nflog_sink_lines_failed_total", &[("sink", &sink)]),
             count_newlines(&log),
             d.stderr_text()
         );
@@ -1487,33 +1208,20 @@ fn faults_syslog_receiver_restart() {
     sleep(Duration::from_millis(2000));
     alive(&mut d);
     let s = scrape(&sb, METRICS_PORT);
-    let failed_down = metric(
-        &s,
-        "netpol_nflog_sink_lines_failed_total",
-        &[("sink", &sink)],
-    );
+    let failed_down = s.value("netpol_nflog_sink_lines_failed_total", &[("sink", &sink)]);
     let mut rx = Receiver::start(&sb, port, ids.clone());
     // The sink reconnects with backoff (up to 10 s between attempts at worst; here ~2 s).
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while ids.lock().unwrap().len() < down_at + 2_000 {
-        assert!(
-            Instant::now() < deadline,
-            "nothing delivered after the receiver came back ({} before, {} now); stderr:\n{}",
-            down_at,
-            ids.lock().unwrap().len(),
-            d.stderr_text()
-        );
-        sleep(Duration::from_millis(50));
-    }
+    let wait = Wait::up_to(Duration::from_secs(15)).every(Duration::from_millis(50));
+    wait.until("delivery after the receiver came back", || {
+        let now = ids.lock().unwrap().len();
+        ok_if(now >= down_at + 2_000, || {
+            format!("{down_at} before, {now} now; stderr:\n{}", d.stderr_text())
+        })
+    });
     let sent = tx.stop();
     sleep(FLUSH_WAIT);
     sleep(Duration::from_millis(500));
-    let (status, _) = terminate_within(&mut d, Duration::from_secs(10));
-    assert!(
-        status.success(),
-        "exit {status}; stderr:\n{}",
-        d.stderr_text()
-    );
+    stop(&mut d);
     sleep(Duration::from_millis(200));
     rx.stop();
     let fin = Final::read(&stats, &d);

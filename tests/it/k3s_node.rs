@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 
 use crate::support::k3s::{
     self, drop_prefix, namespace, pod, pod_chain_name, policy, syn, udp, End, Flow, K3sNode,
-    Scenario, ServiceSpec,
+    PolicySpec, Scenario, ServiceSpec,
 };
 
 const WEB: &str = "web-7c9d8b6f4d-k8p2q";
@@ -41,6 +41,17 @@ const BURST: &str = "kube-router.io/netpol-nflog-limit-burst";
 /// so that those tests do not depend on defect (b).
 const CONFIG_WIDE_UNATTRIBUTED: &str =
     "[kubernetes]\nmode = \"on\"\n[limits]\nunattributed_limit = \"1000/second\"\nunattributed_burst = 1000\n";
+
+/// A policy of `shop` letting the api pods reach the named port `pg` of the `app` pods.
+fn pg_from_api(name: &str, app: &str) -> PolicySpec {
+    policy(
+        "shop",
+        name,
+        json!({"podSelector": {"matchLabels": {"app": app}},
+               "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "api"}}}],
+                            "ports": [{"protocol": "TCP", "port": "pg"}]}]}),
+    )
+}
 
 fn shop(zero_flow_labels: bool) -> Scenario {
     Scenario {
@@ -67,21 +78,9 @@ fn shop(zero_flow_labels: bool) -> Scenario {
                        "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "api"}}}],
                                     "ports": [{"protocol": "UDP", "port": 5432}]}]}),
             ),
-            policy(
-                "shop",
-                PG_V1,
-                json!({"podSelector": {"matchLabels": {"app": "postgres"}},
-                       "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "api"}}}],
-                                    "ports": [{"protocol": "TCP", "port": "pg"}]}]}),
-            ),
+            pg_from_api(PG_V1, "postgres"),
             // Selects no pod (there is no postgres-replica).
-            policy(
-                "shop",
-                PG_V2,
-                json!({"podSelector": {"matchLabels": {"app": "postgres-replica"}},
-                       "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "api"}}}],
-                                    "ports": [{"protocol": "TCP", "port": "pg"}]}]}),
-            ),
+            pg_from_api(PG_V2, "postgres-replica"),
             policy(
                 "shop",
                 "web-egress",

@@ -11,22 +11,12 @@ use netpol_nflog::limit::{Limit, ANNOTATION_BURST, ANNOTATION_LIMIT};
 use serde_json::json;
 
 use crate::fake_api::{self, FakeApi, NAMESPACES, PODS, POLICIES};
+use crate::support::wait::wait_until_async;
 
 const NODE: &str = "node-a";
 
 fn client(url: &str) -> kube::Client {
     kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap()
-}
-
-async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn resolve(h: &KubeHandle, prefix: &str, src: &str, dst: &str) -> Option<KubeContext> {
@@ -101,10 +91,21 @@ fn populate(api: &FakeApi) {
     );
 }
 
+/// A pod added and deleted while the watch runs.
+fn cache_pod() -> serde_json::Value {
+    fake_api::pod(
+        "shop",
+        "cache-7c9d8b6f4d-q1",
+        "cache",
+        NODE,
+        &["10.42.0.20"],
+    )
+}
+
 async fn synced_handle(api: &FakeApi) -> KubeHandle {
     let h = start(client(&api.url()), Some(NODE.into()), false).await;
     let state = h.state.clone();
-    wait_for("initial sync", Duration::from_secs(5), || state.synced()).await;
+    wait_until_async("initial sync", Duration::from_secs(5), || state.synced()).await;
     h
 }
 
@@ -176,17 +177,8 @@ async fn events_update_the_index_and_limits() {
 
     api.bookmark(PODS);
     api.bookmark(POLICIES);
-    api.apply(
-        PODS,
-        fake_api::pod(
-            "shop",
-            "cache-7c9d8b6f4d-q1",
-            "cache",
-            NODE,
-            &["10.42.0.20"],
-        ),
-    );
-    wait_for("ADDED pod", Duration::from_secs(2), || {
+    api.apply(PODS, cache_pod());
+    wait_until_async("ADDED pod", Duration::from_secs(2), || {
         pod_name(&h, "10.42.0.20").is_some()
     })
     .await;
@@ -222,17 +214,8 @@ async fn events_update_the_index_and_limits() {
 
     api.delete(POLICIES, np("100/min"));
     assert_eq!(next_limit(&mut h).await, ("shop/db-from-api".into(), None));
-    api.delete(
-        PODS,
-        fake_api::pod(
-            "shop",
-            "cache-7c9d8b6f4d-q1",
-            "cache",
-            NODE,
-            &["10.42.0.20"],
-        ),
-    );
-    wait_for("DELETED pod", Duration::from_secs(2), || {
+    api.delete(PODS, cache_pod());
+    wait_until_async("DELETED pod", Duration::from_secs(2), || {
         pod_name(&h, "10.42.0.20").is_none()
     })
     .await;
@@ -281,7 +264,7 @@ async fn gone_410_relists_and_picks_up_missed_changes() {
         ("shop/db-from-api".into(), None),
         "the deleted policy's limit is withdrawn"
     );
-    wait_for("pod relist", Duration::from_secs(5), || {
+    wait_until_async("pod relist", Duration::from_secs(5), || {
         pod_name(&h, "10.42.0.30").is_some()
     })
     .await;
@@ -329,7 +312,7 @@ async fn a_cut_connection_reconnects() {
         ),
     );
     // A cut watch is an error for the watcher: it retries after the backoff (0.8 s, jittered).
-    wait_for("event after reconnect", Duration::from_secs(5), || {
+    wait_until_async("event after reconnect", Duration::from_secs(5), || {
         pod_name(&h, "10.42.0.40").is_some()
     })
     .await;
@@ -372,7 +355,7 @@ async fn server_down_at_start_then_up() {
     let api = FakeApi::start_on(port).await;
     populate(&api);
     let state = h.state.clone();
-    wait_for("sync once the API is up", Duration::from_secs(10), || {
+    wait_until_async("sync once the API is up", Duration::from_secs(10), || {
         state.synced()
     })
     .await;
@@ -390,7 +373,7 @@ async fn watch_all_pods_sees_other_nodes() {
     populate(&api);
     let h = start(client(&api.url()), Some(NODE.into()), true).await;
     let state = h.state.clone();
-    wait_for("initial sync", Duration::from_secs(5), || state.synced()).await;
+    wait_until_async("initial sync", Duration::from_secs(5), || state.synced()).await;
     assert_eq!(
         pod_name(&h, "10.42.1.9").as_deref(),
         Some("api-7c9d8b6f4d-remote")

@@ -8,549 +8,21 @@
 //! truth: the packets sent, the rules' iptables counters, and the lines in the syslogemu file.
 //! `/healthz`, `/readyz` and an unknown path are checked too.
 //!
-//! The helpers here (network namespaces, threads that `setns` into them, the daemon process, the
-//! metrics parser) are shared with `e2e_kube`.
-//!
 //! Needs root, `ip` and `iptables`.
 
-use std::collections::BTreeMap;
-use std::fs;
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-pub(crate) const DAEMON: &str = env!("CARGO_BIN_EXE_netpol-nflogd");
-
-// ---- Scratch directory and network namespace ---------------------------------------------------
-
-/// A scratch directory and one network namespace (`lo` up); both removed on drop, except the
-/// directory when the test failed.
-pub(crate) struct Sandbox {
-    pub dir: PathBuf,
-    pub ns: String,
-}
-
-impl Sandbox {
-    pub fn new(tag: &str) -> Sandbox {
-        let dir = std::env::temp_dir().join(format!("netpol-nflog-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("create scratch dir");
-        let ns = format!("npt-{tag}-{}", std::process::id());
-        let _ = Command::new("ip")
-            .args(["netns", "del", &ns])
-            .stderr(Stdio::null())
-            .status();
-        run(Command::new("ip").args(["netns", "add", &ns]));
-        let sb = Sandbox { dir, ns };
-        run(Command::new("ip").args(["-n", &sb.ns, "link", "set", "lo", "up"]));
-        sb
-    }
-
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-
-    /// `ip netns exec NS PROGRAM`
-    pub fn exec(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.ns]).arg(program);
-        c
-    }
-
-    /// Runs one `iptables` command in the namespace.
-    pub fn iptables(&self, args: &[&str]) {
-        run(self.exec("iptables").args(args));
-    }
-
-    /// Packet counter of the first rule of `chain` whose line contains `needle`.
-    pub fn rule_counter(&self, chain: &str, needle: &str) -> u64 {
-        let out = run(self.exec("iptables").args(["-L", chain, "-v", "-x", "-n"]));
-        out.lines()
-            .filter(|l| l.contains(needle))
-            .find_map(|l| l.split_whitespace().next()?.parse().ok())
-            .unwrap_or_else(|| panic!("no rule with {needle:?} in {chain}:\n{out}"))
-    }
-
-    /// The group-100 row of `/proc/net/netfilter/nfnetlink_log` in the namespace.
-    pub fn nflog_bound(&self) -> bool {
-        let text = run(self.exec("cat").arg("/proc/net/netfilter/nfnetlink_log"));
-        text.lines().any(|l| {
-            l.split_whitespace()
-                .next()
-                .and_then(|g| g.parse::<u64>().ok())
-                == Some(100)
-        })
-    }
-
-    /// Runs `f` on a new thread that has entered the namespace (sockets it creates live there).
-    pub fn within<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/run/netns/{}", self.ns);
-        std::thread::spawn(move || {
-            enter_netns(&path);
-            f()
-        })
-        .join()
-        .expect("thread in the namespace panicked")
-    }
-
-    /// `GET path` on `127.0.0.1:port` inside the namespace: `(status code, body)`.
-    pub fn http_get(&self, port: u16, path: &str) -> (u16, String) {
-        let path = path.to_string();
-        self.within(move || http_get(SocketAddr::from(([127, 0, 0, 1], port)), &path))
-    }
-
-    /// Sends `count` UDP datagrams `src → dst:port`, each from a fresh socket (a new source port,
-    /// so no two are the same packet for the daemon's correlation). Sends that the DROP rule
-    /// refuses (EPERM) are expected and ignored.
-    pub fn send_udp(&self, src: IpAddr, dst: IpAddr, port: u16, count: usize) {
-        self.within(move || {
-            for _ in 0..count {
-                let sock = UdpSocket::bind(SocketAddr::new(src, 0)).expect("bind UDP socket");
-                let _ = sock.send_to(b"netpol-nflog test", SocketAddr::new(dst, port));
-            }
-        })
-    }
-
-    /// Adds an address to `lo` (a "pod" living in this namespace).
-    pub fn add_address(&self, cidr: &str) {
-        run(Command::new("ip").args(["-n", &self.ns, "addr", "add", cidr, "dev", "lo"]));
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
-        if std::thread::panicking() {
-            eprintln!("kept {}", self.dir.display());
-        } else {
-            let _ = fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-/// `setns(CLONE_NEWNET)` for the calling thread only.
-pub(crate) fn enter_netns(path: &str) {
-    use std::os::fd::AsRawFd;
-    let f = fs::File::open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-    // SAFETY: setns(2) on a namespace file we hold open; it affects the calling thread only,
-    // a thread this module created for the purpose.
-    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(r, 0, "setns({path}): {}", std::io::Error::last_os_error());
-}
-
-pub(crate) fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    // One retry budget for transport errors (seen once: EPIPE writing the request right after
-    // the daemon bound); a second failure is reported.
-    let mut attempt = 0;
-    let raw = loop {
-        attempt += 1;
-        let r = (|| -> std::io::Result<Vec<u8>> {
-            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-            s.set_read_timeout(Some(Duration::from_secs(5)))?;
-            write!(
-                s,
-                "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-            )?;
-            let mut raw = Vec::new();
-            s.read_to_end(&mut raw)?;
-            Ok(raw)
-        })();
-        match r {
-            Ok(raw) => break raw,
-            Err(e) if attempt < 3 => {
-                eprintln!("GET http://{addr}{path}: {e}; retrying");
-                sleep(Duration::from_millis(100));
-            }
-            Err(e) => panic!("GET http://{addr}{path}: {e}"),
-        }
-    };
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no end of headers in {text:?}"));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line in {head:?}"));
-    (code, body.to_string())
-}
-
-// ---- The daemon ---------------------------------------------------------------------------------
-
-/// A running netpol-nflogd in a namespace; SIGKILLed (by PID) on drop if still running.
-pub(crate) struct Daemon {
-    pub child: Option<Child>,
-    pub stdout: PathBuf,
-    pub stderr: PathBuf,
-}
-
-impl Daemon {
-    /// Starts `netpol-nflogd ARGS` in the sandbox's namespace with `env` (and without any
-    /// inherited Kubernetes or daemon variables). Does not wait for anything.
-    pub fn spawn(sb: &Sandbox, tag: &str, args: &[&str], env: &[(&str, &str)]) -> Daemon {
-        let stdout = sb.path(&format!("{tag}.stdout"));
-        let stderr = sb.path(&format!("{tag}.stderr"));
-        let mut cmd = sb.exec(DAEMON);
-        cmd.args(args);
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy().into_owned();
-            if k.starts_with("NETPOL_NFLOG_")
-                || k.starts_with("KUBERNETES_")
-                || k == "KUBECONFIG"
-                || k == "NODE_NAME"
-            {
-                cmd.env_remove(k);
-            }
-        }
-        // No ~/.kube/config either: point HOME at the scratch directory.
-        cmd.env("HOME", &sb.dir);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(&stdout).expect("stdout file"))
-            .stderr(fs::File::create(&stderr).expect("stderr file"))
-            .spawn()
-            .expect("spawn netpol-nflogd");
-        Daemon {
-            child: Some(child),
-            stdout,
-            stderr,
-        }
-    }
-
-    /// Starts the daemon and waits until NFLOG group 100 is bound in the namespace.
-    pub fn start(sb: &Sandbox, tag: &str, args: &[&str], env: &[(&str, &str)]) -> Daemon {
-        let mut d = Daemon::spawn(sb, tag, args, env);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !sb.nflog_bound() {
-            if let Some(st) = d.exited() {
-                panic!(
-                    "netpol-nflogd exited ({st}) before binding; stderr:\n{}",
-                    d.stderr_text()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "netpol-nflogd did not bind NFLOG group 100 within 20 s; stderr:\n{}",
-                d.stderr_text()
-            );
-            sleep(Duration::from_millis(20));
-        }
-        d
-    }
-
-    pub fn exited(&mut self) -> Option<ExitStatus> {
-        self.child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
-    }
-
-    pub fn stderr_text(&self) -> String {
-        read_lossy(&self.stderr)
-    }
-
-    pub fn stdout_text(&self) -> String {
-        read_lossy(&self.stdout)
-    }
-
-    /// SIGTERM (to our child's PID), then waits up to 30 s for the drain and exit.
-    pub fn terminate(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("daemon running");
-        // SAFETY: kill(2) on our own, not yet reaped, child.
-        let r = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-        assert_eq!(r, 0, "kill(SIGTERM): {}", std::io::Error::last_os_error());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(st) = child.try_wait().expect("try_wait") {
-                return st;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "netpol-nflogd still running 30 s after SIGTERM; stderr:\n{}",
-                    self.stderr_text()
-                );
-            }
-            sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-// ---- OpenMetrics text ---------------------------------------------------------------------------
-
-/// One sample: `name{labels} value`.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Sample {
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
-    pub value: f64,
-}
-
-/// A parsed scrape.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Scrape {
-    pub samples: Vec<Sample>,
-    /// `# TYPE` per metric family.
-    pub types: BTreeMap<String, String>,
-}
-
-impl Scrape {
-    /// The value of the one sample named `name` whose labels include all of `labels`; `None`
-    /// when there is none; panics when several match.
-    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let found: Vec<&Sample> = self
-            .samples
-            .iter()
-            .filter(|s| {
-                s.name == name
-                    && labels
-                        .iter()
-                        .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-            })
-            .collect();
-        assert!(
-            found.len() <= 1,
-            "several samples match {name} {labels:?}: {found:?}"
-        );
-        found.first().map(|s| s.value)
-    }
-
-    /// All samples of a name.
-    pub fn all(&self, name: &str) -> Vec<&Sample> {
-        self.samples.iter().filter(|s| s.name == name).collect()
-    }
-}
-
-/// Parses OpenMetrics/Prometheus text exposition format strictly: every line is a comment
-/// (`# HELP`, `# TYPE`, `# UNIT`, `# EOF`) or `name[{k="v",…}] value [timestamp]`.
-pub(crate) fn parse_openmetrics(text: &str) -> Result<Scrape, String> {
-    let mut scrape = Scrape::default();
-    let mut eof = false;
-    for (n, line) in text.lines().enumerate() {
-        let n = n + 1;
-        if eof {
-            return Err(format!("line {n}: content after # EOF: {line:?}"));
-        }
-        if line == "# EOF" {
-            eof = true;
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("# ") {
-            let mut parts = rest.splitn(3, ' ');
-            match (parts.next(), parts.next(), parts.next()) {
-                (Some("TYPE"), Some(name), Some(ty)) => {
-                    scrape.types.insert(name.to_string(), ty.to_string());
-                }
-                (Some("HELP" | "UNIT"), Some(_), _) => {}
-                _ => return Err(format!("line {n}: unknown comment {line:?}")),
-            }
-            continue;
-        }
-        if line.is_empty() {
-            return Err(format!("line {n}: empty line"));
-        }
-        let name_end = line
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
-            .unwrap_or(line.len());
-        let name = &line[..name_end];
-        if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
-            return Err(format!("line {n}: bad metric name in {line:?}"));
-        }
-        let mut rest = &line[name_end..];
-        let mut labels = BTreeMap::new();
-        if let Some(r) = rest.strip_prefix('{') {
-            let mut chars = r.char_indices().peekable();
-            let mut end = None;
-            loop {
-                // label name
-                let start = match chars.peek() {
-                    Some(&(_, '}')) => {
-                        end = chars.next().map(|(i, _)| i);
-                        break;
-                    }
-                    Some(&(i, _)) => i,
-                    None => break,
-                };
-                let mut eq = None;
-                for (i, c) in chars.by_ref() {
-                    if c == '=' {
-                        eq = Some(i);
-                        break;
-                    }
-                }
-                let eq = eq.ok_or_else(|| format!("line {n}: label without '=' in {line:?}"))?;
-                let key = r[start..eq].to_string();
-                if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                    return Err(format!("line {n}: bad label name {key:?}"));
-                }
-                if chars.next().map(|(_, c)| c) != Some('"') {
-                    return Err(format!("line {n}: label value not quoted in {line:?}"));
-                }
-                let mut value = String::new();
-                let mut closed = false;
-                while let Some((_, c)) = chars.next() {
-                    match c {
-                        '\\' => match chars.next().map(|(_, c)| c) {
-                            Some('n') => value.push('\n'),
-                            Some('\\') => value.push('\\'),
-                            Some('"') => value.push('"'),
-                            other => return Err(format!("line {n}: bad escape {other:?}")),
-                        },
-                        '"' => {
-                            closed = true;
-                            break;
-                        }
-                        c => value.push(c),
-                    }
-                }
-                if !closed {
-                    return Err(format!("line {n}: unterminated label value in {line:?}"));
-                }
-                if labels.insert(key.clone(), value).is_some() {
-                    return Err(format!("line {n}: duplicate label {key}"));
-                }
-                match chars.next() {
-                    Some((_, ',')) => continue,
-                    Some((i, '}')) => {
-                        end = Some(i);
-                        break;
-                    }
-                    other => {
-                        return Err(format!(
-                            "line {n}: expected ',' or '}}' after a label, got {other:?}"
-                        ))
-                    }
-                }
-            }
-            let end = end.ok_or_else(|| format!("line {n}: unterminated label set in {line:?}"))?;
-            rest = &r[end + 1..];
-        }
-        let mut fields = rest.split(' ');
-        if fields.next() != Some("") {
-            return Err(format!("line {n}: no space before the value in {line:?}"));
-        }
-        let value = fields
-            .next()
-            .ok_or_else(|| format!("line {n}: no value in {line:?}"))?;
-        let value: f64 = match value {
-            "+Inf" => f64::INFINITY,
-            "-Inf" => f64::NEG_INFINITY,
-            v => v
-                .parse()
-                .map_err(|_| format!("line {n}: bad value {v:?}"))?,
-        };
-        if let Some(ts) = fields.next() {
-            ts.parse::<f64>()
-                .map_err(|_| format!("line {n}: bad timestamp {ts:?}"))?;
-        }
-        if fields.next().is_some() {
-            return Err(format!("line {n}: trailing fields in {line:?}"));
-        }
-        scrape.samples.push(Sample {
-            name: name.to_string(),
-            labels,
-            value,
-        });
-    }
-    if !eof {
-        return Err("no # EOF at the end (OpenMetrics requires it)".into());
-    }
-    Ok(scrape)
-}
-
-/// Scrapes `/metrics` in the namespace and parses it (panicking on malformed text).
-pub(crate) fn scrape(sb: &Sandbox, port: u16) -> Scrape {
-    let (code, body) = sb.http_get(port, "/metrics");
-    assert_eq!(code, 200, "/metrics answered {code}: {body}");
-    parse_openmetrics(&body).unwrap_or_else(|e| panic!("malformed /metrics: {e}\n{body}"))
-}
-
-/// Polls `/metrics` until `check` returns no complaint or `timeout` passes; returns the last
-/// scrape, or panics with the last complaint.
-pub(crate) fn wait_metrics(
-    sb: &Sandbox,
-    port: u16,
-    timeout: Duration,
-    what: &str,
-    check: impl Fn(&Scrape) -> Vec<String>,
-) -> Scrape {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let s = scrape(sb, port);
-        let problems = check(&s);
-        if problems.is_empty() {
-            return s;
-        }
-        if Instant::now() > deadline {
-            let dump: Vec<String> = s
-                .samples
-                .iter()
-                .map(|x| format!("  {}{:?} {}", x.name, x.labels, x.value))
-                .collect();
-            panic!(
-                "{what}: still wrong after {timeout:?}:\n  {}\nlast scrape:\n{}",
-                problems.join("\n  "),
-                dump.join("\n")
-            );
-        }
-        sleep(Duration::from_millis(100));
-    }
-}
-
-/// Compares a sample with an expected value, for [`wait_metrics`] checks.
-pub(crate) fn expect(
-    problems: &mut Vec<String>,
-    s: &Scrape,
-    name: &str,
-    labels: &[(&str, &str)],
-    want: f64,
-) {
-    let got = s.get(name, labels);
-    if got != Some(want) {
-        problems.push(format!("{name}{labels:?}: expected {want}, got {got:?}"));
-    }
-}
-
-// ---- Small process helpers ----------------------------------------------------------------------
-
-pub(crate) fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-pub(crate) fn read_lossy(path: &Path) -> String {
-    fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_else(|e| format!("({e})"))
-}
+use crate::support::metrics::{expect, parse_openmetrics, scrape, wait_metrics};
+use crate::support::process::proc_status;
+use crate::support::sandbox::{split_response, POLICY_LOG_MATCHES};
+use crate::support::{read_lossy, STANDALONE};
+// `tail` takes these from here (until it uses `support` itself).
+pub(crate) use crate::support::{Daemon, Sandbox};
 
 // ---- The test -----------------------------------------------------------------------------------
 
@@ -561,41 +33,18 @@ const LO: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 fn policy_rule(sb: &Sandbox, port: u16, ns: &str, name: &str) {
     let port = port.to_string();
     let prefix = format!("DROP by policy {ns}/{name}");
-    let m = [
-        "-A",
-        "OUTPUT",
-        "-o",
-        "lo",
-        "-p",
-        "udp",
-        "--dport",
-        port.as_str(),
-    ];
-    sb.iptables(
-        &[
-            &m[..],
-            &[
-                "-m",
-                "comment",
-                "--comment",
-                "rule to log dropped traffic",
-                "-m",
-                "limit",
-                "--limit",
-                "1000/second",
-                "--limit-burst",
-                "1000",
-                "-j",
-                "NFLOG",
-                "--nflog-group",
-                "100",
-                "--nflog-prefix",
-                &prefix,
-            ],
-        ]
-        .concat(),
-    );
-    sb.iptables(&[&m[..], &["-j", "DROP"]].concat());
+    let m = ["-A", "OUTPUT", "-o", "lo", "-p", "udp", "--dport", &port];
+    sb.nflog_rule_pair(&m, &POLICY_LOG_MATCHES, Some(&prefix), &["DROP"]);
+}
+
+/// A standalone daemon writing `syslogemu.log`, metrics on `127.0.0.1:METRICS_PORT`, nothing
+/// on stdout, no tail socket.
+fn standalone(sb: &Sandbox) -> crate::support::daemon::DaemonCmd<'_> {
+    Daemon::cmd(sb)
+        .config(STANDALONE)
+        .syslogemu(&sb.path("syslogemu.log"))
+        .metrics(METRICS_PORT)
+        .quiet()
 }
 
 #[test]
@@ -603,26 +52,9 @@ fn metrics_count_real_nflog_traffic() {
     let sb = Sandbox::new("metrics");
     policy_rule(&sb, 5432, "default", "deny-db");
     policy_rule(&sb, 8080, "default", "allow-web");
-    let config = sb.path("daemon.toml");
-    fs::write(&config, "[kubernetes]\nmode = \"off\"\n").expect("write config");
     let log = sb.path("syslogemu.log");
     let stats = sb.path("stats.json");
-    let listen = format!("127.0.0.1:{METRICS_PORT}");
-    let args = [
-        "--config",
-        config.to_str().unwrap(),
-        "--syslogemu-file",
-        log.to_str().unwrap(),
-        "--stdout",
-        "none",
-        "--tail-socket",
-        "",
-        "--metrics-listen",
-        &listen,
-        "--stats-file",
-        stats.to_str().unwrap(),
-    ];
-    let mut daemon = Daemon::start(&sb, "daemon", &args, &[]);
+    let mut daemon = standalone(&sb).stats(&stats).start();
 
     // Before any traffic: health endpoints and zero counters.
     let (code, body) = sb.http_get(METRICS_PORT, "/healthz");
@@ -770,12 +202,7 @@ fn metrics_count_real_nflog_traffic() {
         "kube series while kubernetes is off"
     );
 
-    let status = daemon.terminate();
-    assert!(
-        status.success(),
-        "netpol-nflogd exited with {status}; stderr:\n{}",
-        daemon.stderr_text()
-    );
+    daemon.terminate_ok();
     let stats: serde_json::Value =
         serde_json::from_str(&read_lossy(&stats)).expect("stats file is JSON");
     assert_eq!(
@@ -812,24 +239,8 @@ fn metrics_parser_is_strict() {
 
 /// Starts a standalone daemon in `sb` (no rules: nothing to log) with metrics on
 /// `127.0.0.1:METRICS_PORT`, and checks `/healthz` once.
-fn standalone_daemon(sb: &Sandbox, tag: &str) -> Daemon {
-    let config = sb.path("daemon.toml");
-    fs::write(&config, "[kubernetes]\nmode = \"off\"\n").expect("write config");
-    let log = sb.path("syslogemu.log");
-    let listen = format!("127.0.0.1:{METRICS_PORT}");
-    let args = [
-        "--config",
-        config.to_str().unwrap(),
-        "--syslogemu-file",
-        log.to_str().unwrap(),
-        "--stdout",
-        "none",
-        "--tail-socket",
-        "",
-        "--metrics-listen",
-        &listen,
-    ];
-    let d = Daemon::start(sb, tag, &args, &[]);
+fn standalone_daemon(sb: &Sandbox) -> Daemon {
+    let d = standalone(sb).start();
     let (code, body) = sb.http_get(METRICS_PORT, "/healthz");
     assert_eq!((code, body.as_str()), (200, "ok\n"), "/healthz at start");
     d
@@ -878,16 +289,7 @@ fn probe(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
     if start.elapsed() > Duration::from_secs(2) {
         return Err(format!("answered after {:?}", start.elapsed()));
     }
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no end of headers in {text:?}"))?;
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("bad status line in {head:?}"))?;
-    Ok((code, body.to_string()))
+    split_response(&String::from_utf8_lossy(&raw))
 }
 
 /// An idle connection (non-blocking, so [`is_closed`] can look at it).
@@ -904,11 +306,24 @@ fn is_closed(s: &TcpStream) -> bool {
 
 /// `VmRSS` or another `kB` line of `/proc/PID/status`, in kB.
 fn proc_status_kb(pid: u32, key: &str) -> u64 {
-    let text = fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
-    text.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+    let v = proc_status(pid, key);
+    v.split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{key} of {pid} is {v:?}, not kB"))
+}
+
+/// Waits until the daemon holds one connection: the scrape's own.
+fn wait_one_connection(
+    sb: &Sandbox,
+    timeout: Duration,
+    what: &str,
+) -> crate::support::metrics::Scrape {
+    wait_metrics(sb, METRICS_PORT, timeout, what, |s| {
+        let mut p = Vec::new();
+        expect(&mut p, s, "netpol_nflog_http_connections", &[], 1.0);
+        p
+    })
 }
 
 const IDLE_FLOOD: usize = 2000;
@@ -919,7 +334,7 @@ const IDLE_FLOOD: usize = 2000;
 fn metrics_healthz_answers_under_idle_connection_flood() {
     raise_nofile(IDLE_FLOOD as u64 + 4096);
     let sb = Sandbox::new("mflood");
-    let mut daemon = standalone_daemon(&sb, "daemon");
+    let mut daemon = standalone_daemon(&sb);
     let addr = SocketAddr::from(([127, 0, 0, 1], METRICS_PORT));
     let (probes, opened, connect_errors) = sb.within(move || {
         let mut idle: Vec<TcpStream> = (0..IDLE_FLOOD)
@@ -986,17 +401,7 @@ fn metrics_healthz_answers_under_idle_connection_flood() {
 
     // The attacker's connections are gone (the thread dropped them): the daemon counts what it
     // did and holds no connection but the scrape's.
-    let s = wait_metrics(
-        &sb,
-        METRICS_PORT,
-        Duration::from_secs(5),
-        "after the flood",
-        |s| {
-            let mut p = Vec::new();
-            expect(&mut p, s, "netpol_nflog_http_connections", &[], 1.0);
-            p
-        },
-    );
+    let s = wait_one_connection(&sb, Duration::from_secs(5), "after the flood");
     let accepted = s
         .get("netpol_nflog_http_connections_accepted_total", &[])
         .unwrap();
@@ -1018,8 +423,7 @@ fn metrics_healthz_answers_under_idle_connection_flood() {
             .map(String::as_str),
         Some("counter")
     );
-    let status = daemon.terminate();
-    assert!(status.success(), "exit {status}: {}", daemon.stderr_text());
+    daemon.terminate_ok();
 }
 
 /// A client that sends its request head one byte a second is disconnected by the head timeout
@@ -1027,7 +431,7 @@ fn metrics_healthz_answers_under_idle_connection_flood() {
 #[test]
 fn metrics_slowloris_is_cut_by_header_timeout() {
     let sb = Sandbox::new("mslow");
-    let _daemon = standalone_daemon(&sb, "daemon");
+    let _daemon = standalone_daemon(&sb);
     let addr = SocketAddr::from(([127, 0, 0, 1], METRICS_PORT));
     let (elapsed, sent, answer) = sb.within(move || {
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect");
@@ -1092,8 +496,8 @@ fn metrics_memory_returns_after_connection_flood() {
     const BOUND_KB: u64 = 40 * 1024;
     raise_nofile(CONNECTIONS as u64 + 4096);
     let sb = Sandbox::new("mrss");
-    let daemon = standalone_daemon(&sb, "daemon");
-    let pid = daemon.child.as_ref().unwrap().id();
+    let daemon = standalone_daemon(&sb);
+    let pid = daemon.pid();
     let _ = scrape(&sb, METRICS_PORT);
     let before = proc_status_kb(pid, "VmRSS");
     let addr = SocketAddr::from(([127, 0, 0, 1], METRICS_PORT));
@@ -1126,17 +530,7 @@ fn metrics_memory_returns_after_connection_flood() {
     });
     let peak = proc_status_kb(pid, "VmHWM");
     assert!(held > CONNECTIONS / 2, "only {held} connections opened");
-    wait_metrics(
-        &sb,
-        METRICS_PORT,
-        Duration::from_secs(10),
-        "connections closed",
-        |s| {
-            let mut p = Vec::new();
-            expect(&mut p, s, "netpol_nflog_http_connections", &[], 1.0);
-            p
-        },
-    );
+    wait_one_connection(&sb, Duration::from_secs(10), "connections closed");
     let deadline = Instant::now() + Duration::from_secs(3);
     let after = loop {
         let rss = proc_status_kb(pid, "VmRSS");
@@ -1157,7 +551,7 @@ fn metrics_memory_returns_after_connection_flood() {
 #[test]
 fn metrics_http_keep_alive_head_and_head_size_cap() {
     let sb = Sandbox::new("mhttp");
-    let _daemon = standalone_daemon(&sb, "daemon");
+    let _daemon = standalone_daemon(&sb);
     let addr = SocketAddr::from(([127, 0, 0, 1], METRICS_PORT));
     let exchange = move |req: Vec<u8>| -> String {
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect");

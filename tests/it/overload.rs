@@ -19,219 +19,31 @@
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const GROUP: u16 = 100;
+use crate::support::{run, Daemon, Sandbox};
+
 const PORT: u16 = 9999;
 const PREFIX: &str = "DROP by policy default/bench";
 /// How long NFLOG may hold messages before flushing (kernel default 1 s), plus margin.
 const FLUSH_WAIT: Duration = Duration::from_secs(2);
+/// A tiny receive buffer: the socket overruns.
+const SMALL_RCVBUF: &[&str] = &["--rcvbuf", "4096"];
 
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let dir = std::env::temp_dir().join(format!("netpol-{tag}-{}-{nanos}", std::process::id()));
-        fs::create_dir_all(&dir).expect("create scratch dir");
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A network namespace with `lo` up and the NFLOG + DROP rules; deleted on drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new(name: String) -> Netns {
-        // A leftover from a crashed run with the same PID would make `add` fail.
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(Stdio::null())
-            .status();
-        run(Command::new("ip").args(["netns", "add", &name]));
-        let ns = Netns { name };
-        run(Command::new("ip").args(["-n", &ns.name, "link", "set", "lo", "up"]));
-        let port = PORT.to_string();
-        let group = GROUP.to_string();
-        let rule = [
-            "-A",
-            "OUTPUT",
-            "-o",
-            "lo",
-            "-p",
-            "udp",
-            "--dport",
-            port.as_str(),
-            "-j",
-        ];
-        run(ns.exec("iptables").args(rule).args([
-            "NFLOG",
-            "--nflog-group",
-            &group,
-            "--nflog-prefix",
-            PREFIX,
-        ]));
-        run(ns.exec("iptables").args(rule).arg("DROP"));
-        ns
-    }
-
-    /// `ip netns exec NAME PROGRAM`
-    fn exec(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name]).arg(program);
-        c
-    }
-
-    fn zero_counters(&self) {
-        run(self.exec("iptables").args(["-Z", "OUTPUT"]));
-    }
-
-    /// Packet counter of the NFLOG rule in OUTPUT.
-    fn nflog_counter(&self) -> u64 {
-        let out = run(self
-            .exec("iptables")
-            .args(["-L", "OUTPUT", "-v", "-x", "-n"]));
-        out.lines()
-            .find_map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                (f.get(2) == Some(&"NFLOG")).then(|| f[0].parse::<u64>().expect("counter"))
-            })
-            .unwrap_or_else(|| panic!("no NFLOG rule in:\n{out}"))
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-/// A running netpol-nflogd; killed (by PID) on drop if still running.
-struct Daemon {
-    child: Child,
-    stderr: PathBuf,
-}
-
-impl Daemon {
-    fn start(ns: &Netns, dir: &Path, tag: &str, extra: &[&str]) -> (Daemon, PathBuf, PathBuf) {
-        let log = dir.join(format!("{tag}.syslogemu.log"));
-        let stats = dir.join(format!("{tag}.stats.json"));
-        let stderr = dir.join(format!("{tag}.stderr"));
-        let child = ns
-            .exec(env!("CARGO_BIN_EXE_netpol-nflogd"))
-            .arg("--syslogemu-file")
-            .arg(&log)
-            .args([
-                "--stdout",
-                "none",
-                "--no-rate-limit",
-                "--group",
-                &GROUP.to_string(),
-            ])
-            .arg("--stats-file")
-            .arg(&stats)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&stderr).expect("stderr file"))
-            .spawn()
-            .expect("spawn netpol-nflogd");
-        let mut d = Daemon { child, stderr };
-        d.wait_bound();
-        (d, log, stats)
-    }
-
-    fn stderr_text(&self) -> String {
-        fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    fn wait_bound(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if self
-                .stderr_text()
-                .contains(&format!("bound NFLOG group {GROUP}"))
-            {
-                return;
-            }
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                panic!(
-                    "netpol-nflogd exited ({st}) before binding; stderr:\n{}",
-                    self.stderr_text()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "netpol-nflogd did not log \"bound NFLOG group {GROUP}\" within 15 s; stderr:\n{}",
-                self.stderr_text()
-            );
-            sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn signal(&self, sig: libc::c_int) {
-        let pid = self.child.id() as libc::pid_t;
-        // SAFETY: plain kill(2) on our own child's PID; the child is not reaped yet.
-        let r = unsafe { libc::kill(pid, sig) };
-        assert_eq!(r, 0, "kill({sig}): {}", std::io::Error::last_os_error());
-    }
-
-    /// SIGTERM, then wait (up to 30 s) for the drain and exit.
-    fn terminate(&mut self) -> ExitStatus {
-        self.signal(libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                return st;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "netpol-nflogd still running 30 s after SIGTERM; stderr:\n{}",
-                self.stderr_text()
-            );
-            sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Runs a command to completion, panicking with its output if it fails; returns stdout.
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// The daemon writing `TAG.syslogemu.log` and `TAG.stats.json`, started; with both paths.
+fn start_daemon(sb: &Sandbox, tag: &str, extra: &[&str]) -> (Daemon, PathBuf, PathBuf) {
+    let log = sb.path(&format!("{tag}.syslogemu.log"));
+    let stats = sb.path(&format!("{tag}.stats.json"));
+    let d = Daemon::cmd(sb)
+        .tag(tag)
+        .syslogemu(&log)
+        .args(["--stdout", "none", "--no-rate-limit", "--group", "100"])
+        .stats(&stats)
+        .args(extra)
+        .start();
+    (d, log, stats)
 }
 
 fn build_flood(dir: &Path) -> PathBuf {
@@ -241,9 +53,9 @@ fn build_flood(dir: &Path) -> PathBuf {
     bin
 }
 
-/// Sends `count` packets at `rate` pps (0 = flat out) from inside `ns`; returns packets sent.
-fn flood(ns: &Netns, flood: &Path, count: u64, rate: u64) -> u64 {
-    let out = run(ns.exec(flood).args([
+/// Sends `count` packets at `rate` pps (0 = flat out) from inside `sb`; returns packets sent.
+fn flood(sb: &Sandbox, flood: &Path, count: u64, rate: u64) -> u64 {
+    let out = run(sb.exec(flood).args([
         "127.0.0.1",
         &PORT.to_string(),
         &count.to_string(),
@@ -319,23 +131,20 @@ impl Stats {
 /// SIGCONTinued right after it (before the kernel's 1 s flush timer fires for
 /// the last batch, so that batch is delivered and any earlier loss shows up as
 /// a sequence gap). Returns (packets sent, rule counter, lines written, stats).
-#[allow(clippy::too_many_arguments)]
 fn measured_run(
-    ns: &Netns,
-    dir: &Path,
+    sb: &Sandbox,
     flood_bin: &Path,
     tag: &str,
     daemon_args: &[&str],
-    count: u64,
-    rate: u64,
+    (count, rate): (u64, u64),
     stopped: bool,
 ) -> (u64, u64, u64, Stats) {
-    let (mut d, log, stats_path) = Daemon::start(ns, dir, tag, daemon_args);
-    ns.zero_counters();
+    let (mut d, log, stats_path) = start_daemon(sb, tag, daemon_args);
+    sb.iptables(&["-Z", "OUTPUT"]);
     if stopped {
         d.signal(libc::SIGSTOP);
     }
-    let sent = flood(ns, flood_bin, count, rate);
+    let sent = flood(sb, flood_bin, count, rate);
     if stopped {
         d.signal(libc::SIGCONT);
     }
@@ -346,7 +155,7 @@ fn measured_run(
         status.success(),
         "{tag}: netpol-nflogd exited with {status} after SIGTERM; stderr:\n{stderr}"
     );
-    let counter = ns.nflog_counter();
+    let counter = sb.rule_counter("OUTPUT", "nflog-prefix");
     let lines = count_lines(&log);
     let stats = Stats::read(&stats_path, &log, &stderr);
     eprintln!(
@@ -381,40 +190,24 @@ fn overload_loss_is_accounted_exactly() {
         0,
         "this test needs root (it creates a network namespace and iptables rules)"
     );
-    let scratch = Scratch::new("overload");
-    let flood_bin = build_flood(&scratch.0);
-    let ns = Netns::new(format!("netpol-ovl-{}", std::process::id()));
+    let sb = Sandbox::new("overload");
+    sb.udp_log_and_drop(PORT, PREFIX);
+    let flood_bin = build_flood(&sb.dir);
+    let phase =
+        |tag, args, count, stopped| measured_run(&sb, &flood_bin, tag, args, count, stopped);
 
     // Phase 1a: tiny receive buffer, flat-out flood, daemon running. Whether the
     // socket overruns depends on the machine's speed, so only the accounting is
     // asserted here: what was lost (if anything) must be counted, exactly.
     let n1 = 200_000;
-    let (sent, counter, lines, stats) = measured_run(
-        &ns,
-        &scratch.0,
-        &flood_bin,
-        "overload",
-        &["--rcvbuf", "4096"],
-        n1,
-        0,
-        false,
-    );
+    let (sent, counter, lines, stats) = phase("overload", SMALL_RCVBUF, (n1, 0), false);
     assert_eq!(sent, n1, "flood did not send everything");
     assert_eq!(counter, n1, "the NFLOG rule did not see every packet");
     check_accounting("overload (running)", counter, lines, &stats);
 
     // Phase 1b: same, but the daemon is SIGSTOPped while the flood runs, so
     // the overrun is certain (as in the ulogd ENOBUFS experiment).
-    let (sent, counter, lines, stats) = measured_run(
-        &ns,
-        &scratch.0,
-        &flood_bin,
-        "overload-stopped",
-        &["--rcvbuf", "4096"],
-        n1,
-        0,
-        true,
-    );
+    let (sent, counter, lines, stats) = phase("overload-stopped", SMALL_RCVBUF, (n1, 0), true);
     assert_eq!(sent, n1, "flood did not send everything");
     assert_eq!(counter, n1, "the NFLOG rule did not see every packet");
     assert!(
@@ -426,16 +219,7 @@ fn overload_loss_is_accounted_exactly() {
 
     // Phase 2: default buffer, modest rate: nothing may be lost.
     let n2 = 2_000;
-    let (sent, counter, lines, stats) = measured_run(
-        &ns,
-        &scratch.0,
-        &flood_bin,
-        "modest",
-        &[],
-        n2,
-        20_000,
-        false,
-    );
+    let (sent, counter, lines, stats) = phase("modest", &[], (n2, 20_000), false);
     assert_eq!(sent, n2);
     assert_eq!(counter, n2, "the NFLOG rule did not see every packet");
     assert_eq!(

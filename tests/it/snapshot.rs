@@ -9,12 +9,14 @@
 //! Needs root, `ip` and `iptables`.
 
 use std::net::IpAddr;
+use std::path::Path;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::metrics::{Daemon, Sandbox};
+use crate::support::daemon::DaemonCmd;
+use crate::support::{wait_for, Daemon, Sandbox};
 
 const WEB: &str = "10.42.0.10";
 const DB: &str = "10.42.0.20";
@@ -68,38 +70,17 @@ fn setup(tag: &str) -> Sandbox {
     let sb = Sandbox::new(tag);
     sb.add_address(&format!("{WEB}/32"));
     sb.add_address(&format!("{DB}/32"));
-    let m = ["-A", "OUTPUT", "-o", "lo", "-p", "udp", "--dport", "5432"];
-    sb.iptables(
-        &[
-            &m[..],
-            &[
-                "-j",
-                "NFLOG",
-                "--nflog-group",
-                "100",
-                "--nflog-prefix",
-                PREFIX,
-            ],
-        ]
-        .concat(),
-    );
-    sb.iptables(&[&m[..], &["-j", "DROP"]].concat());
+    sb.udp_log_and_drop(5432, PREFIX);
     sb
 }
 
-fn args<'a>(snapshot: &'a str, log: &'a str) -> Vec<&'a str> {
-    vec![
-        "--kube-snapshot",
-        snapshot,
-        "--syslogemu-file",
-        log,
-        "--stdout",
-        "json",
-        "--metrics-listen",
-        "",
-        "--tail-socket",
-        "",
-    ]
+/// The daemon attributing from the snapshot `file`: JSON on stdout, syslogemu to `log`.
+fn daemon<'a>(sb: &'a Sandbox, file: &Path, log: &Path) -> DaemonCmd<'a> {
+    Daemon::cmd(sb)
+        .file("--kube-snapshot", file)
+        .syslogemu(log)
+        .args(["--stdout", "json"])
+        .quiet()
 }
 
 #[test]
@@ -108,25 +89,14 @@ fn snapshot_attributes_truncated_prefix_and_applies_annotation_limit() {
     let file = sb.path("cluster.yaml");
     std::fs::write(&file, snapshot(DB)).unwrap();
     let log = sb.path("syslogemu.log");
-    let (file_s, log_s) = (file.display().to_string(), log.display().to_string());
-    let mut d = Daemon::start(
-        &sb,
-        "daemon",
-        &args(&file_s, &log_s),
-        &[("NODE_NAME", "node-1")],
-    );
+    let mut d = daemon(&sb, &file, &log).env("NODE_NAME", "node-1").start();
     let (web, db): (IpAddr, IpAddr) = (WEB.parse().unwrap(), DB.parse().unwrap());
     sb.send_udp(web, db, 5432, 3);
     let deadline = Instant::now() + Duration::from_secs(10);
     while sb.rule_counter("OUTPUT", "nflog-prefix") < 3 && Instant::now() < deadline {
         sleep(Duration::from_millis(20));
     }
-    let status = d.terminate();
-    assert!(
-        status.success(),
-        "exit {status}; stderr:\n{}",
-        d.stderr_text()
-    );
+    d.terminate_ok();
     let events: Vec<Value> = d
         .stdout_text()
         .lines()
@@ -175,19 +145,12 @@ fn bad_snapshot_names_the_object_and_field() {
     )
     .unwrap();
     let log = sb.path("syslogemu.log");
-    let (file_s, log_s) = (file.display().to_string(), log.display().to_string());
-    let mut d = Daemon::spawn(&sb, "daemon", &args(&file_s, &log_s), &[]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(st) = d.exited() {
-            break st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the daemon kept running on a bad snapshot"
-        );
-        sleep(Duration::from_millis(20));
-    };
+    let mut d = daemon(&sb, &file, &log).spawn();
+    let status = wait_for(
+        "the daemon to stop on a bad snapshot",
+        Duration::from_secs(20),
+        || d.exited(),
+    );
     assert!(!status.success());
     let err = d.stderr_text();
     assert!(err.contains("Pod shop/db-0"), "{err}");

@@ -20,11 +20,14 @@
 use std::fs;
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
+
+use crate::support::wait::{ok_if, wait_until};
+use crate::support::{read_lossy, Daemon, Proc, Sandbox, Scratch, Wait, STANDALONE};
 
 use netpol_nflog::attribute::{Attribution, Direction, KubeContext, PodMeta, PolicyRef};
 use netpol_nflog::decode::build::{ipv4, tcp};
@@ -39,6 +42,10 @@ use netpol_nflog::source::nflog::{build::Packet, NflogMsg};
 use netpol_nflog::stats::SinkStats;
 
 const RSYSLOGD: &str = "/usr/sbin/rsyslogd";
+/// How long the sink and rsyslog get for what a test waits on.
+const WAIT: Duration = Duration::from_secs(20);
+/// How long rsyslog gets to open its inputs.
+const READY: Duration = Duration::from_secs(15);
 /// What rsyslog calls itself: the HOSTNAME of messages from a local socket.
 const RSYSLOG_HOST: &str = "rsyslog-test";
 const HOSTNAME: &str = "node-1";
@@ -345,7 +352,7 @@ fn syslog_survives_a_receiver_restart() {
         .blocking_send(render_chunk(&fmt, "restart", 0..10, false))
         .unwrap();
     assert_eq!(rsyslog.wait_lines("restart", 10).len(), 10);
-    wait_for("10 written", || stats.written.load(Relaxed) == 10);
+    wait_until("10 written", WAIT, || stats.written.load(Relaxed) == 10);
 
     rsyslog.stop();
     // 150 messages while nobody listens, one chunk each, as fast as the pipeline would send
@@ -361,16 +368,18 @@ fn syslog_survives_a_receiver_restart() {
         "sending took {:?}",
         started.elapsed()
     );
-    wait_for("drops once the buffer is full", || {
+    wait_until("drops once the buffer is full", WAIT, || {
         stats.failed.load(Relaxed) == (150 - BUFFER) as u64
     });
-    wait_for("a connection error", || stats.errors.load(Relaxed) >= 1);
+    wait_until("a connection error", WAIT, || {
+        stats.errors.load(Relaxed) >= 1
+    });
     assert!(!sink.thread.is_finished());
     assert_eq!(stats.written.load(Relaxed), 10);
 
     // Same port, a new rsyslog: the 50 buffered messages (10..60) arrive, in order, once each.
     let rsyslog2 = Rsyslog::start(&dir, "second", &inputs, "");
-    wait_for("buffer delivered", || {
+    wait_until("buffer delivered", WAIT, || {
         stats.written.load(Relaxed) == 10 + BUFFER as u64
     });
     sink.tx
@@ -397,7 +406,7 @@ fn syslog_tls() {
     let global = format!(
         "global(DefaultNetstreamDriver=\"ossl\" DefaultNetstreamDriverCAFile=\"{d}/ca.pem\" \
          DefaultNetstreamDriverCertFile=\"{d}/server.pem\" DefaultNetstreamDriverKeyFile=\"{d}/server.key\")\n",
-        d = dir.0.display()
+        d = dir.dir.display()
     );
     let inputs = format!(
         "module(load=\"imtcp\" StreamDriver.Name=\"ossl\" StreamDriver.Mode=\"1\" StreamDriver.AuthMode=\"anon\")\n\
@@ -458,7 +467,7 @@ fn syslog_tls() {
     sink.tx
         .blocking_send(render_chunk(&fmt, "tls-bad-ca", 0..3, false))
         .unwrap();
-    wait_for("handshake errors", || stats.errors.load(Relaxed) >= 2);
+    wait_until("handshake errors", WAIT, || stats.errors.load(Relaxed) >= 2);
     stop_sink(sink);
     assert_eq!(
         (stats.written.load(Relaxed), stats.failed.load(Relaxed)),
@@ -578,7 +587,7 @@ fn src_port(line: &str) -> usize {
 
 /// An rsyslogd of the test's own, writing parsed fields to `<name>.out`.
 struct Rsyslog {
-    child: Option<Child>,
+    proc_: Proc,
     out: PathBuf,
     name: String,
 }
@@ -604,19 +613,19 @@ action(type="omfile" file="{out}" template="fields")
             ),
         )
         .unwrap();
-        let child = Command::new(RSYSLOGD)
-            .arg("-n")
-            .arg("-f")
-            .arg(&conf)
-            .arg("-i")
-            .arg(dir.path(&format!("{name}.pid")))
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(dir.path(&format!("{name}.stdout"))).unwrap())
-            .stderr(fs::File::create(dir.path(&format!("{name}.stderr"))).unwrap())
-            .spawn()
-            .expect("start rsyslogd (Debian package rsyslog)");
+        let proc_ = Proc::spawn(
+            "rsyslogd (Debian package rsyslog)",
+            Command::new(RSYSLOGD)
+                .arg("-n")
+                .arg("-f")
+                .arg(&conf)
+                .arg("-i")
+                .arg(dir.path(&format!("{name}.pid")))
+                .stdin(Stdio::null()),
+            &dir.path(&format!("{name}.stderr")),
+        );
         Rsyslog {
-            child: Some(child),
+            proc_,
             out,
             name: name.to_string(),
         }
@@ -624,45 +633,24 @@ action(type="omfile" file="{out}" template="fields")
 
     /// Waits until every input accepts messages: a probe through each must reach the file.
     fn wait_ready(&self, udp: Option<u16>, tcp: Option<u16>, unix: &[&Path]) {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let name = &self.name;
         if let Some(port) = tcp {
-            while TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(
-                    Instant::now() < deadline,
-                    "{}: imtcp never listened",
-                    self.name
-                );
-                sleep(Duration::from_millis(20));
-            }
+            wait_until(format_args!("{name}: imtcp to listen"), READY, || {
+                TcpStream::connect(("127.0.0.1", port)).is_ok()
+            });
         }
         for path in unix {
-            while !path.exists() {
-                assert!(
-                    Instant::now() < deadline,
-                    "{}: imuxsock never bound {}",
-                    self.name,
-                    path.display()
-                );
-                sleep(Duration::from_millis(20));
-            }
+            let what = format_args!("{name}: imuxsock to bind {}", path.display());
+            wait_until(what, READY, || path.exists());
         }
         if let Some(port) = udp {
             let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-            loop {
-                let _ = s.send_to(
-                    b"<13>Nov  7 09:05:03 probe probe: udp-ready",
-                    ("127.0.0.1", port),
-                );
-                sleep(Duration::from_millis(50));
-                if !self.lines("udp-ready").is_empty() {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "{}: imudp never received",
-                    self.name
-                );
-            }
+            let probe = b"<13>Nov  7 09:05:03 probe probe: udp-ready";
+            let wait = Wait::up_to(READY).every(Duration::from_millis(50));
+            wait.until(format_args!("{name}: imudp to receive"), || {
+                let _ = s.send_to(probe, ("127.0.0.1", port));
+                ok_if(!self.lines("udp-ready").is_empty(), String::new)
+            });
         }
     }
 
@@ -677,65 +665,39 @@ action(type="omfile" file="{out}" template="fields")
 
     /// Waits for exactly `n` lines containing `marker`.
     fn wait_lines(&self, marker: &str, n: usize) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let lines = self.lines(marker);
-            if lines.len() >= n {
-                // A moment more, to see duplicates if any arrive.
-                sleep(Duration::from_millis(200));
-                let lines = self.lines(marker);
-                assert_eq!(
-                    lines.len(),
-                    n,
-                    "{}: {marker}:\n{}",
-                    self.name,
-                    lines.join("\n")
-                );
-                return lines;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{}: {} of {n} lines for {marker}; stderr:\n{}",
-                self.name,
-                lines.len(),
-                fs::read_to_string(self.out.with_extension("stderr")).unwrap_or_default()
-            );
-            sleep(Duration::from_millis(50));
-        }
+        let wait = Wait::up_to(WAIT).every(Duration::from_millis(50));
+        wait.until(
+            format_args!("{}: {n} lines for {marker}", self.name),
+            || {
+                let got = self.lines(marker).len();
+                ok_if(got >= n, || {
+                    format!("{got} of {n}; stderr:\n{}", self.proc_.stderr_text())
+                })
+            },
+        );
+        // A moment more, to see duplicates if any arrive.
+        sleep(Duration::from_millis(200));
+        let lines = self.lines(marker);
+        assert_eq!(
+            lines.len(),
+            n,
+            "{}: {marker}:\n{}",
+            self.name,
+            lines.join("\n")
+        );
+        lines
     }
 
     /// SIGTERM by PID, then wait for the exit (SIGKILL after 10 s).
     fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        // SAFETY: kill(2) on the PID of a child we have not reaped yet, so it cannot be reused.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while child.try_wait().ok().flatten().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return;
-            }
-            sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Rsyslog {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.proc_.stop(Duration::from_secs(10));
     }
 }
 
 /// A self-signed CA and a server certificate for `localhost` and 127.0.0.1 signed by it, plus a
 /// second CA that signed nothing.
 fn make_certs(dir: &Scratch) {
-    let d = dir.0.display();
+    let d = dir.dir.display();
     let script = format!(
         "set -e; cd {d}
          printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\nbasicConstraints=critical,CA:FALSE\\nextendedKeyUsage=serverAuth\\n' > server.ext
@@ -774,35 +736,93 @@ fn free_udp_port() -> u16 {
         .port()
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        sleep(Duration::from_millis(20));
-    }
-}
+// ---------------------------------------------------------------------------------------------
+// The daemon with a TLS sink whose receiver is away from the start.
 
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let dir = std::env::temp_dir().join(format!("netpol-{tag}-{}-{nanos}", std::process::id()));
-        fs::create_dir_all(&dir).expect("create scratch dir");
-        Scratch(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
+/// netpol-nflogd with one TLS syslog sink to a receiver that is not there: nothing listens on
+/// 127.0.0.1:6514 in a fresh namespace, and `nonexistent.invalid` (RFC 6761) never resolves.
+/// The daemon must say so at start, before any packet, naming the address and the error; keep
+/// running; and at shutdown count what it had buffered as failed (in the stats file) and log
+/// it as lost. The exit status stays 0: the daemon reports losses in its counters, not its
+/// exit code (as for a full disk, see `faults_disk_full`).
+#[test]
+fn syslog_tls_receiver_unreachable_from_start() {
+    let sb = Sandbox::new("syslog-away");
+    sb.udp_log_and_drop(9999, "DROP by policy default/syslog-away");
+    make_certs(&sb);
+    let log = sb.path("syslogemu.log");
+    for (tag, address, error) in [
+        (
+            "refused",
+            "127.0.0.1:6514",
+            "127.0.0.1:6514: Connection refused",
+        ),
+        (
+            "unresolved",
+            "nonexistent.invalid:6514",
+            "cannot resolve nonexistent.invalid:6514",
+        ),
+    ] {
+        let stats = sb.path(&format!("{tag}.stats.json"));
+        let config = format!(
+            "{STANDALONE}\n[[sinks]]\nkind = \"syslog\"\ntransport = \"tls\"\naddress = \"{address}\"\n\
+             tls_ca_file = \"{}\"\ntls_server_name = \"localhost\"\n",
+            sb.path("ca.pem").display()
+        );
+        let mut d = Daemon::cmd(&sb)
+            .tag(tag)
+            .config(&config)
+            .args(["--no-rate-limit"])
+            .syslogemu(&log)
+            .stats(&stats)
+            .quiet()
+            .start();
+        let warning = "cannot connect to the syslog receiver";
+        Wait::up_to(Duration::from_secs(10)).until(
+            format_args!("{tag}: the warning at start"),
+            || {
+                let err = d.stderr_text();
+                ok_if(err.contains(warning) && err.contains(error), || err)
+            },
+        );
+        let err = d.stderr_text();
+        assert_eq!(
+            err.matches(warning).count(),
+            1,
+            "{tag}: warned once:\n{err}"
+        );
+        assert!(
+            err.contains(&format!("address={address}")),
+            "{tag}: the address:\n{err}"
+        );
+        sb.send_udp([127, 0, 0, 1].into(), [127, 0, 0, 1].into(), 9999, 5);
+        Wait::up_to(Duration::from_secs(10)).until("5 lines in the file", || {
+            let n = read_lossy(&log).lines().count();
+            ok_if(n >= 5, || format!("{n} lines"))
+        });
+        d.alive("while the receiver is away");
+        let (status, took) = d.terminate_within(Duration::from_secs(15));
+        let err = d.stderr_text();
+        assert_eq!(status.code(), Some(0), "{tag}: {status}; stderr:\n{err}");
+        assert!(took < Duration::from_secs(10), "{tag}: exit took {took:?}");
+        let fin: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&stats).expect("stats file"))
+                .expect("stats JSON");
+        let sink = format!("syslog+tls:{address}");
+        assert_eq!(
+            (
+                fin["received"].as_u64(),
+                fin["written"][&sink].as_u64(),
+                fin["sink_failed"][&sink].as_u64()
+            ),
+            (Some(5), Some(0), Some(5)),
+            "{tag}: {fin}"
+        );
+        assert!(
+            err.contains("counted as lost") && err.contains("lost=5"),
+            "{tag}: the loss logged:\n{err}"
+        );
+        // Lines sent on from one run to the next would be counted again.
+        fs::remove_file(&log).expect("remove the file");
     }
 }

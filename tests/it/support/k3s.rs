@@ -82,15 +82,19 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use crate::conformance::{self, Proc};
-use crate::fake_api::{self, FakeApi, NAMESPACES, PODS, POLICIES};
-use crate::metrics::{enter_netns, read_lossy, run, scrape, Daemon, Sandbox};
+use super::daemon::STANDALONE;
+use super::kube_api::{write_kubeconfig, NsApi};
+use super::metrics::{all_synced, wait_counter, wait_readyz};
+use super::process::run_stdin;
+use super::sandbox::{in_netns, ip_batch, spawn_in};
+use super::{read_lossy, run, Daemon, Sandbox};
+use crate::conformance;
+use crate::fake_api::{self, NAMESPACES, PODS, POLICIES};
 
 pub(crate) const NODE: &str = "node-1";
 pub(crate) const API_PORT: u16 = 16443;
@@ -1273,54 +1277,6 @@ fn nat_table(svc: &ServiceSpec, target: Ipv4Addr) -> String {
     )
 }
 
-// ---- The fake API server, inside the node namespace ----------------------------------------------
-
-struct NsApi {
-    api: Option<FakeApi>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl NsApi {
-    fn start(ns: &str, port: u16) -> NsApi {
-        let path = format!("/run/netns/{ns}");
-        let (tx, rx) = mpsc::channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            enter_netns(&path);
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
-            rt.block_on(async move {
-                let api = FakeApi::start_on(port).await;
-                let _ = tx.send(api);
-                let _ = stopped.await;
-            });
-        });
-        let api = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("fake API server started");
-        NsApi {
-            api: Some(api),
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for NsApi {
-    fn drop(&mut self) {
-        drop(self.api.take());
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 // ---- The node -----------------------------------------------------------------------------------
 
 /// One end of a flow.
@@ -1386,7 +1342,6 @@ pub(crate) struct K3sNode {
     // Field order is drop order.
     pub daemon: Option<Daemon>,
     api: Option<NsApi>,
-    extra_netns: Vec<String>,
     pub sb: Sandbox,
     pub scenario: Scenario,
     pub objects: Objects,
@@ -1400,22 +1355,7 @@ impl Drop for K3sNode {
     fn drop(&mut self) {
         drop(self.daemon.take());
         drop(self.api.take());
-        for ns in &self.extra_netns {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
     }
-}
-
-fn ip_batch(ns: &str, commands: &str) {
-    conformance::run_stdin(Command::new("ip").args(["-n", ns, "-batch", "-"]), commands);
-}
-
-fn new_netns(name: &str) {
-    let _ = Command::new("ip")
-        .args(["netns", "del", name])
-        .stderr(Stdio::null())
-        .status();
-    run(Command::new("ip").args(["netns", "add", name]));
 }
 
 impl K3sNode {
@@ -1430,7 +1370,6 @@ impl K3sNode {
         let mut me = K3sNode {
             daemon: None,
             api: None,
-            extra_netns: Vec::new(),
             sb,
             objects,
             outside: format!("k3o-{tag}-{pid}"),
@@ -1448,15 +1387,8 @@ impl K3sNode {
         );
         for key in ["bridge-nf-call-iptables", "bridge-nf-call-ip6tables"] {
             let path = format!("/proc/sys/net/bridge/{key}");
-            let ok = Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    &node,
-                    "sh",
-                    "-c",
-                    &format!("echo 1 > {path} && cat {path}"),
-                ])
+            let ok = in_netns(&node)
+                .args(["sh", "-c", &format!("echo 1 > {path} && cat {path}")])
                 .output()
                 .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "1")
                 .unwrap_or(false);
@@ -1466,10 +1398,7 @@ impl K3sNode {
                  in the node's network namespace ({path}); pod-to-pod traffic on cni0 would bypass iptables"
             );
         }
-        run(Command::new("ip").args([
-            "netns",
-            "exec",
-            &node,
+        run(in_netns(&node).args([
             "sysctl",
             "-qw",
             "net.ipv4.ip_forward=1",
@@ -1481,8 +1410,7 @@ impl K3sNode {
         ]));
 
         // Outside.
-        new_netns(&me.outside);
-        me.extra_netns.push(me.outside.clone());
+        me.sb.netns_named(me.outside.clone());
         run(Command::new("ip").args([
             "link",
             "add",
@@ -1527,8 +1455,7 @@ impl K3sNode {
         let mut node_neigh = String::new();
         for p in &pods {
             let ns = format!("k3p-{tag}-{}-{pid}", p.host);
-            new_netns(&ns);
-            me.extra_netns.push(ns.clone());
+            me.sb.netns_named(ns.clone());
             let host_if = format!("veth{:02x}", p.host);
             run(Command::new("ip").args([
                 "link",
@@ -1575,14 +1502,7 @@ impl K3sNode {
             }
             ip_batch(&ns, &cmds);
             if me.scenario.zero_flow_labels {
-                run(Command::new("ip").args([
-                    "netns",
-                    "exec",
-                    &ns,
-                    "sysctl",
-                    "-qw",
-                    "net.ipv6.auto_flowlabels=0",
-                ]));
+                run(in_netns(&ns).args(["sysctl", "-qw", "net.ipv6.auto_flowlabels=0"]));
             }
             node_neigh += &format!(
                 "neigh replace {} lladdr {} dev cni0 nud permanent\nneigh replace {} lladdr {} dev cni0 nud permanent\n",
@@ -1599,7 +1519,7 @@ impl K3sNode {
         me.load_firewall();
         let api = NsApi::start(&node, API_PORT);
         {
-            let a = api.api.as_ref().unwrap();
+            let a = &*api;
             for o in &me.objects.namespaces {
                 a.apply(NAMESPACES, o.clone());
             }
@@ -1701,8 +1621,7 @@ impl K3sNode {
         ];
         let ns = self.node_ns();
         let ok = |args: &[&str]| {
-            Command::new("ip")
-                .args(["netns", "exec", ns])
+            in_netns(ns)
                 .args(args)
                 .stdin(Stdio::null())
                 .output()
@@ -1754,19 +1673,16 @@ impl K3sNode {
         ] {
             let (table, sets) = filter_table(&self.objects, fam);
             fs::write(self.sb.path(&format!("{restore}.filter")), &table).expect("write rules");
-            conformance::run_stdin(
-                Command::new("ip").args(["netns", "exec", ns, "ipset", "restore"]),
+            run_stdin(
+                in_netns(ns).args(["ipset", "restore"]),
                 &ipset_restore(&sets, fam),
             );
-            conformance::run_stdin(
-                Command::new("ip").args(["netns", "exec", ns, restore]),
-                &table,
-            );
+            run_stdin(in_netns(ns).arg(restore), &table);
         }
         if let Some(svc) = &self.scenario.service {
             let target = self.pod(&svc.pod).v4();
-            conformance::run_stdin(
-                Command::new("ip").args(["netns", "exec", ns, "iptables-restore", "--noflush"]),
+            run_stdin(
+                in_netns(ns).args(["iptables-restore", "--noflush"]),
                 &nat_table(svc, target),
             );
         }
@@ -1804,11 +1720,9 @@ impl K3sNode {
 
     /// Sends a flow from inside the sender's namespace (a thread that `setns`es there).
     pub fn send(&self, f: &Flow) {
-        let path = format!("/run/netns/{}", self.netns_of(f.from));
         let dst = SocketAddr::new(self.addr(f.to, f.v6), f.dport);
         let f = *f;
-        std::thread::spawn(move || {
-            enter_netns(&path);
+        spawn_in(&self.netns_of(f.from), move || {
             match f.l4 {
                 L4::Udp => {
                     let bind: SocketAddr = if f.v6 {
@@ -1872,15 +1786,7 @@ impl K3sNode {
         } else {
             "iptables-save"
         };
-        let out = run(Command::new("ip").args([
-            "netns",
-            "exec",
-            self.node_ns(),
-            tool,
-            "-c",
-            "-t",
-            "filter",
-        ]));
+        let out = run(in_netns(self.node_ns()).args([tool, "-c", "-t", "filter"]));
         out.lines()
             .filter_map(|l| {
                 let rest = l.strip_prefix('[')?;
@@ -1916,62 +1822,33 @@ impl K3sNode {
     /// syslogemu to `syslogemu.log`, metrics on 127.0.0.1:9109) with `config` as its TOML, and
     /// waits until it is bound and its watches are synced.
     pub fn start_daemon(&mut self, config: &str) -> &Daemon {
-        let cfg = self.sb.path("daemon.toml");
-        fs::write(&cfg, config).expect("write daemon config");
-        let kubeconfig = self.sb.path("kubeconfig");
-        fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://127.0.0.1:{API_PORT}\n\
-                 contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\n\
-                 current-context: fake\nusers:\n- name: fake\n  user: {{}}\n"
-            ),
-        )
-        .expect("write kubeconfig");
-        let log = self.sb.path("syslogemu.log");
-        let listen = format!("127.0.0.1:{METRICS_PORT}");
-        let args = [
-            "--config",
-            cfg.to_str().unwrap(),
-            "--node-name",
-            NODE,
-            "--hostname",
-            HOSTNAME,
-            "--stdout",
-            "json",
-            "--syslogemu-file",
-            log.to_str().unwrap(),
-            "--tail-socket",
-            "",
-            "--metrics-listen",
-            &listen,
-            "--log-level",
-            "info",
-        ];
+        let kubeconfig = write_kubeconfig(&self.sb.dir, API_PORT);
         self.kernel_base.set(self.nflog_total());
-        let d = Daemon::start(
+        let d = Daemon::cmd(&self.sb)
+            .config(config)
+            .args([
+                "--node-name",
+                NODE,
+                "--hostname",
+                HOSTNAME,
+                "--stdout",
+                "json",
+            ])
+            .syslogemu(&self.sb.path("syslogemu.log"))
+            .args(["--tail-socket", ""])
+            .metrics(METRICS_PORT)
+            .args(["--log-level", "info"])
+            .env("KUBECONFIG", kubeconfig.to_str().unwrap())
+            .start();
+        let timeout = Duration::from_secs(15);
+        wait_readyz(
             &self.sb,
-            "daemon",
-            &args,
-            &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+            METRICS_PORT,
+            &d,
+            timeout,
+            "the watches synced",
+            all_synced,
         );
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let (code, body) = self.sb.http_get(METRICS_PORT, "/readyz");
-            let synced = ["networkpolicies", "pods", "namespaces"].iter().all(|r| {
-                body.lines()
-                    .any(|l| l.starts_with(&format!("kubernetes {r}: synced")))
-            });
-            if code == 200 && synced {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the daemon's watches did not sync within 15 s; /readyz {code}:\n{body}\nstderr:\n{}",
-                d.stderr_text()
-            );
-            sleep(Duration::from_millis(100));
-        }
         self.daemon = Some(d);
         self.daemon.as_ref().unwrap()
     }
@@ -1989,14 +1866,7 @@ impl K3sNode {
     }
 
     pub fn records(&self) -> Vec<Value> {
-        self.daemon()
-            .stdout_text()
-            .lines()
-            .map(|l| {
-                serde_json::from_str(l)
-                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l:?}"))
-            })
-            .collect()
+        self.daemon().json_records()
     }
 
     pub fn syslogemu_lines(&self) -> Vec<String> {
@@ -2010,21 +1880,8 @@ impl K3sNode {
     /// started, then for the correlation window and the kernel flush to pass.
     pub fn settle(&self) {
         let want = (self.nflog_total() - self.kernel_base.get()) as f64;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let got = scrape(&self.sb, METRICS_PORT)
-                .get("netpol_nflog_messages_received_total", &[])
-                .unwrap_or(-1.0);
-            if got == want {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "netpol_nflog_messages_received_total is {got}, the kernel's NFLOG rules sent {want}; stderr:\n{}",
-                self.daemon().stderr_text()
-            );
-            sleep(Duration::from_millis(50));
-        }
+        let name = "netpol_nflog_messages_received_total";
+        wait_counter(&self.sb, METRICS_PORT, self.daemon(), name, want);
         sleep(Duration::from_millis(600));
     }
 
@@ -2033,65 +1890,24 @@ impl K3sNode {
     /// Runs ulogd2 (LOGEMU) bound to group 100 in the node namespace while `traffic` runs;
     /// returns its syslogemu lines.
     pub fn run_ulogd(&self, traffic: impl FnOnce()) -> Vec<String> {
-        let ns = self.node_ns().to_string();
-        let out = self.sb.path("ulogd.syslogemu");
-        let conf = self.sb.path("ulogd.conf");
-        fs::write(
-            &conf,
-            conformance::ulogd_conf(&out, &self.sb.path("ulogd.log")),
-        )
-        .expect("write ulogd.conf");
-        let mut ulogd = Proc::spawn(
-            "ulogd",
-            conformance::in_netns(&ns).args([
-                "unshare",
-                "--uts",
-                "sh",
-                "-c",
-                &format!("hostname {HOSTNAME} && exec ulogd -c {}", conf.display()),
-            ]),
-            &self.sb.path("ulogd.stderr"),
-        );
-        conformance::wait_bound(&ns, &mut ulogd);
-        traffic();
-        sleep(Duration::from_millis(500));
-        conformance::wait_queue_empty(&ns);
-        sleep(Duration::from_millis(300));
-        let status = ulogd.terminate(Duration::from_secs(5));
-        assert!(status.success(), "ulogd exited with {status}");
-        conformance::wait_unbound(&ns);
+        let flush = Duration::from_millis(500);
+        let out = conformance::run_ulogd(&self.sb.dir, self.node_ns(), flush, traffic);
         read_lossy(&out).lines().map(str::to_string).collect()
     }
 
     /// Runs the daemon standalone (`[kubernetes] mode = "off"`, no rate limit) while `traffic`
     /// runs; SIGTERM drains; returns its syslogemu lines.
     pub fn run_daemon_plain(&self, traffic: impl FnOnce()) -> Vec<String> {
-        let cfg = self.sb.path("plain.toml");
-        fs::write(&cfg, "[kubernetes]\nmode = \"off\"\n").expect("write config");
         let out = self.sb.path("plain.syslogemu");
-        let args = [
-            "--config",
-            cfg.to_str().unwrap(),
-            "--hostname",
-            HOSTNAME,
-            "--syslogemu-file",
-            out.to_str().unwrap(),
-            "--stdout",
-            "none",
-            "--no-rate-limit",
-            "--tail-socket",
-            "",
-            "--metrics-listen",
-            "",
-        ];
-        let mut d = Daemon::start(&self.sb, "plain", &args, &[]);
+        let mut d = Daemon::cmd(&self.sb)
+            .tag("plain")
+            .config(STANDALONE)
+            .args(["--hostname", HOSTNAME, "--no-rate-limit"])
+            .syslogemu(&out)
+            .quiet()
+            .start();
         traffic();
-        let status = d.terminate();
-        assert!(
-            status.success(),
-            "netpol-nflogd exited with {status}; stderr:\n{}",
-            d.stderr_text()
-        );
+        d.terminate_ok();
         read_lossy(&out).lines().map(str::to_string).collect()
     }
 }
