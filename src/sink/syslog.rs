@@ -11,7 +11,9 @@
 //! * the *receiver* drains the pipeline's channel into a bounded buffer (`buffer_messages`) and
 //!   never does I/O; when the buffer is full it drops the newest messages and counts them in
 //!   [`SinkStats::failed`];
-//! * the *writer* connects, sends from the buffer, and on an error reconnects with exponential
+//! * the *writer* connects as soon as the sink starts (so a receiver that is away, a name that
+//!   does not resolve or a certificate that does not verify is a warning at start, naming the
+//!   address and the error), sends from the buffer, and on an error reconnects with exponential
 //!   backoff (100 ms doubling to 10 s), counting each failed attempt or lost connection in
 //!   [`SinkStats::errors`]. It logs the loss and the recovery once each, not per message.
 //!
@@ -343,6 +345,10 @@ impl Writer {
     }
 
     fn run(mut self) {
+        // Connect at once rather than at the first message, so that an unreachable receiver,
+        // a name that does not resolve or a certificate that does not verify is reported when
+        // the daemon starts, not at the first dropped packet (which may come hours later).
+        self.connect();
         while let Some(mut p) = self.next_chunk() {
             if self.conn.is_none() && self.past_deadline() {
                 self.give_up(p);
@@ -433,9 +439,13 @@ impl Writer {
                     self.start_outage();
                     tracing::warn!(
                         sink = %self.name(),
+                        address = %self.target.address(),
                         error = %e,
                         buffer_messages = self.shared.capacity,
-                        "cannot connect to the syslog receiver; buffering and retrying"
+                        "cannot connect to the syslog receiver; buffering up to buffer_messages \
+                         messages and retrying (backoff up to {} s); what is still buffered at \
+                         shutdown is lost and counted as failed",
+                        self.shared.tuning.backoff_max.as_secs()
                     );
                 } else {
                     tracing::debug!(sink = %self.name(), error = %e, "syslog reconnection failed");

@@ -10,12 +10,15 @@
 //! `--stats-file`, its live ones from `/metrics`.
 //!
 //! The faults: a full disk under the syslogemu file (a small tmpfs), log rotation by rename +
-//! SIGHUP and by copytruncate, SIGTERM in the middle of a flood, standard output closed by its
-//! reader, nflog-tail clients that vanish or stall, the NFLOG group already taken, and the
-//! syslog receiver going away and coming back.
+//! SIGHUP and by copytruncate, a rotation that creates a file the daemon cannot write (Debian
+//! ulogd2's `create 640 ulog adm`) and the shipped logrotate configuration, a file of another
+//! owner at start, SIGTERM in the middle of a flood, standard output closed by its reader,
+//! nflog-tail clients that vanish or stall, the NFLOG group already taken, and the syslog
+//! receiver going away and coming back.
 //!
-//! Needs root, `ip`, `iptables`, `mount`, `head` and `tcpdump`. Everything the tests start is
-//! stopped by PID; the namespaces and mounts they create are removed.
+//! Needs root, `ip`, `iptables`, `mount`, `head`, `tcpdump`, `logrotate` and `gzip`.
+//! Everything the tests start is stopped by PID; the namespaces and mounts they create are
+//! removed.
 
 use std::collections::HashSet;
 use std::fs;
@@ -1258,4 +1261,281 @@ fn faults_syslog_receiver_restart() {
         w - (unique as u64) < 5_000,
         "written {w} but only {unique} distinct messages arrived"
     );
+}
+
+// ---- 2c. Rotation that creates a file the daemon cannot write ---------------------------------
+
+/// The shipped logrotate configuration, for the files in `dir`, signalling `pid` only (the
+/// shipped `pkill -x netpol-nflogd` would also signal the daemons of tests running alongside).
+fn shipped_logrotate(dir: &Path, pid: u32) -> String {
+    let text = fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/logrotate/netpol-nflog"
+    ))
+    .expect("read deploy/logrotate/netpol-nflog");
+    for needle in ["/var/log/ulog/", "pkill -HUP -x netpol-nflogd"] {
+        assert!(text.contains(needle), "no {needle:?} in the shipped config");
+    }
+    text.replace("/var/log/ulog/", &format!("{}/", dir.display()))
+        .replace("pkill -HUP -x netpol-nflogd", &format!("kill -HUP {pid}"))
+}
+
+/// A file's bytes, decompressing `PATH.gz` in place first if only that exists.
+fn gunzipped(path: &Path) -> PathBuf {
+    let gz = PathBuf::from(format!("{}.gz", path.display()));
+    if !path.exists() && gz.exists() {
+        run(Command::new("gzip").arg("-d").arg(&gz));
+    }
+    path.to_path_buf()
+}
+
+/// Debian's ulogd2 package rotates /var/log/ulog/*.log with `create 640 ulog adm`: rename,
+/// create the new file owned by ulog (here nobody, 65534) mode 0640, signal. The daemon keeps
+/// only CAP_NET_ADMIN, so it cannot open that file. Three phases while traffic flows, with a
+/// syslogemu and a JSON file sink:
+///
+/// 1. the Debian rotation + SIGHUP: the reopen fails, is logged once per sink with owner, mode
+///    and fix, and the lines go on to the rotated file (none counted failed);
+/// 2. the operator follows the message (`chown root`): the retry reopens without a signal;
+/// 3. a rotation by the real logrotate with the shipped deploy/logrotate/netpol-nflog: the new
+///    files are root:adm 0640 and get the new lines.
+///
+/// At the end every message is in exactly one generation of each file, in order.
+#[test]
+fn faults_rotate_create_foreign_owner() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let sb = sandbox("fown");
+    let log = sb.path("syslogemu.log");
+    let json = sb.path("netpol-nflog.json");
+    let stats = sb.path("stats.json");
+    let mut d = daemon(&sb, &log)
+        .file("--json-file", &json)
+        .stats(&stats)
+        .start();
+    let mut tx = Sender::start(&sb, 2_000);
+    let files = [&log, &json];
+    let rotated = |p: &Path, n: u32| PathBuf::from(format!("{}.{n}", p.display()));
+
+    // 1. Debian's rotation.
+    sleep(Duration::from_millis(700));
+    for p in files {
+        fs::rename(p, rotated(p, 1)).expect("rename");
+        fs::write(p, b"").expect("create");
+        fs::set_permissions(p, fs::Permissions::from_mode(0o640)).expect("chmod");
+        std::os::unix::fs::chown(p, Some(65534), Some(65534)).expect("chown");
+    }
+    d.signal(libc::SIGHUP);
+    let complaint = "cannot reopen after rotation";
+    Wait::up_to(Duration::from_secs(5)).until("the reopen failures logged", || {
+        ok_if(d.stderr_text().matches(complaint).count() == 2, || {
+            d.stderr_text()
+        })
+    });
+    sleep(Duration::from_millis(700));
+    alive(&mut d);
+    let err = d.stderr_text();
+    for p in files {
+        assert!(
+            err.contains(&format!(
+                "{} is owned by uid 65534 gid 65534 with mode 0640",
+                p.display()
+            )),
+            "the message names owner and mode of {}:\n{err}",
+            p.display()
+        );
+    }
+    for fix in ["CAP_NET_ADMIN", "create 0640 root adm", "copytruncate"] {
+        assert!(err.contains(fix), "the message names {fix:?}:\n{err}");
+    }
+    for p in files {
+        assert_eq!(fs::metadata(p).unwrap().len(), 0, "{}", p.display());
+    }
+
+    // 2. The operator's fix; no signal.
+    for p in files {
+        std::os::unix::fs::chown(p, Some(0), Some(4)).expect("chown");
+    }
+    Wait::up_to(Duration::from_secs(15)).until("the retry reopened both files", || {
+        ok_if(
+            files.iter().all(|p| count_newlines(p) > 0)
+                && d.stderr_text().matches("reopened after rotation").count() == 2,
+            || d.stderr_text(),
+        )
+    });
+    assert_eq!(
+        d.stderr_text().matches(complaint).count(),
+        2,
+        "logged once per sink:\n{}",
+        d.stderr_text()
+    );
+
+    // 3. The shipped configuration, run by logrotate.
+    let conf = sb.path("logrotate.conf");
+    fs::write(&conf, shipped_logrotate(&sb.dir, d.pid())).expect("write logrotate.conf");
+    let state = sb.path("logrotate.state");
+    run(Command::new("logrotate")
+        .arg("-f")
+        .arg("-s")
+        .arg(&state)
+        .arg(&conf));
+    for p in files {
+        let m = fs::metadata(p).expect("logrotate created the file");
+        assert_eq!(
+            (m.uid(), m.gid(), m.permissions().mode() & 0o7777),
+            (0, 4, 0o640),
+            "{}",
+            p.display()
+        );
+    }
+    Wait::up_to(Duration::from_secs(5)).until("lines in the new files", || {
+        ok_if(files.iter().all(|p| count_newlines(p) > 0), || {
+            d.stderr_text()
+        })
+    });
+    sleep(Duration::from_millis(500));
+    alive(&mut d);
+    let sent = tx.stop();
+    sleep(FLUSH_WAIT);
+    stop(&mut d);
+    let fin = Final::read(&stats, &d);
+    let received = fin.get("received");
+    assert_eq!(fin.get("lost"), 0, "NFLOG loss at 2,000/s: {}", fin.raw);
+    let mut problems = Vec::new();
+    for p in files {
+        let failed = fin.failed(&file_sink(p));
+        if failed != 0 {
+            problems.push(format!("{}: {failed} lines counted failed", p.display()));
+        }
+        if fin.written(&file_sink(p)) != received {
+            problems.push(format!(
+                "{}: written {} != received {received}",
+                p.display(),
+                fin.written(&file_sink(p))
+            ));
+        }
+    }
+    // Oldest first: Debian's rotated file (compressed by logrotate's second rotation, as
+    // delaycompress does), the file fixed by the operator, the file logrotate created.
+    let generations = |p: &Path| [gunzipped(&rotated(p, 2)), rotated(p, 1), p.to_path_buf()];
+    let mut ids = Vec::new();
+    let mut per_file = Vec::new();
+    for g in generations(&log) {
+        let f = read_log(&g);
+        problems.extend(f.problems.iter().cloned());
+        per_file.push((
+            g.file_name().unwrap().to_string_lossy().into_owned(),
+            f.ids.len(),
+        ));
+        if f.ids.is_empty() {
+            problems.push(format!("{} is empty", g.display()));
+        }
+        ids.extend(f.ids);
+    }
+    if ids.len() as u64 != received {
+        problems.push(format!(
+            "syslogemu: lines over all generations {} != received {received} ({per_file:?})",
+            ids.len()
+        ));
+    }
+    let dups = duplicates(&ids);
+    if !dups.is_empty() {
+        problems.push(format!("syslogemu: {} IDs twice", dups.len()));
+    }
+    let g = gaps(&ids);
+    if !g.is_empty() {
+        problems.push(format!(
+            "syslogemu: IDs not consecutive across generations at {:?}",
+            &g[..g.len().min(5)]
+        ));
+    }
+    let mut json_ids = Vec::new();
+    let mut json_files = Vec::new();
+    for g in generations(&json) {
+        let text = fs::read_to_string(&g).unwrap_or_default();
+        json_files.push((
+            g.file_name().unwrap().to_string_lossy().into_owned(),
+            text.lines().count(),
+        ));
+        for l in text.lines() {
+            match serde_json::from_str::<serde_json::Value>(l) {
+                Ok(v) => json_ids.push(v["ip.id"].as_u64().unwrap_or(u64::MAX) as u16),
+                Err(e) => problems.push(format!("{}: bad JSON ({e})", g.display())),
+            }
+        }
+    }
+    if json_ids.len() as u64 != received || !duplicates(&json_ids).is_empty() {
+        problems.push(format!(
+            "JSON: {} records ({} duplicated) over {json_files:?} != received {received}",
+            json_ids.len(),
+            duplicates(&json_ids).len()
+        ));
+    }
+    eprintln!(
+        "foreign owner: sent={sent} received={received} syslogemu {per_file:?} json \
+         {json_files:?} stats={}",
+        fin.raw.trim()
+    );
+    assert!(
+        problems.is_empty(),
+        "rotation with a foreign owner:\n  {}\nstats: {}\nstderr:\n{}",
+        problems.join("\n  "),
+        fin.raw,
+        d.stderr_text()
+    );
+}
+
+/// A syslogemu file ulogd2 left behind (ulog:adm 0640, here uid 103 gid 4), or its directory
+/// (ulog:adm 0750, as Debian's package makes /var/log/ulog): the daemon cannot open it without
+/// CAP_DAC_OVERRIDE, and exits 1 saying who owns what, with which mode, and the fix.
+#[test]
+fn faults_start_with_foreign_owned_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = sandbox("fstart");
+    let file = sb.path("syslogemu.log");
+    fs::write(&file, b"").expect("create");
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o640)).expect("chmod");
+    std::os::unix::fs::chown(&file, Some(103), Some(4)).expect("chown");
+    let ulog = sb.path("ulog");
+    fs::create_dir(&ulog).expect("mkdir");
+    fs::set_permissions(&ulog, fs::Permissions::from_mode(0o750)).expect("chmod");
+    std::os::unix::fs::chown(&ulog, Some(103), Some(4)).expect("chown");
+    let inner = ulog.join("syslogemu.log");
+    for (tag, path, want) in [
+        (
+            "file",
+            &file,
+            vec![
+                format!(
+                    "{} is owned by uid 103 gid 4 with mode 0640",
+                    file.display()
+                ),
+                format!("chown root:adm {}", file.display()),
+                "create 0640 root adm".into(),
+            ],
+        ),
+        (
+            "dir",
+            &inner,
+            vec![
+                format!(
+                    "{} is owned by uid 103 gid 4 with mode 0750, so it cannot reach {}",
+                    ulog.display(),
+                    inner.display()
+                ),
+                format!("chown root:adm {}", ulog.display()),
+            ],
+        ),
+    ] {
+        let mut d = daemon(&sb, path).tag(tag).spawn();
+        let (status, _) = d.proc_.wait_exit(Duration::from_secs(10));
+        let err = d.stderr_text();
+        assert_eq!(status.code(), Some(1), "{tag}: {status}; stderr:\n{err}");
+        for w in want
+            .iter()
+            .map(String::as_str)
+            .chain(["Permission denied", "CAP_NET_ADMIN"])
+        {
+            assert!(err.contains(w), "{tag}: no {w:?} in stderr:\n{err}");
+        }
+    }
 }

@@ -70,10 +70,20 @@ impl Target {
                 // Finish the handshake now, so a bad certificate is a connection error and
                 // not a failed write of the first messages.
                 while tls.is_handshaking() {
-                    tls.complete_io(&mut sock)?;
+                    tls.complete_io(&mut sock).map_err(|e| {
+                        io::Error::new(e.kind(), format!("TLS handshake with {address}: {e}"))
+                    })?;
                 }
                 Ok(Conn::Tls(Box::new(StreamOwned::new(tls, sock))))
             }
+        }
+    }
+
+    /// The socket path or `host:port`, as configured.
+    pub(super) fn address(&self) -> String {
+        match self {
+            Target::Unix(path) => path.display().to_string(),
+            Target::Udp(a) | Target::Tcp(a) | Target::Tls { address: a, .. } => a.clone(),
         }
     }
 
@@ -82,8 +92,12 @@ impl Target {
     }
 }
 
+/// The addresses `address` resolves to; the error names it (the resolver's own message does
+/// not).
 fn resolve(address: &str) -> io::Result<std::vec::IntoIter<SocketAddr>> {
-    address.to_socket_addrs()
+    address
+        .to_socket_addrs()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot resolve {address}: {e}")))
 }
 
 fn no_address() -> io::Error {
@@ -99,7 +113,7 @@ fn tcp(address: &str, timeout: Duration) -> io::Result<TcpStream> {
                 s.set_write_timeout(Some(timeout))?;
                 return Ok(s);
             }
-            Err(e) => last = e,
+            Err(e) => last = io::Error::new(e.kind(), format!("{addr}: {e}")),
         }
     }
     Err(last)

@@ -262,6 +262,73 @@ fn shutdown_counts_what_could_not_be_sent() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A loopback TCP port nobody listens on.
+fn closed_port() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// The receiver away from the start (nobody on the port, or a name that does not resolve): the
+/// sink tries at once, before any message (so the daemon warns at start), the error names the
+/// address, and what is buffered at shutdown is counted as failed.
+#[test]
+fn unreachable_at_start_is_tried_at_once_and_counted_at_shutdown() {
+    let closed = closed_port();
+    for (address, want) in [
+        (closed.clone(), format!("{closed}: Connection refused")),
+        (
+            "nonexistent.invalid:6514".to_string(),
+            "cannot resolve nonexistent.invalid:6514: ".to_string(),
+        ),
+    ] {
+        let err = match Target::Tcp(address.clone()).connect(Duration::from_secs(2)) {
+            Ok(_) => panic!("{address}: connected"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.starts_with(&want), "{address}: {err}");
+        let cfg = SyslogSinkConfig {
+            transport: Transport::Tcp,
+            address: address.clone(),
+            ..Default::default()
+        };
+        let stats = SinkStats::new(&cfg.name());
+        let sink = spawn_tuned(&cfg, stats.clone(), fast()).unwrap();
+        wait_for("a connection attempt before any message", || {
+            stats.errors.load(Relaxed) >= 1
+        });
+        sink.tx.blocking_send(chunk(0, 4)).unwrap();
+        drop(sink.tx);
+        sink.thread.join().unwrap();
+        assert_eq!(
+            (stats.written.load(Relaxed), stats.failed.load(Relaxed)),
+            (0, 4),
+            "{address}"
+        );
+    }
+}
+
+/// A receiver that is there at start is connected to before the first message.
+#[test]
+fn connects_before_the_first_message() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let cfg = SyslogSinkConfig {
+        transport: Transport::Tcp,
+        address: listener.local_addr().unwrap().to_string(),
+        ..Default::default()
+    };
+    let stats = SinkStats::new(&cfg.name());
+    let sink = spawn_tuned(&cfg, stats.clone(), fast()).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let mut accepted = None;
+    wait_for("the sink's connection", || {
+        accepted = listener.accept().ok();
+        accepted.is_some()
+    });
+    drop(sink.tx);
+    sink.thread.join().unwrap();
+    assert_eq!(stats.errors.load(Relaxed), 0);
+}
+
 /// Reads everything a TCP sink sends until it closes the connection.
 fn tcp_receiver() -> (String, std::thread::JoinHandle<Vec<u8>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
