@@ -40,19 +40,29 @@ pub struct RunOptions {
 /// Runs the daemon until SIGTERM or SIGINT; returns the final counters.
 pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<Arc<Stats>> {
     let stats = Stats::new();
+    // Signals first: a logrotate `postrotate` SIGHUP during start-up must not kill the daemon
+    // (SIGHUP's default action) before its loop listens.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let (hostname, node_name) = cfg.names();
     let reopen = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut sinks: Vec<(OutputKind, SinkHandle)> = Vec::new();
     for s in &cfg.sinks {
         let (name, output, format): (String, Box<dyn sink::Output>, Format) = match s {
             Sink::File(f) => {
+                let name = format!("file:{}", f.path.display());
+                let st = SinkStats::new(&name);
+                stats.add_sink(st.clone());
+                // Failed reopens after rotation count as sink errors.
                 let out = FileOutput::open(f.path.clone())
-                    .with_context(|| format!("cannot open {}", f.path.display()))?;
-                (
-                    format!("file:{}", f.path.display()),
-                    Box::new(out),
-                    f.format,
-                )
+                    .with_context(|| format!("cannot open {}", f.path.display()))?
+                    .count_errors_in(st.clone());
+                sinks.push((
+                    OutputKind::Lines(f.format),
+                    sink::spawn(Box::new(out), st, reopen.clone()),
+                ));
+                continue;
             }
             Sink::Stdout(o) => ("stdout".to_string(), Box::new(sink::Stdout), o.format),
             Sink::Syslog(sys) => {
@@ -192,9 +202,6 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<Arc<Stats>> {
     // exists, and the AsyncFd owns the NflogSocket, so the fd stays valid while registered.
     let mut fd = unsafe { AsyncFd::register(socket) }
         .context("cannot register the NFLOG socket with tokio")?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
     let interval = cfg.limits.summary_interval.max(Duration::from_secs(1));
     let mut summary = tokio::time::interval(interval);
     summary.tick().await;
