@@ -484,6 +484,7 @@ fn image_runs_like_the_daemonset() {
     );
     policy_rule(&ns, 5432, "default/deny-db");
     policy_rule(&ns, 6379, "default/deny-cache");
+    policy_rule(&ns, 8080, "default/deny-api");
 
     // The volumes: the ConfigMap (read-only), the host's log directory (DirectoryOrCreate).
     let config_dir = dir.join("config");
@@ -624,37 +625,54 @@ fn image_runs_like_the_daemonset() {
     }
 
     // ---- nflog-tail through podman exec, on the tail socket -----------------------------------
+    // Following (no --last: the live stream is what `kubectl exec … nflog-tail` is for), started
+    // before the drops it must print; --port keeps the earlier ones out.
+    const API: usize = 3;
     let started = Instant::now();
-    let tail = ok(
-        &mut podman(&[
-            "exec",
-            &name,
-            "nflog-tail",
-            "--socket",
-            TAIL_SOCKET,
-            "--no-reconnect",
-            "--last",
-            &DB.to_string(),
-            "--count",
-            &DB.to_string(),
-            "--port",
-            "5432",
-            "--output",
-            "syslogemu",
-        ]),
-        Duration::from_secs(30),
+    let count = API.to_string();
+    let mut tail_cmd = podman(&[
+        "exec",
+        &name,
+        "nflog-tail",
+        "--socket",
+        TAIL_SOCKET,
+        "--no-reconnect",
+        "--count",
+        &count,
+        "--port",
+        "8080",
+        "--output",
+        "syslogemu",
+    ]);
+    let tail = std::thread::spawn(move || output_within(&mut tail_cmd, Duration::from_secs(30)));
+    sleep(Duration::from_secs(2));
+    send_udp(&ns, 8080, API);
+    let tail = tail.join().expect("nflog-tail thread");
+    let tail_out = String::from_utf8_lossy(&tail.stdout).into_owned();
+    assert!(
+        tail.status.success(),
+        "nflog-tail via podman exec failed ({}):\n{tail_out}{}",
+        tail.status,
+        String::from_utf8_lossy(&tail.stderr)
     );
     eprintln!(
         "image: nflog-tail via podman exec in {:.1?}",
         started.elapsed()
     );
-    let tail_lines: Vec<&str> = tail.lines().collect();
-    assert_eq!(tail_lines.len(), DB, "nflog-tail printed:\n{tail}");
-    let file_lines: Vec<&str> = text.lines().collect();
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            lines_with(&read_log(&syslogemu), "DPT=8080") >= API
+        }),
+        "the file lacks the port 8080 drops"
+    );
+    let text = read_log(&syslogemu);
+    let tail_lines: Vec<&str> = tail_out.lines().collect();
+    let file_lines: Vec<&str> = text.lines().filter(|l| l.contains("DPT=8080")).collect();
     assert_eq!(
         tail_lines, file_lines,
         "nflog-tail's syslogemu lines equal the file's"
     );
+    assert_eq!(nflog_counter(&ns, 8080), API as u64, "NFLOG rule counter");
 
     // ---- SIGTERM drains and exits 0 within the grace period -----------------------------------
     // Drops sent right before the stop are still in the kernel's batch (flush_timeout_ms) or
@@ -681,11 +699,12 @@ fn image_runs_like_the_daemonset() {
     assert_eq!(nflog_counter(&ns, 6379), CACHE as u64, "NFLOG rule counter");
     assert_eq!(
         lines_with(&text, "DROP by policy default/deny-cache ")
-            + lines_with(&text, "DROP by policy default/deny-db "),
-        DB + CACHE,
+            + lines_with(&text, "DROP by policy default/deny-db ")
+            + lines_with(&text, "DROP by policy default/deny-api "),
+        DB + API + CACHE,
         "every drop, also those sent right before SIGTERM:\n{text}"
     );
-    assert_eq!(text.lines().count(), DB + CACHE, "{text}");
+    assert_eq!(text.lines().count(), DB + API + CACHE, "{text}");
 
     // The stdout sink (the ConfigMap's second sink): one JSON record per packet.
     let logs = output_within(&mut podman(&["logs", &name]), t);
@@ -702,6 +721,11 @@ fn image_runs_like_the_daemonset() {
             .count()
     };
     assert_eq!(mentioning("deny-db"), DB, "JSON records on stdout:\n{json}");
+    assert_eq!(
+        mentioning("deny-api"),
+        API,
+        "JSON records on stdout:\n{json}"
+    );
     assert_eq!(
         mentioning("deny-cache"),
         CACHE,
