@@ -51,9 +51,12 @@ impl Buffer {
             OutputKind::Syslog(s) => renderer.render_syslog(s, ev, &mut self.chunk.data),
         }
         self.chunk.lines += 1;
-        self.chunk
-            .times
-            .push(ev.time.sec.saturating_mul(1_000_000) + i64::from(ev.time.usec));
+        self.chunk.times.push(
+            ev.time
+                .sec
+                .saturating_mul(1_000_000)
+                .saturating_add(i64::from(ev.time.usec)),
+        );
     }
 }
 
