@@ -8,11 +8,12 @@
 //! with a growing delay, so `nflog-tail` can be left running across daemon restarts.
 
 use std::collections::VecDeque;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::input::{read_line_capped, skip_line, LineRead, MAX_JSON_LINE};
 use super::record::Item;
 use super::{Error, Source};
 
@@ -109,6 +110,16 @@ impl Client {
         Ok(())
     }
 
+    /// Counts a record that cannot be read; the first one is said.
+    fn skip(&mut self, why: String) {
+        self.skipped += 1;
+        if self.skipped == 1 {
+            self.notices.push_back(Item::Notice(format!(
+                "skipping a malformed record from the daemon: {why}"
+            )));
+        }
+    }
+
     fn lost_connection(&mut self, why: String) -> Result<(), Error> {
         self.conn = None;
         if !self.reconnect {
@@ -135,23 +146,23 @@ impl Source for Client {
             let Some(conn) = self.conn.as_mut() else {
                 continue;
             };
-            self.line.clear();
-            match conn.read_until(b'\n', &mut self.line) {
-                Ok(0) => {
+            match read_line_capped(conn, &mut self.line, MAX_JSON_LINE) {
+                Ok(LineRead::Eof) => {
                     self.lost_connection("the daemon closed the connection (restarting?)".into())?
                 }
-                Ok(_) => {
+                Ok(LineRead::TooLong) => {
+                    // Skipped without keeping it: memory stays bounded whatever the peer sends.
+                    let skipped = skip_line(conn);
+                    self.skip(format!("a record longer than {MAX_JSON_LINE} bytes"));
+                    if let Err(e) = skipped {
+                        self.lost_connection(format!("lost the connection to the daemon: {e}"))?
+                    }
+                }
+                Ok(LineRead::Line) => {
                     let text = String::from_utf8_lossy(&self.line);
                     match Item::from_json_line(text.trim_end()) {
                         Ok(item) => return Ok(Some(item)),
-                        Err(e) => {
-                            self.skipped += 1;
-                            if self.skipped == 1 {
-                                self.notices.push_back(Item::Notice(format!(
-                                    "skipping a malformed record from the daemon: {e}"
-                                )));
-                            }
-                        }
+                        Err(e) => self.skip(e),
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -1,6 +1,10 @@
 //! `-r FILE`: an NFLOG pcap, JSON lines (the tail socket's or the daemon's JSON file) or
 //! syslogemu lines (the daemon's or ulogd2's), told apart by their first bytes. `-` reads
 //! standard input, so `tcpdump -i nflog:100 -w - | nflog-tail -r -` works.
+//!
+//! Lines are read with a length cap ([`MAX_LINE`], [`MAX_JSON_LINE`]): a file that is not what
+//! it seems (`/dev/zero`, a binary without newlines) ends with a clear error after reading the
+//! cap, never with the whole file in memory.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
@@ -36,6 +40,86 @@ pub fn detect(head: &[u8]) -> Kind {
 }
 
 type Input = BufReader<Box<dyn Read + Send>>;
+
+/// The longest syslogemu line read: ulogd2's lines are a few hundred bytes.
+pub const MAX_LINE: usize = 1 << 20;
+/// The longest JSON line read: a daemon event is about 2 KiB, but a tail socket record carries
+/// the hex bytes of every NFLOG message of its packet (up to 64 KiB of packet each).
+pub const MAX_JSON_LINE: usize = 16 << 20;
+
+/// What [`read_line_capped`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineRead {
+    /// End of input, nothing read.
+    Eof,
+    /// A line, with its `\n` unless the input ended without one.
+    Line,
+    /// The line is longer than the cap: `buf` holds its start, the rest is still unread.
+    TooLong,
+}
+
+/// Reads one line into `buf` (cleared first), keeping at most `max` bytes (newline included).
+pub fn read_line_capped<R: BufRead + ?Sized>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<LineRead> {
+    buf.clear();
+    loop {
+        let avail = match r.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if avail.is_empty() {
+            return Ok(if buf.is_empty() {
+                LineRead::Eof
+            } else {
+                LineRead::Line
+            });
+        }
+        let (end, used) = match avail.iter().position(|&b| b == b'\n') {
+            Some(i) => (true, i + 1),
+            None => (false, avail.len()),
+        };
+        let room = max - buf.len();
+        if used > room {
+            buf.extend_from_slice(&avail[..room]);
+            r.consume(room);
+            return Ok(LineRead::TooLong);
+        }
+        buf.extend_from_slice(&avail[..used]);
+        r.consume(used);
+        if end {
+            return Ok(LineRead::Line);
+        }
+    }
+}
+
+/// Skips the rest of a line [`read_line_capped`] found too long, without keeping it; `false`
+/// when the input ended first.
+pub fn skip_line<R: BufRead + ?Sized>(r: &mut R) -> io::Result<bool> {
+    loop {
+        let avail = match r.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if avail.is_empty() {
+            return Ok(false);
+        }
+        match avail.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                r.consume(i + 1);
+                return Ok(true);
+            }
+            None => {
+                let n = avail.len();
+                r.consume(n);
+            }
+        }
+    }
+}
 
 /// Opens `path` and picks the reader its content needs.
 pub fn open(path: &Path, hostname: &str) -> Result<Box<dyn Source>, Error> {
@@ -86,18 +170,33 @@ pub struct Lines<R: BufRead> {
 
 impl<R: BufRead + Send> Source for Lines<R> {
     fn next_item(&mut self) -> Result<Option<Item>, Error> {
+        let max = match self.kind {
+            Kind::JsonLines => MAX_JSON_LINE,
+            _ => MAX_LINE,
+        };
         loop {
-            self.buf.clear();
             self.line += 1;
-            let n = self
-                .input
-                .read_until(b'\n', &mut self.buf)
-                .map_err(|e| Error::File {
+            let got =
+                read_line_capped(&mut self.input, &mut self.buf, max).map_err(|e| Error::File {
                     path: self.path.clone(),
                     what: format!("read error: {e}"),
                 })?;
-            if n == 0 {
-                return Ok(None);
+            match got {
+                LineRead::Eof => return Ok(None),
+                LineRead::Line => {}
+                LineRead::TooLong => {
+                    let what = match self.kind {
+                        Kind::JsonLines => "JSON-lines",
+                        _ => "syslogemu",
+                    };
+                    return Err(Error::Line {
+                        path: self.path.clone(),
+                        line: self.line,
+                        what: format!(
+                            "longer than {max} bytes without a newline: not a {what} file (or a corrupt one)"
+                        ),
+                    });
+                }
             }
             // Non-UTF-8 bytes (a prefix with Latin-1) should not end the replay.
             let text = String::from_utf8_lossy(&self.buf);
@@ -127,6 +226,66 @@ mod tests {
         assert_eq!(detect(&[0xd4, 0xc3, 0xb2, 0xa1, 2, 0]), Kind::Pcap);
         assert_eq!(detect(b"  {\"a\":1}"), Kind::JsonLines);
         assert_eq!(detect(b"Nov 27 20:59:32 h  IN="), Kind::Syslogemu);
+    }
+
+    fn lines(input: impl BufRead + Send, kind: Kind) -> Lines<impl BufRead + Send> {
+        Lines {
+            input,
+            path: "f".into(),
+            line: 0,
+            kind,
+            buf: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn endless_lines_end_with_an_error() {
+        // /dev/zero: NULs forever, no newline. The cap ends it after 1 MiB.
+        let started = std::time::Instant::now();
+        let mut src = lines(io::BufReader::new(io::repeat(0)), Kind::Syslogemu);
+        let e = src.next_item().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!("f: line 1: longer than {MAX_LINE} bytes without a newline: not a syslogemu file (or a corrupt one)")
+        );
+        assert!(src.buf.capacity() <= 2 * MAX_LINE, "{}", src.buf.capacity());
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // A long line after good ones names its number; lines up to the cap are read.
+        let mut text = b"{\"type\":\"lost\",\"count\":1}\n".to_vec();
+        text.extend(std::iter::repeat_n(b' ', MAX_JSON_LINE + 1));
+        let mut src = lines(io::Cursor::new(text), Kind::JsonLines);
+        assert_eq!(src.next_item().unwrap(), Some(Item::Lost(1)));
+        let e = src.next_item().unwrap_err().to_string();
+        assert!(
+            e.starts_with("f: line 2: longer than 16777216 bytes"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn capped_reads() {
+        let mut r = io::BufReader::with_capacity(4, io::Cursor::new(b"abc\nabcdefgh\nxy".to_vec()));
+        let mut buf = Vec::new();
+        assert_eq!(
+            read_line_capped(&mut r, &mut buf, 4).unwrap(),
+            LineRead::Line
+        );
+        assert_eq!(buf, b"abc\n");
+        assert_eq!(
+            read_line_capped(&mut r, &mut buf, 4).unwrap(),
+            LineRead::TooLong
+        );
+        assert_eq!(buf, b"abcd");
+        assert!(skip_line(&mut r).unwrap());
+        assert_eq!(
+            read_line_capped(&mut r, &mut buf, 4).unwrap(),
+            LineRead::Line
+        );
+        assert_eq!(buf, b"xy");
+        assert_eq!(
+            read_line_capped(&mut r, &mut buf, 4).unwrap(),
+            LineRead::Eof
+        );
     }
 
     #[test]

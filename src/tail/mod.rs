@@ -157,6 +157,7 @@ pub fn run(opts: Options) -> Result<()> {
         printer,
         writer,
         written: 0,
+        events: 0,
         without_bytes: 0,
     };
     let result = pump(source, &opts, &mut sink);
@@ -171,7 +172,10 @@ pub fn run(opts: Options) -> Result<()> {
 struct Sink<W: Write> {
     printer: Option<output::Printer<W>>,
     writer: Option<pcap::Writer>,
+    /// pcap records written: one per NFLOG message.
     written: u64,
+    /// Events with NFLOG bytes.
+    events: u64,
     without_bytes: u64,
 }
 
@@ -179,8 +183,10 @@ impl<W: Write> Sink<W> {
     /// Writes the pcap record first: once a line is printed, its packet is on disk.
     fn event(&mut self, rec: &Record) -> Result<()> {
         if let Some(w) = &mut self.writer {
-            if w.write(rec)? {
-                self.written += 1;
+            let n = w.write(rec)?;
+            if n > 0 {
+                self.written += n as u64;
+                self.events += 1;
             } else {
                 self.without_bytes += 1;
             }
@@ -212,7 +218,16 @@ impl<W: Write> Sink<W> {
                     w.path()
                 );
             }
-            eprintln!("nflog-tail: wrote {} packets to {}", self.written, w.path());
+            if self.written == self.events {
+                eprintln!("nflog-tail: wrote {} packets to {}", self.written, w.path());
+            } else {
+                eprintln!(
+                    "nflog-tail: wrote {} packets to {} (one per NFLOG message: {} events, some logged by several rules)",
+                    self.written,
+                    w.path(),
+                    self.events
+                );
+            }
         }
     }
 }

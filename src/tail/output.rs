@@ -1,5 +1,5 @@
-//! Printing records: `compact` (one readable line), `syslogemu` (ulogd2's line, as the daemon
-//! wrote it) and `json` (the daemon's JSON object).
+//! Printing records: `compact` (one readable line), `syslogemu` (ulogd2's lines, one per NFLOG
+//! message, as the daemon wrote them) and `json` (the daemon's JSON object).
 //!
 //! Prefixes, pod names and interface names come from outside and may hold terminal escape
 //! sequences. Everything printed to a terminal goes through [`sanitize`]; compact lines are
@@ -16,7 +16,8 @@ use super::Error;
 pub enum OutputFormat {
     /// One readable line per event: time, policy, source → destination, protocol.
     Compact,
-    /// ulogd2's syslogemu line, as the daemon writes it to syslogemu.log.
+    /// ulogd2's syslogemu lines, as the daemon writes them to syslogemu.log (one per NFLOG
+    /// message: a packet several rules logged gives several lines).
     Syslogemu,
     /// The daemon's JSON object (its JSON file's schema, without the tail socket's extra fields).
     Json,
@@ -243,11 +244,20 @@ impl<W: Write> Printer<W> {
         self.line.clear();
         match self.format {
             OutputFormat::Compact => self.line.push_str(&Compact::of(r).line(self.color)),
-            OutputFormat::Syslogemu => match &r.syslogemu {
-                Some(s) if self.terminal => self.line.push_str(&sanitize(s)),
-                Some(s) => self.line.push_str(s),
-                None => return self.warn_once("syslogemu"),
-            },
+            // One line per NFLOG message, as the daemon writes its file.
+            OutputFormat::Syslogemu if r.syslogemu.is_none() => return self.warn_once("syslogemu"),
+            OutputFormat::Syslogemu => {
+                for (i, s) in r.syslogemu_lines().enumerate() {
+                    if i > 0 {
+                        self.line.push('\n');
+                    }
+                    if self.terminal {
+                        self.line.push_str(&sanitize(s));
+                    } else {
+                        self.line.push_str(s);
+                    }
+                }
+            }
             OutputFormat::Json => match &r.json {
                 Some(s) if self.terminal => self.line.push_str(&sanitize_json(s)),
                 Some(s) => self.line.push_str(s),
@@ -377,6 +387,31 @@ mod tests {
         assert_eq!(json, "{\"a\":\"\\u009b\"}\n");
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v["a"], "\u{9b}");
+    }
+
+    #[test]
+    fn syslogemu_prints_every_message() {
+        let mut r = record();
+        r.further.push(super::super::record::Message {
+            syslogemu: "second\x1b".into(),
+            nflog: vec![2, 0, 0, 100],
+        });
+        let first = r.syslogemu.clone().unwrap();
+        assert_eq!(
+            printed(OutputFormat::Syslogemu, false, false, &r),
+            format!("{first}\nsecond\x1b\n")
+        );
+        assert_eq!(
+            printed(OutputFormat::Syslogemu, false, true, &r),
+            format!("{first}\nsecond\\x1b\n")
+        );
+        // Compact and JSON stay one line per event.
+        assert_eq!(lines_of(OutputFormat::Compact, &r), 1);
+        assert_eq!(lines_of(OutputFormat::Json, &r), 1);
+    }
+
+    fn lines_of(format: OutputFormat, r: &Record) -> usize {
+        printed(format, false, false, r).lines().count()
     }
 
     #[test]

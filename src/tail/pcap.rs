@@ -5,7 +5,13 @@
 //! byte order of the host that captured, which the file's magic number tells; values are in
 //! network order. The [`Reader`] swaps the headers to this host's order so that
 //! [`NflogMsg::parse`] reads them; the [`Writer`] writes this host's order and says so in its
-//! magic. libpcap does the same (`pcap-common.c`, `swap_nflog_header`).
+//! magic. libpcap does the same (`swap_nflog_header` in [pcap-common.c]).
+//!
+//! A record may not be longer than the file's snapshot length (the header's `snaplen`): such a
+//! file is malformed, and the reader says which record breaks the rule. A snapshot length of 0
+//! means "not given", as libpcap reads it.
+//!
+//! [pcap-common.c]: https://github.com/the-tcpdump-group/libpcap/blob/master/pcap-common.c
 //!
 //! Reader and writer are written here rather than with `pcap-file`, to name the record and byte
 //! offset of every problem, to stream files of any size, and to flush per record when live.
@@ -44,6 +50,8 @@ pub struct Reader<R: Read> {
     /// The file was written on a host of the other byte order.
     swapped: bool,
     nanos: bool,
+    /// The header's snapshot length: no record may be longer (0: not given).
+    snaplen: u32,
     record: u64,
     offset: u64,
 }
@@ -84,11 +92,12 @@ impl<R: Read> Reader<R> {
                 })
             }
         };
-        let reader = Reader {
+        let mut reader = Reader {
             r,
             path,
             swapped: little != cfg!(target_endian = "little"),
             nanos,
+            snaplen: 0,
             record: 0,
             offset: 24,
         };
@@ -100,6 +109,7 @@ impl<R: Read> Reader<R> {
                 what: format!("link type {linktype}, not NFLOG ({LINKTYPE_NFLOG}): capture with `tcpdump -i nflog:100 -w FILE`"),
             });
         }
+        reader.snaplen = reader.u32_at(&hdr, 16);
         Ok(reader)
     }
 
@@ -140,6 +150,12 @@ impl<R: Read> Reader<R> {
         if incl > MAX_RECORD {
             return Err(self.record_error(format!(
                 "record length {incl} is implausible for NFLOG (original length {orig})"
+            )));
+        }
+        if self.snaplen != 0 && incl > self.snaplen {
+            return Err(self.record_error(format!(
+                "record length {incl} exceeds the file's snapshot length {} (the pcap header's snaplen): the file is malformed",
+                self.snaplen
             )));
         }
         let mut data = vec![0u8; incl as usize];
@@ -321,26 +337,29 @@ impl Writer {
         })
     }
 
-    /// Writes a record's NFLOG bytes; `false` when it has none (syslogemu/JSON-file input).
-    pub fn write(&mut self, r: &Record) -> Result<bool, Error> {
-        let Some(data) = &r.nflog else {
-            return Ok(false);
-        };
-        let time = record_time(r);
-        let len = (data.len() as u32).to_ne_bytes();
-        let mut hdr = [0u8; 16];
-        hdr[0..4].copy_from_slice(&(time.as_secs() as u32).to_ne_bytes());
-        hdr[4..8].copy_from_slice(&time.subsec_micros().to_ne_bytes());
-        hdr[8..12].copy_from_slice(&len);
-        hdr[12..16].copy_from_slice(&len);
-        self.put(&hdr)?;
-        self.put(data)?;
+    /// Writes every NFLOG message of a record, one pcap record each (as `tcpdump -i nflog`
+    /// captures a packet several rules logged); returns how many. 0: the record carries no NFLOG
+    /// bytes (syslogemu or the daemon's JSON file).
+    pub fn write(&mut self, r: &Record) -> Result<usize, Error> {
+        let mut n = 0;
+        for data in r.nflog_messages() {
+            let time = record_time(data, &r.timestamp);
+            let len = (data.len() as u32).to_ne_bytes();
+            let mut hdr = [0u8; 16];
+            hdr[0..4].copy_from_slice(&(time.as_secs() as u32).to_ne_bytes());
+            hdr[4..8].copy_from_slice(&time.subsec_micros().to_ne_bytes());
+            hdr[8..12].copy_from_slice(&len);
+            hdr[12..16].copy_from_slice(&len);
+            self.put(&hdr)?;
+            self.put(data)?;
+            n += 1;
+        }
         // Flushed per packet: a live capture stopped with Ctrl-C keeps every whole record.
         self.w.flush().map_err(|err| Error::Write {
             path: self.path.clone(),
             err,
         })?;
-        Ok(true)
+        Ok(n)
     }
 
     pub fn path(&self) -> &str {
@@ -348,20 +367,19 @@ impl Writer {
     }
 }
 
-/// The record's time for the pcap header: from the NFLOG timestamp, else its RFC 3339 time,
-/// else now.
-fn record_time(r: &Record) -> std::time::Duration {
+/// A message's time for the pcap header: from its NFLOG timestamp, else the record's RFC 3339
+/// time, else now.
+fn record_time(data: &[u8], timestamp: &str) -> std::time::Duration {
     let now = || {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
     };
-    let Some(data) = &r.nflog else { return now() };
     match NflogMsg::parse(data).ok().and_then(|m| m.timestamp) {
         Some((sec, usec)) if sec != 0 => {
             std::time::Duration::new(sec, (usec.min(999_999) * 1000) as u32)
         }
-        _ => parse_rfc3339(&r.timestamp).unwrap_or_else(now),
+        _ => parse_rfc3339(timestamp).unwrap_or_else(now),
     }
 }
 
@@ -518,9 +536,9 @@ mod tests {
         let mut w = Writer::create(&path).unwrap();
         let recs = replay(file(true, &[body(b"one"), body(b"two")])).unwrap();
         for r in &recs {
-            assert!(w.write(r).unwrap());
+            assert_eq!(w.write(r).unwrap(), 1);
         }
-        assert!(!w.write(&Record::default()).unwrap());
+        assert_eq!(w.write(&Record::default()).unwrap(), 0);
         drop(w);
         let bytes = std::fs::read(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
@@ -528,6 +546,51 @@ mod tests {
         assert_eq!(back.len(), 2);
         assert_eq!(back[1].prefix, "two");
         assert_eq!(back[1].nflog, recs[1].nflog);
+    }
+
+    #[test]
+    fn records_longer_than_the_snaplen_are_refused() {
+        let mut f = file(true, &[body(b"fits"), body(b"does not fit")]);
+        let snaplen = body(b"fits").len() as u32;
+        f[16..20].copy_from_slice(&snaplen.to_le_bytes());
+        let e = replay(f.clone()).unwrap_err().to_string();
+        let second = 24 + 16 + snaplen;
+        assert!(
+            e.starts_with(&format!(
+                "t.pcap: record 2 (byte offset {second}): record length "
+            )),
+            "{e}"
+        );
+        assert!(
+            e.contains(&format!("exceeds the file's snapshot length {snaplen}")),
+            "{e}"
+        );
+        // 0: not given.
+        f[16..20].copy_from_slice(&[0; 4]);
+        assert_eq!(replay(f).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn writer_writes_every_message_of_a_packet() {
+        let path = std::env::temp_dir().join(format!(
+            "nflog-tail-writer-messages-{}.pcap",
+            std::process::id()
+        ));
+        let mut w = Writer::create(&path).unwrap();
+        let mut rec = replay(file(true, &[body(b"DROP by policy a/b")]))
+            .unwrap()
+            .remove(0);
+        rec.further.push(super::super::record::Message {
+            syslogemu: String::new(),
+            nflog: body(b""),
+        });
+        assert_eq!(w.write(&rec).unwrap(), 2);
+        drop(w);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let back = replay(bytes).unwrap();
+        let prefixes: Vec<&str> = back.iter().map(|r| r.prefix.as_str()).collect();
+        assert_eq!(prefixes, ["DROP by policy a/b", ""]);
     }
 
     #[test]

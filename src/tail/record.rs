@@ -4,6 +4,12 @@
 //! this process decoded itself (pcap replay, direct mode). Out: the fields filters and outputs
 //! need, plus the original renderings (`json`, `syslogemu`) and the NFLOG message bytes when known
 //! (for `-w`).
+//!
+//! One dropped packet can be logged by several rules (a policy chain, then the pod chain; K3s
+//! logs after each accept rule of a policy), so the daemon writes several syslogemu lines for
+//! one event. The tail socket's records carry all of them in `"messages"`; a record keeps the
+//! first in `syslogemu`/`nflog` and the others in `further`, so `-o syslogemu` and `-w` write
+//! what the daemon wrote, line for line.
 
 use std::net::IpAddr;
 
@@ -61,6 +67,18 @@ pub struct Record {
     pub syslogemu: Option<String>,
     /// The NFLOG message body (nfgenmsg + attributes, host byte order): a DLT_NFLOG record.
     pub nflog: Option<Vec<u8>>,
+    /// The packet's other NFLOG messages, in the order the daemon wrote them (tail socket
+    /// records only; empty when the packet was logged once).
+    pub further: Vec<Message>,
+}
+
+/// One NFLOG message of a packet, as the daemon wrote it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Message {
+    /// The syslogemu line, without its newline.
+    pub syslogemu: String,
+    /// The NFLOG message body, as [`Record::nflog`].
+    pub nflog: Vec<u8>,
 }
 
 /// What a source yields.
@@ -133,6 +151,15 @@ struct Wire {
     interval_s: Option<u64>,
     syslogemu: Option<String>,
     nflog: Option<String>,
+    /// Every message of the packet, the first included (tail socket, newer daemons).
+    #[serde(default)]
+    messages: Vec<WireMessage>,
+}
+
+#[derive(Deserialize)]
+struct WireMessage {
+    syslogemu: String,
+    nflog: String,
 }
 
 /// The tail socket appends these to the daemon's JSON object; `-o json` prints the object without
@@ -164,19 +191,35 @@ impl Item {
             Some(hex) => Some(from_hex(hex).ok_or("the \"nflog\" field is not hex")?),
             None => None,
         };
+        // The first of "messages" is the record's own syslogemu/nflog; the rest follow it.
+        let further = wire
+            .messages
+            .iter()
+            .skip(1)
+            .map(|m| {
+                Ok(Message {
+                    syslogemu: m.syslogemu.trim_end_matches('\n').to_string(),
+                    nflog: from_hex(&m.nflog)
+                        .ok_or("a \"messages\" entry's \"nflog\" is not hex")?,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         let json = strip_extras(line);
         let mut rec = Record::from_wire(wire);
         rec.json = Some(json);
         rec.nflog = nflog;
+        rec.further = further;
         Ok(Item::Event(Box::new(rec)))
     }
 }
 
-/// The daemon's object without `"syslogemu"` and `"nflog"`. Inside a JSON string every `"` is
-/// escaped, so `,"syslogemu":` can only be the key itself.
+/// The daemon's object without `"syslogemu"`, `"nflog"` and `"messages"` (appended in that
+/// order, after every field of the daemon's schema). Inside a JSON string every `"` is escaped,
+/// so `,"syslogemu":` can only be a key; the first one is the record's own (the entries of
+/// `"messages"` start with `{"syslogemu":`).
 fn strip_extras(line: &str) -> String {
     let line = line.trim_end();
-    match line.rfind(EXTRA_FIELDS) {
+    match line.find(EXTRA_FIELDS) {
         Some(at) => format!("{}}}", &line[..at]),
         None => line.to_string(),
     }
@@ -237,7 +280,24 @@ impl Record {
             json: None,
             syslogemu: w.syslogemu,
             nflog: None,
+            further: Vec::new(),
         }
+    }
+
+    /// The syslogemu line of every message of the packet, in the daemon's order.
+    pub fn syslogemu_lines(&self) -> impl Iterator<Item = &str> {
+        self.syslogemu
+            .as_deref()
+            .into_iter()
+            .chain(self.further.iter().map(|m| m.syslogemu.as_str()))
+    }
+
+    /// The NFLOG body of every message of the packet whose bytes are known, in order.
+    pub fn nflog_messages(&self) -> impl Iterator<Item = &[u8]> {
+        self.nflog
+            .as_deref()
+            .into_iter()
+            .chain(self.further.iter().map(|m| m.nflog.as_slice()))
     }
 
     /// A record of an event decoded here (pcap replay, direct mode), rendered by the daemon's own
@@ -351,6 +411,42 @@ mod tests {
         assert!(json.ends_with(r#""count":1}"#), "{json}");
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert!(v.get("syslogemu").is_none() && v.get("nflog").is_none());
+    }
+
+    #[test]
+    fn reads_every_message_of_a_packet() {
+        // Without "messages" (older daemons, JSON files): the packet's one message.
+        let Item::Event(one) = Item::from_json_line(EVENT).unwrap() else {
+            panic!()
+        };
+        assert_eq!(one.syslogemu_lines().count(), 1);
+        assert_eq!(
+            one.nflog_messages().collect::<Vec<_>>(),
+            [&[2, 0, 0, 0x64, 8][..]]
+        );
+        // With it: the first entry is the record's own line, the others follow in order.
+        let first = r#""syslogemu":"Nov 27 20:59:32 n1 DROP by policy default/deny-db IN= OUT=eth0 ","nflog":"0200006408""#;
+        let line = EVENT.replace(
+            r#""nflog":"0200006408"}"#,
+            &format!(
+                r#""nflog":"0200006408","messages":[{{{first}}},{{"syslogemu":"Nov 27 20:59:32 n1  IN= OUT=eth0 ","nflog":"02000064"}}]}}"#
+            ),
+        );
+        let Item::Event(rec) = Item::from_json_line(&line).unwrap() else {
+            panic!()
+        };
+        let lines: Vec<&str> = rec.syslogemu_lines().collect();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(lines[0], one.syslogemu.as_deref().unwrap());
+        assert_eq!(lines[1], "Nov 27 20:59:32 n1  IN= OUT=eth0 ");
+        assert_eq!(
+            rec.nflog_messages().collect::<Vec<_>>(),
+            [&[2, 0, 0, 0x64, 8][..], &[2, 0, 0, 0x64][..]]
+        );
+        // -o json stays the daemon's schema.
+        assert_eq!(rec.json, one.json);
+        let bad = line.replace(r#""nflog":"02000064"}]"#, r#""nflog":"0z"}]"#);
+        assert!(Item::from_json_line(&bad).unwrap_err().contains("not hex"));
     }
 
     #[test]

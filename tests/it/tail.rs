@@ -9,9 +9,14 @@
 //!   (and some combinations) over what it recorded.
 //! * the interactive view in tmux while traffic flows: events, top-table counts, pause, filter,
 //!   quit restoring the terminal.
+//! * the interactive view ended by SIGTERM or SIGINT: the terminal is restored (normal screen,
+//!   cursor shown) and the exit status is the signal's; a replayed file says `REPLAY`/`END`.
 //! * the daemon socket (a fake server speaking the tail protocol): `--last`, control records,
 //!   reconnecting, `--no-reconnect`.
-//! * malformed input: a clear error naming file and record, exit code 1, no panic.
+//! * the real daemon: a packet two rules log gives the daemon two syslogemu lines; `nflog-tail
+//!   -o syslogemu` prints the same two and `-w` writes two pcap records.
+//! * malformed input: a clear error naming file and record, exit code 1, no panic; endless
+//!   input (`/dev/zero`) ends quickly with an error.
 //!
 //! Needs root, iproute2, iptables, tcpdump, tshark, tmux, ulogd2 and python3-scapy (the
 //! conformance traffic).
@@ -24,6 +29,8 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
+
+use super::metrics::{Daemon, Sandbox};
 
 use super::conformance::{
     diff, in_netns, nflog_row, read_lossy, run, run_stdin, split_lines, ulogd_conf, wait_bound,
@@ -732,7 +739,11 @@ fn tail_malformed_input_is_a_clear_error() {
     truncated.extend(record(&[2, 0, 0, 100], 40));
     let mut bad_tlv = pcap_header();
     bad_tlv.extend(record(&[2, 0, 0, 100, 0xff, 0x7f, 1, 0, 8, 0], 10));
-    let cases: [(&str, Vec<u8>, &str); 7] = [
+    let mut snaplen = pcap_header();
+    snaplen[16..20].copy_from_slice(&8u32.to_le_bytes());
+    snaplen.extend(record(&[2, 0, 0, 100, 8, 0, 1, 0, 8, 0, 3, 0], 12));
+    let cases: [(&str, Vec<u8>, &str); 8] = [
+        ("snaplen.pcap", snaplen, "snaplen.pcap: record 1 (byte offset 24): record length 12 exceeds the file's snapshot length 8"),
         ("empty.pcap", vec![], "empty.pcap: empty file"),
         ("short.pcap", pcap_header()[..10].to_vec(), "short.pcap: truncated pcap header (10 of 24 bytes)"),
         ("eth.pcap", ethernet, "eth.pcap: link type 1, not NFLOG (239)"),
@@ -753,6 +764,20 @@ fn tail_malformed_input_is_a_clear_error() {
         );
         assert!(!stderr.contains("panicked"), "{name}: {stderr}");
     }
+    // Endless input without a newline: an error after the line cap, not all of memory.
+    let started = Instant::now();
+    let zero = tail(&["-r", "/dev/zero"]);
+    let stderr = String::from_utf8_lossy(&zero.stderr);
+    assert_eq!(zero.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("/dev/zero: line 1: longer than 1048576 bytes without a newline"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "-r /dev/zero took {:?}",
+        started.elapsed()
+    );
     let missing = tail(&["-r", scratch.path("missing.pcap").to_str().unwrap()]);
     assert_eq!(missing.status.code(), Some(1));
     for bad in [
@@ -769,4 +794,209 @@ fn tail_malformed_input_is_a_clear_error() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// `-i` ended by a signal: the terminal is back to normal (normal screen, cursor shown), the exit
+/// status is the signal's, and a replayed file said `REPLAY`, then `END`.
+#[test]
+fn tail_interactive_restores_the_terminal_on_signals() {
+    let scratch = Scratch::new("tail-tui-signals");
+    let log = scratch.path("events.syslogemu");
+    fs::write(
+        &log,
+        "Nov 27 20:59:32 h DROP by policy db/deny-db IN= OUT=lo MAC= SRC=10.0.0.1 DST=10.0.0.2 LEN=60 TOS=00 PREC=0x00 TTL=64 ID=1 PROTO=TCP SPT=40000 DPT=5432 SEQ=1 ACK=0 WINDOW=1024 SYN URGP=0 MARK=0x0 \n",
+    )
+    .expect("write events");
+    for (signal, name, code) in [(libc::SIGTERM, "TERM", 143), (libc::SIGINT, "INT", 130)] {
+        let tmux = Tmux {
+            socket: format!("nflog-tail-sig-{name}-{}", std::process::id()),
+        };
+        let pid_file = scratch.path(&format!("{name}.pid"));
+        // The inner shell writes its PID and becomes nflog-tail: the PID is nflog-tail's.
+        let shell = format!(
+            "sh -c 'echo $$ > {}; exec {TAIL} -i -r {}'; echo EXIT=$?; read line; echo got-$line; sleep 600",
+            pid_file.display(),
+            log.display()
+        );
+        run(tmux
+            .cmd()
+            .args(["new-session", "-d", "-s", "tail", "-x", "160", "-y", "40"])
+            .arg(shell));
+        tmux.wait_until("the replayed file at its end", |s| {
+            s.contains("1 events  END") && s.contains("end of input")
+        });
+        let flag = |f: &str| {
+            run(tmux.cmd().args(["display-message", "-p", "-t", "tail", f]))
+                .trim()
+                .to_string()
+        };
+        assert_eq!(
+            flag("#{alternate_on}"),
+            "1",
+            "the view is not on the alternate screen"
+        );
+        assert_eq!(flag("#{cursor_flag}"), "0", "the view shows the cursor");
+        let pid: libc::pid_t = read_lossy(&pid_file).trim().parse().expect("pid");
+        // SAFETY: kill(2) on the PID of the nflog-tail this test started in its own tmux.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+        let screen = tmux.wait_for("EXIT=");
+        assert!(
+            screen.contains(&format!("EXIT={code}")),
+            "SIG{name}: want exit status {code}:\n{screen}"
+        );
+        assert!(
+            !screen.contains("nflog-tail"),
+            "SIG{name}: the view is still on screen:\n{screen}"
+        );
+        assert_eq!(
+            flag("#{alternate_on}"),
+            "0",
+            "SIG{name}: the terminal is still on the alternate screen"
+        );
+        assert_eq!(
+            flag("#{cursor_flag}"),
+            "1",
+            "SIG{name}: the cursor is still hidden"
+        );
+        // Raw mode is off: Enter ends a line for the shell's `read` (in raw mode it is a bare CR).
+        tmux.keys(&["cooked", "Enter"]);
+        tmux.wait_for("got-cooked");
+    }
+}
+
+/// The real daemon logs one packet under two rules: two lines in its syslogemu file, one tail
+/// record carrying both messages. `nflog-tail -o syslogemu` prints the file's two lines and `-w`
+/// writes two pcap records, as `tcpdump -i nflog:100` would.
+#[test]
+fn tail_prints_and_writes_every_message_of_a_packet() {
+    let sb = Sandbox::new("tail-msgs");
+    let m = ["-A", "OUTPUT", "-o", "lo", "-p", "udp", "--dport", "9998"];
+    let nflog = ["-j", "NFLOG", "--nflog-group", "100"];
+    // A policy chain's rule, then the pod chain's (empty prefix), then the drop.
+    sb.iptables(
+        &[
+            &m[..],
+            &nflog,
+            &["--nflog-prefix", "DROP by policy default/deny-udp"],
+        ]
+        .concat(),
+    );
+    sb.iptables(&[&m[..], &nflog].concat());
+    sb.iptables(&[&m[..], &["-j", "DROP"]].concat());
+    let log = sb.path("syslogemu.log");
+    let sock = sb.path("tail.sock");
+    let mut d = Daemon::start(
+        &sb,
+        "daemon",
+        &[
+            "--no-rate-limit",
+            "--hostname",
+            "tailhost",
+            "--stdout",
+            "none",
+            "--metrics-listen",
+            "",
+            "--syslogemu-file",
+            log.to_str().unwrap(),
+            "--tail-socket",
+            sock.to_str().unwrap(),
+        ],
+        &[],
+    );
+    // The daemon renders tail records only while a client is connected: connect first.
+    let pcap = sb.path("out.pcap");
+    let sock_arg = sock.to_str().unwrap();
+    let follow = |name: &str, args: &[&str]| {
+        let out = sb.path(name);
+        let child = Command::new(TAIL)
+            .args(["-S", sock_arg, "--no-reconnect", "-c", "1"])
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&out).expect("stdout file"))
+            .stderr(fs::File::create(sb.path(&format!("{name}.stderr"))).expect("stderr file"))
+            .spawn()
+            .expect("spawn nflog-tail");
+        (Child(child), out)
+    };
+    let (mut lines_tail, lines_out) = follow(
+        "syslogemu.out",
+        &["-o", "syslogemu", "-w", pcap.to_str().unwrap()],
+    );
+    let (mut json_tail, json_out) = follow("json.out", &["-o", "json"]);
+    sleep(Duration::from_millis(1000));
+    sb.send_udp(
+        "127.0.0.1".parse().unwrap(),
+        "127.0.0.1".parse().unwrap(),
+        9998,
+        1,
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut statuses = (None, None);
+    while statuses.0.is_none() || statuses.1.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "nflog-tail -c 1 did not get the event ({statuses:?}); the daemon's file:\n{}\nstderr:\n{}",
+            read_lossy(&log),
+            d.stderr_text()
+        );
+        sleep(Duration::from_millis(50));
+        statuses = (
+            statuses.0.or_else(|| lines_tail.exited()),
+            statuses.1.or_else(|| json_tail.exited()),
+        );
+    }
+    let stderr = read_lossy(&sb.path("syslogemu.out.stderr"));
+    assert!(
+        statuses.0.unwrap().success() && statuses.1.unwrap().success(),
+        "{statuses:?}: {stderr}"
+    );
+    let file = read_lossy(&log);
+    assert_eq!(lines(&file), 2, "the daemon's file:\n{file}");
+    assert_eq!(
+        read_lossy(&lines_out),
+        file,
+        "nflog-tail -o syslogemu differs from the daemon's file"
+    );
+    assert!(stderr.contains("wrote 2 packets"), "{stderr}");
+
+    // Two pcap records, each one message: replayed, the same prefixes in the same order.
+    let bytes = fs::read(&pcap).expect("read pcap");
+    let mut at = 24;
+    let mut records = 0;
+    while at + 16 <= bytes.len() {
+        let len = u32::from_ne_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+        at += 16 + len;
+        records += 1;
+    }
+    assert_eq!((records, at), (2, bytes.len()), "pcap records");
+    let replayed = stdout_of(&tail(&[
+        "-r",
+        pcap.to_str().unwrap(),
+        "-o",
+        "syslogemu",
+        "--hostname",
+        "tailhost",
+    ]));
+    let prefixes = |text: &str| -> Vec<String> {
+        text.lines()
+            .map(|l| l[16..l.find(" IN=").unwrap()].to_string())
+            .collect()
+    };
+    assert_eq!(prefixes(&replayed), prefixes(&file), "{replayed}");
+    assert_eq!(
+        prefixes(&file),
+        ["tailhost DROP by policy default/deny-udp", "tailhost "]
+    );
+
+    // -o json: still the daemon's schema, one object for the packet.
+    let json = read_lossy(&json_out);
+    let v: serde_json::Value = serde_json::from_str(json.trim()).expect("one JSON object");
+    assert!(
+        v.get("messages").is_none() && v.get("syslogemu").is_none() && v.get("nflog").is_none(),
+        "{json}"
+    );
+    assert_eq!(v["count"], 2, "{json}");
+    let status = d.terminate();
+    assert!(status.success(), "daemon: {status}\n{}", d.stderr_text());
 }

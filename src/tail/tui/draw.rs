@@ -8,7 +8,8 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Row, Table};
 use ratatui::Frame;
 
-use super::state::{Entry, Mode, UiState};
+use super::super::output::sanitize;
+use super::state::{Entry, Feed, Mode, UiState};
 
 pub fn draw(f: &mut Frame<'_>, s: &UiState, now: Instant) {
     let [header, events, table, footer] = Layout::vertical([
@@ -39,7 +40,12 @@ fn header_line(s: &UiState) -> Line<'static> {
             Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD),
         ));
     } else {
-        spans.push(Span::styled("  LIVE", Style::new().fg(Color::Green)));
+        let (word, color) = match s.feed {
+            Feed::Live => ("  LIVE", Color::Green),
+            Feed::Replay => ("  REPLAY", Color::Cyan),
+            Feed::Ended => ("  END", Color::Yellow),
+        };
+        spans.push(Span::styled(word, Style::new().fg(color)));
     }
     if !s.filter.is_empty() {
         spans.push(Span::styled(
@@ -131,12 +137,37 @@ fn draw_table(f: &mut Frame<'_>, s: &UiState, area: Rect, now: Instant) {
 
 fn footer_line(s: &UiState) -> Line<'_> {
     match &s.mode {
-        Mode::Filter { input, error } => {
+        Mode::Filter {
+            input,
+            cursor,
+            error,
+        } => {
+            // The cursor is the character under it in reverse video, or a block at the end.
+            let at = (*cursor).min(input.len());
+            let at = (0..=at)
+                .rev()
+                .find(|&i| input.is_char_boundary(i))
+                .unwrap_or(0);
+            let (before, rest) = input.split_at(at);
+            let mut chars = rest.chars();
+            let under = chars.next();
             let mut spans = vec![
                 Span::styled(" filter: ", Style::new().add_modifier(Modifier::BOLD)),
-                Span::raw(input.as_str()),
-                Span::styled("█", Style::new().add_modifier(Modifier::SLOW_BLINK)),
+                Span::raw(sanitize(before).into_owned()),
             ];
+            match under {
+                Some(c) => {
+                    spans.push(Span::styled(
+                        sanitize(&c.to_string()).into_owned(),
+                        Style::new().add_modifier(Modifier::REVERSED),
+                    ));
+                    spans.push(Span::raw(sanitize(chars.as_str()).into_owned()));
+                }
+                None => spans.push(Span::styled(
+                    "█",
+                    Style::new().add_modifier(Modifier::SLOW_BLINK),
+                )),
+            }
             match error {
                 Some(e) => spans.push(Span::styled(format!("   {e}"), Style::new().fg(Color::Red))),
                 None => spans.push(Span::styled(
@@ -226,6 +257,29 @@ mod tests {
         let text = screen(&s, t0);
         assert!(text.contains("1 events  LIVE  filter: port=53"), "{text}");
         assert!(!text.contains("db/deny-db"), "{text}");
+    }
+
+    #[test]
+    fn replay_status_and_the_cursor() {
+        let t0 = Instant::now();
+        let mut s = UiState::new("file: x.log", Filter::default()).replay();
+        s.push(rec(1, "a", "b", ""), t0);
+        let text = screen(&s, t0);
+        assert!(text.contains("file: x.log  1 events  REPLAY"), "{text}");
+        assert!(!text.contains("LIVE"), "{text}");
+        s.end(None, t0);
+        let text = screen(&s, t0);
+        assert!(text.contains("1 events  END"), "{text}");
+        assert!(text.contains("end of input"), "{text}");
+        // The cursor in the middle of the filter line: the text around it is all there.
+        s.key(KeyEvent::new(KeyCode::Char('/'), KeyModifiers::NONE));
+        for c in "port=53".chars() {
+            s.key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE));
+        }
+        s.key(KeyEvent::new(KeyCode::Left, KeyModifiers::NONE));
+        assert!(screen(&s, t0).contains(" filter: port=53   Enter apply"));
+        s.key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL));
+        assert!(screen(&s, t0).contains(" filter: 3   Enter apply"));
     }
 
     #[test]

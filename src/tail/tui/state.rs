@@ -95,8 +95,21 @@ pub enum Mode {
     /// Editing the filter line; `error` is why the last Enter was refused.
     Filter {
         input: String,
+        /// Byte offset of the cursor in `input` (on a character boundary).
+        cursor: usize,
         error: Option<String>,
     },
+}
+
+/// Where the events come from, for the status word in the header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    /// A live source (the daemon, the NFLOG group): `LIVE`.
+    Live,
+    /// A file being read: `REPLAY`.
+    Replay,
+    /// The source ended (end of file, or an error the status line shows): `END`.
+    Ended,
 }
 
 #[derive(Debug)]
@@ -108,6 +121,7 @@ pub struct UiState {
     pub paused: bool,
     pub filter: Filter,
     pub mode: Mode,
+    pub feed: Feed,
     pub table: Table,
     /// Lines scrolled up from the newest event (0: follow).
     pub scroll: usize,
@@ -127,6 +141,7 @@ impl UiState {
             paused: false,
             filter,
             mode: Mode::Normal,
+            feed: Feed::Live,
             table: Table::Policies,
             scroll: 0,
             lost: 0,
@@ -134,6 +149,19 @@ impl UiState {
             status: None,
             quit: false,
         }
+    }
+
+    /// The events come from a file: the header says `REPLAY`, not `LIVE`.
+    pub fn replay(mut self) -> Self {
+        self.feed = Feed::Replay;
+        self
+    }
+
+    /// The source ended: `why` is its error, `None` at the end of a file.
+    pub fn end(&mut self, why: Option<String>, now: Instant) {
+        self.feed = Feed::Ended;
+        let text = why.unwrap_or_else(|| "end of input".into());
+        self.push(Item::Notice(text), now);
     }
 
     /// Takes one item from the source.
@@ -202,13 +230,23 @@ impl UiState {
         if key.kind == KeyEventKind::Release {
             return;
         }
-        if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
+        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+        if ctrl && key.code == KeyCode::Char('c') {
             self.quit = true;
             return;
         }
         match &mut self.mode {
+            // Control and Alt chords are no commands of the list (Ctrl-P is not `p`).
+            Mode::Normal
+                if key
+                    .modifiers
+                    .intersects(KeyModifiers::CONTROL | KeyModifiers::ALT) => {}
             Mode::Normal => self.normal_key(key.code),
-            Mode::Filter { input, error } => match key.code {
+            Mode::Filter {
+                input,
+                cursor,
+                error,
+            } => match key.code {
                 KeyCode::Esc => self.mode = Mode::Normal,
                 KeyCode::Enter => match Filter::parse(input) {
                     Ok(f) => {
@@ -218,15 +256,11 @@ impl UiState {
                     }
                     Err(e) => *error = Some(e),
                 },
-                KeyCode::Backspace => {
-                    input.pop();
-                    *error = None;
+                code => {
+                    if edit(input, cursor, code, key.modifiers) {
+                        *error = None;
+                    }
                 }
-                KeyCode::Char(c) => {
-                    input.push(c);
-                    *error = None;
-                }
-                _ => {}
             },
         }
     }
@@ -236,8 +270,10 @@ impl UiState {
             KeyCode::Char('q') | KeyCode::Esc => self.quit = true,
             KeyCode::Char('p') | KeyCode::Char(' ') => self.toggle_pause(),
             KeyCode::Char('/') => {
+                let input = self.filter.to_string();
                 self.mode = Mode::Filter {
-                    input: self.filter.to_string(),
+                    cursor: input.len(),
+                    input,
                     error: None,
                 }
             }
@@ -265,14 +301,83 @@ impl UiState {
     }
 
     /// Forgets every event and counter (the filter stays).
+    ///
+    /// The status line says why the source ended, so it stays once the feed has ended.
     pub fn clear(&mut self) {
         self.entries.clear();
         self.held.clear();
         self.lost = 0;
         self.suppressed = 0;
         self.scroll = 0;
-        self.status = None;
+        if self.feed != Feed::Ended {
+            self.status = None;
+        }
     }
+}
+
+/// One key of the filter line editor, as readline (emacs mode) takes it: Ctrl-A/Home and
+/// Ctrl-E/End move to the start and end, Ctrl-B/Left and Ctrl-F/Right by a character, Ctrl-U
+/// deletes to the start, Ctrl-K to the end, Ctrl-W the word before the cursor (up to a space),
+/// Backspace/Ctrl-H the character before it, Delete/Ctrl-D the one under it. Other chords and
+/// control characters are ignored: never typed as text. Returns whether the text changed.
+pub fn edit(input: &mut String, cursor: &mut usize, code: KeyCode, mods: KeyModifiers) -> bool {
+    *cursor = (*cursor).min(input.len());
+    while !input.is_char_boundary(*cursor) {
+        *cursor -= 1;
+    }
+    let prev = |s: &str, at: usize| {
+        s[..at]
+            .chars()
+            .next_back()
+            .map_or(at, |c| at - c.len_utf8())
+    };
+    let next = |s: &str, at: usize| s[at..].chars().next().map_or(at, |c| at + c.len_utf8());
+    let ctrl = mods.contains(KeyModifiers::CONTROL);
+    if mods.contains(KeyModifiers::ALT) {
+        return false;
+    }
+    match (code, ctrl) {
+        (KeyCode::Char('a'), true) | (KeyCode::Home, _) => *cursor = 0,
+        (KeyCode::Char('e'), true) | (KeyCode::End, _) => *cursor = input.len(),
+        (KeyCode::Char('b'), true) | (KeyCode::Left, _) => *cursor = prev(input, *cursor),
+        (KeyCode::Char('f'), true) | (KeyCode::Right, _) => *cursor = next(input, *cursor),
+        (KeyCode::Char('u'), true) => {
+            input.replace_range(..*cursor, "");
+            *cursor = 0;
+            return true;
+        }
+        (KeyCode::Char('k'), true) => {
+            input.truncate(*cursor);
+            return true;
+        }
+        (KeyCode::Char('w'), true) => {
+            // unix-word-rubout: the spaces before the cursor, then the word before them.
+            let head = &input[..*cursor];
+            let word_end = head.trim_end_matches(' ').len();
+            let start = head[..word_end].rfind(' ').map_or(0, |i| i + 1);
+            input.replace_range(start..*cursor, "");
+            *cursor = start;
+            return true;
+        }
+        (KeyCode::Char('h'), true) | (KeyCode::Backspace, _) => {
+            let at = prev(input, *cursor);
+            input.replace_range(at..*cursor, "");
+            *cursor = at;
+            return true;
+        }
+        (KeyCode::Char('d'), true) | (KeyCode::Delete, _) => {
+            let end = next(input, *cursor);
+            input.replace_range(*cursor..end, "");
+            return true;
+        }
+        (KeyCode::Char(c), false) if !c.is_control() => {
+            input.insert(*cursor, c);
+            *cursor += c.len_utf8();
+            return true;
+        }
+        _ => {}
+    }
+    false
 }
 
 #[cfg(test)]
@@ -339,6 +444,81 @@ mod tests {
         assert_eq!((s.visible().count(), s.held()), (2, 0));
         press(&mut s, KeyCode::Char('c'));
         assert_eq!(s.visible().count(), 0);
+    }
+
+    fn ctrl(s: &mut UiState, c: char) {
+        s.key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL));
+    }
+
+    fn editing(s: &UiState) -> (&str, usize) {
+        match &s.mode {
+            Mode::Filter { input, cursor, .. } => (input.as_str(), *cursor),
+            Mode::Normal => panic!("not editing"),
+        }
+    }
+
+    #[test]
+    fn filter_line_keys_work_as_in_readline() {
+        let mut s = UiState::new("test", Filter::default());
+        press(&mut s, KeyCode::Char('/'));
+        type_str(&mut s, "port=53 ns=kube-system");
+        ctrl(&mut s, 'w');
+        assert_eq!(editing(&s), ("port=53 ", 8));
+        ctrl(&mut s, 'w');
+        assert_eq!(editing(&s), ("", 0));
+        type_str(&mut s, "ns=db");
+        ctrl(&mut s, 'a');
+        assert_eq!(editing(&s), ("ns=db", 0));
+        type_str(&mut s, "port=1 ");
+        assert_eq!(editing(&s), ("port=1 ns=db", 7));
+        ctrl(&mut s, 'u');
+        assert_eq!(editing(&s), ("ns=db", 0));
+        ctrl(&mut s, 'e');
+        press(&mut s, KeyCode::Left);
+        press(&mut s, KeyCode::Backspace);
+        assert_eq!(editing(&s), ("ns=b", 3));
+        ctrl(&mut s, 'k');
+        assert_eq!(editing(&s), ("ns=", 3));
+        press(&mut s, KeyCode::Home);
+        press(&mut s, KeyCode::Delete);
+        press(&mut s, KeyCode::End);
+        assert_eq!(editing(&s), ("s=", 2));
+        // No other chord or control character is ever typed as text.
+        for c in ['x', 'l', 'p', 'v', 'z'] {
+            ctrl(&mut s, c);
+        }
+        s.key(KeyEvent::new(KeyCode::Char('q'), KeyModifiers::ALT));
+        press(&mut s, KeyCode::Char('\u{1b}'));
+        press(&mut s, KeyCode::Char('\t'));
+        assert_eq!(editing(&s), ("s=", 2));
+        // Multi-byte characters move and delete whole.
+        type_str(&mut s, "é");
+        press(&mut s, KeyCode::Left);
+        assert_eq!(editing(&s), ("s=é", 2));
+        press(&mut s, KeyCode::Delete);
+        assert_eq!(editing(&s), ("s=", 2));
+        // In the list, chords are not commands: Ctrl-P does not pause, Ctrl-Q does not quit.
+        press(&mut s, KeyCode::Esc);
+        ctrl(&mut s, 'p');
+        ctrl(&mut s, 'q');
+        assert!(!s.paused && !s.quit);
+        ctrl(&mut s, 'c');
+        assert!(s.quit);
+    }
+
+    #[test]
+    fn replay_and_end_of_the_feed() {
+        let t0 = Instant::now();
+        let mut s = UiState::new("file: x.log", Filter::default());
+        assert_eq!(s.feed, Feed::Live);
+        s = s.replay();
+        assert_eq!(s.feed, Feed::Replay);
+        s.push(rec(1, "a", "b"), t0);
+        s.end(None, t0);
+        assert_eq!(s.feed, Feed::Ended);
+        assert_eq!(s.status.as_deref(), Some("end of input"));
+        press(&mut s, KeyCode::Char('c'));
+        assert_eq!(s.status.as_deref(), Some("end of input"));
     }
 
     #[test]
