@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use std::sync::{Arc, RwLock};
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use netpol_nflog::attribute::index::Index;
@@ -96,19 +96,32 @@ fn batch() -> Vec<u8> {
                 b"DROP by policy monitoring/deny-icmp",
             ),
         };
-        Packet {
-            family,
-            hw_protocol: proto,
-            prefix,
-            seq: Some(i as u32),
-            outdev: 1,
-            uid_gid: Some((0, 0)),
-            payload: &payload,
-            ..Default::default()
-        }
-        .encode(&mut out);
+        push_message(&mut out, family, proto, prefix, i, &payload);
     }
     out
+}
+
+/// One NFLOG message as the kernel sends it for OUTPUT: group 100, root's uid/gid, a sequence
+/// number.
+fn push_message(
+    out: &mut Vec<u8>,
+    family: u8,
+    proto: u16,
+    prefix: &[u8],
+    seq: usize,
+    payload: &[u8],
+) {
+    Packet {
+        family,
+        hw_protocol: proto,
+        prefix,
+        seq: Some(seq as u32),
+        outdev: 1,
+        uid_gid: Some((0, 0)),
+        payload,
+        ..Default::default()
+    }
+    .encode(out);
 }
 
 /// An index with 1,000 pods (10.42.0.0/22, so the batch's addresses are pods) in 10 namespaces
@@ -291,19 +304,51 @@ fn k3s_pairs() -> Vec<u8> {
             .iter()
             .enumerate()
         {
-            Packet {
-                prefix,
-                seq: Some((2 * i + k) as u32),
-                outdev: 1,
-                uid_gid: Some((0, 0)),
-                payload: &payload,
-                ..Default::default()
-            }
-            .encode(&mut out);
+            push_message(&mut out, 2, 0x0800, prefix, 2 * i + k, &payload);
         }
     }
     out
 }
 
+/// Instruction counting: `PIPELINE_IR=<bench name> valgrind --tool=callgrind
+/// --toggle-collect='*measured*' target/release/deps/pipeline-…` runs that configuration for
+/// `PIPELINE_IR_BATCHES` batches (default 20) after a warm-up batch, outside criterion; the
+/// callgrind total divided by batches × 256 is the instruction count per message.
+fn ir_mode(name: &str) {
+    let batches: usize = std::env::var("PIPELINE_IR_BATCHES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let (mut p, buf) = match name {
+        "syslogemu" => (processor(&[Format::Syslogemu]), batch()),
+        "json" => (processor(&[Format::Json]), batch()),
+        "syslogemu+json" => (processor(&[Format::Syslogemu, Format::Json]), batch()),
+        "json+attribution" => (processor(&[Format::Json]).with_kube(index()), batch()),
+        "default" => (default_processor(), k3s_pairs()),
+        other => panic!("PIPELINE_IR: unknown configuration {other}"),
+    };
+    let now = Timestamp::now();
+    let mut acks = Vec::new();
+    p.handle_batch(&buf, now, &mut acks);
+    p.discard_pending();
+    measured(&mut p, &buf, now, &mut acks, batches);
+    println!("{name}: {batches} batches × {MESSAGES} messages");
+}
+
+#[inline(never)]
+fn measured(p: &mut Processor, buf: &[u8], now: Timestamp, acks: &mut Vec<u32>, n: usize) {
+    for _ in 0..n {
+        p.handle_batch(std::hint::black_box(buf), now, acks);
+        p.discard_pending();
+    }
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(name) = std::env::var("PIPELINE_IR") {
+        return ir_mode(&name);
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

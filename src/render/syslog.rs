@@ -369,7 +369,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::attribute::{Attribution, KubeContext, PodMeta, PolicyRef};
+    use crate::attribute::{KubeContext, PodMeta, PolicyRef};
     use crate::decode::build::{ipv4, tcp};
     use crate::event::{IfName, Timestamp};
     use crate::source::nflog::{build::Packet, NflogMsg};
@@ -398,19 +398,14 @@ mod tests {
     fn event<'a>(buf: &'a [u8], ctx: Option<KubeContext>) -> Event<'a> {
         // The netlink header (16 bytes) precedes the NFLOG body.
         let msg = NflogMsg::parse(&buf[16..]).unwrap();
+        // 2026-11-07 09:05:03.000042 UTC
+        let time = Timestamp {
+            sec: 1_794_042_303,
+            usec: 42,
+        };
         Event {
-            packet: crate::decode::decode(msg.family, msg.hw_protocol, msg.payload),
-            // 2026-11-07 09:05:03.000042 UTC
-            time: Timestamp {
-                sec: 1_794_042_303,
-                usec: 42,
-            },
-            indev: IfName::default(),
-            outdev: IfName::new(b"lo"),
-            attribution: Attribution::from_prefix(msg.prefix),
-            msg,
             context: ctx.map(Arc::new),
-            count: 1,
+            ..crate::tail::pcap::event(msg, time, IfName::default(), IfName::new(b"lo"))
         }
     }
 
@@ -486,6 +481,7 @@ mod tests {
             direction: Some(Direction::Ingress),
             src: pod("web-1", "shop"),
             dest: pod("db-0", "data"),
+            ..KubeContext::default()
         };
         let ev = event(&buf, Some(ctx));
         let s = render_str(&fmt(Rfc::Rfc5424, MsgFormat::Syslogemu), &ev);

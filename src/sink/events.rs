@@ -281,7 +281,7 @@ pub async fn publish(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attribute::{Attribution, KubeContext, PodMeta, PolicyRef};
+    use crate::attribute::{KubeContext, PodMeta, PolicyRef};
     use crate::decode::build::{ipv4, udp};
     use crate::source::nflog::{build::Packet, NflogMsg, NLMSG_HDRLEN};
 
@@ -293,6 +293,15 @@ mod tests {
             workload: None,
             node: None,
         })
+    }
+
+    fn event_of(msg: NflogMsg<'_>) -> Event<'_> {
+        crate::tail::pcap::event(
+            msg,
+            Default::default(),
+            Default::default(),
+            Default::default(),
+        )
     }
 
     /// Notes `n` drops from `src` (10.42.0.<src>) to db-0 on port 5432.
@@ -326,14 +335,8 @@ mod tests {
             ..Default::default()
         };
         let ev = Event {
-            packet: crate::decode::decode(msg.family, msg.hw_protocol, msg.payload),
-            time: Default::default(),
-            indev: Default::default(),
-            outdev: Default::default(),
-            attribution: Attribution::from_prefix(msg.prefix),
-            msg,
             context: Some(Arc::new(ctx)),
-            count: 1,
+            ..event_of(msg)
         };
         for _ in 0..n {
             agg.note(&ev, now);
@@ -397,16 +400,7 @@ mod tests {
         }
         .encode(&mut buf);
         let msg = NflogMsg::parse(&buf[NLMSG_HDRLEN..]).unwrap();
-        let ev = Event {
-            packet: crate::decode::decode(msg.family, msg.hw_protocol, msg.payload),
-            time: Default::default(),
-            indev: Default::default(),
-            outdev: Default::default(),
-            attribution: Attribution::from_prefix(msg.prefix),
-            msg,
-            context: None,
-            count: 1,
-        };
+        let ev = event_of(msg);
         agg.note(&ev, Instant::now());
         agg.flush(Instant::now() + Duration::from_secs(5));
         assert!(rx.try_recv().is_err());

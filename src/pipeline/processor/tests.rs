@@ -152,21 +152,13 @@ fn one_json_event_per_packet_one_syslogemu_line_per_message() {
 
 #[test]
 fn per_message_syslog_gets_kubernetes_fields_even_when_json_waits() {
-    use k8s_openapi::api::core::v1::Pod;
-    let mut index = crate::attribute::index::Index::new();
-    for (name, ip) in [("web-0", "10.42.0.10"), ("db-0", "10.42.0.20")] {
-        let pod: Pod = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": name, "namespace": "shop", "uid": name},
-            "spec": {"nodeName": "node", "containers": []},
-            "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}
-        }))
-        .unwrap();
-        index.apply_pod(&pod);
-    }
     let (p, _) = processor(&[Format::Json], false);
     let mut p = p
         .with_correlation(Duration::from_secs(60))
-        .with_kube(std::sync::Arc::new(std::sync::RwLock::new(index)));
+        .with_kube(pod_index(&[
+            ("web-0", "10.42.0.10"),
+            ("db-0", "10.42.0.20"),
+        ]));
     p.add_syslog_output(crate::render::syslog::SyslogFormat {
         rfc: crate::render::syslog::Rfc::Rfc5424,
         facility: 16,
