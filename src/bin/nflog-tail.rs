@@ -28,7 +28,8 @@ Examples:
   nflog-tail -r /var/log/ulog/syslogemu.log --prefix 'DROP by policy'
 
 Interactive keys (-i): p/space pause, / edit the filter (same words as the flags: port=5432
-ns=default prefix=\"DROP by\"), c clear, t/Tab switch the top table, arrows scroll, q/Esc quit.
+ns=default prefix=\"DROP by\"; Ctrl-A/E/U/K/W and arrows edit as in a shell), c clear, t/Tab
+switch the top table, arrows scroll, q/Esc quit. SIGINT or SIGTERM restores the terminal first.
 
 Files (-r): NFLOG pcaps (linktype 239, either byte order), JSON lines (the tail socket's or the
 daemon's JSON file) and syslogemu lines (the daemon's or ulogd2's) are told apart by content;
