@@ -98,6 +98,17 @@ struct Cli {
     #[arg(long)]
     hostname: Option<String>,
 
+    /// Attribute replayed (pcap) and --direct events with a cluster snapshot: what
+    /// `kubectl get pods,networkpolicies,namespaces,services,endpointslices,nodes -A -o yaml`
+    /// wrote. No API access needed.
+    #[arg(long, value_name = "FILE")]
+    kube_snapshot: Option<PathBuf>,
+
+    /// With --kube-snapshot: the node the capture comes from (only its pods' firewall chains
+    /// logged the drops); default: every pod counts.
+    #[arg(long, value_name = "NAME", requires = "kube_snapshot")]
+    node: Option<String>,
+
     /// Either side's pod namespace, or the policy's namespace.
     #[arg(
         long = "namespace",
@@ -160,7 +171,7 @@ impl Cli {
         }
     }
 
-    fn options(self) -> Options {
+    fn options(self) -> Result<Options, Error> {
         let source = match (&self.read, self.direct) {
             (Some(path), _) => SourceSpec::File(path.clone()),
             (None, true) => SourceSpec::Direct { group: self.group },
@@ -169,7 +180,17 @@ impl Cli {
                 reconnect: !self.no_reconnect,
             },
         };
-        Options {
+        let snapshot = match &self.kube_snapshot {
+            None => None,
+            Some(path) => {
+                let (index, _) =
+                    netpol_nflog::attribute::snapshot::load(path, self.node.as_deref())
+                        .map_err(|e| Error::Usage(e.to_string()))?;
+                Some(tail::Snapshot(std::sync::Arc::new(index)))
+            }
+        };
+        Ok(Options {
+            snapshot,
             filter: self.filter(),
             source,
             format: self.output,
@@ -181,13 +202,13 @@ impl Cli {
             hostname: self
                 .hostname
                 .unwrap_or_else(netpol_nflog::render::short_hostname),
-        }
+        })
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match tail::run(cli.options()) {
+    match cli.options().and_then(tail::run) {
         Ok(()) | Err(Error::BrokenPipe) => ExitCode::SUCCESS,
         Err(Error::Usage(e)) => {
             eprintln!("nflog-tail: {e}");

@@ -37,7 +37,7 @@ struct Entry {
 
 /// What attribution reads of a packet: the addresses, and the protocol and destination port
 /// that policy rules match on.
-fn flow_of(packet: &Packet) -> Flow {
+pub fn flow_of(packet: &Packet) -> Flow {
     let (src, dst) = packet.addrs().unzip();
     Flow {
         src,
@@ -200,6 +200,14 @@ fn named_policies(a: &Attribution<'_>, resolved: Option<&KubeContext>) -> Vec<Po
         }],
         _ => Vec::new(),
     }
+}
+
+/// Attributes one event with `index` (no cache: for tools that decode events themselves, such as
+/// `nflog-tail` replaying a capture with a cluster snapshot).
+pub fn attribute(index: &Index, ev: &mut crate::event::Event<'_>) {
+    ev.context = index
+        .resolve_flow(&ev.attribution, &flow_of(&ev.packet))
+        .map(Arc::new);
 }
 
 /// The pod whose firewall chain an empty-prefix message came from, as `(namespace, pod)`: the

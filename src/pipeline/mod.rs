@@ -11,6 +11,7 @@ mod outputs;
 mod policy_counts;
 mod processor;
 
+pub use enrich::{attribute, flow_of};
 pub use outputs::{OutputKind, SinkId};
 pub use processor::{event_time, Processor};
 

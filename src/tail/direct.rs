@@ -35,6 +35,7 @@ pub struct Direct {
     ifnames: IfNames,
     /// Kernel overruns not yet reported.
     overruns: u64,
+    snapshot: Option<std::sync::Arc<crate::attribute::index::Index>>,
 }
 
 impl Direct {
@@ -48,11 +49,21 @@ impl Direct {
             renderer: Renderer::new(hostname, hostname),
             ifnames: IfNames::new(),
             overruns: 0,
+            snapshot: None,
         };
         for batch in pending {
             d.handle_batch(&batch);
         }
         Ok(d)
+    }
+
+    /// Attributes the events with a cluster snapshot.
+    pub fn with_snapshot(
+        mut self,
+        snapshot: Option<std::sync::Arc<crate::attribute::index::Index>>,
+    ) -> Self {
+        self.snapshot = snapshot;
+        self
     }
 
     fn handle_batch(&mut self, batch: &[u8]) {
@@ -73,7 +84,10 @@ impl Direct {
                 Ok(msg) => {
                     let (indev, outdev) =
                         (self.ifnames.name(msg.indev), self.ifnames.name(msg.outdev));
-                    let ev = event(msg, received, indev, outdev);
+                    let mut ev = event(msg, received, indev, outdev);
+                    if let Some(index) = &self.snapshot {
+                        crate::pipeline::attribute(index, &mut ev);
+                    }
                     let rec = Record::from_event(&ev, &mut self.renderer, body);
                     self.ready.push_back(Item::Event(Box::new(rec)));
                 }

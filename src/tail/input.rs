@@ -122,7 +122,11 @@ pub fn skip_line<R: BufRead + ?Sized>(r: &mut R) -> io::Result<bool> {
 }
 
 /// Opens `path` and picks the reader its content needs.
-pub fn open(path: &Path, hostname: &str) -> Result<Box<dyn Source>, Error> {
+pub fn open(
+    path: &Path,
+    hostname: &str,
+    snapshot: Option<std::sync::Arc<crate::attribute::index::Index>>,
+) -> Result<Box<dyn Source>, Error> {
     let name = if path == Path::new("-") {
         "standard input".to_string()
     } else {
@@ -148,7 +152,9 @@ pub fn open(path: &Path, hostname: &str) -> Result<Box<dyn Source>, Error> {
         });
     }
     Ok(match detect(head) {
-        Kind::Pcap => Box::new(PcapSource::new(Reader::new(input, name)?, hostname)),
+        Kind::Pcap => {
+            Box::new(PcapSource::new(Reader::new(input, name)?, hostname).with_snapshot(snapshot))
+        }
         kind => Box::new(Lines {
             input,
             path: name,

@@ -109,6 +109,18 @@ pub struct Options {
     pub interactive: bool,
     /// Hostname in syslogemu lines rendered here (pcap, direct mode).
     pub hostname: String,
+    /// Attribute events decoded here (pcap, direct mode) with this cluster snapshot.
+    pub snapshot: Option<Snapshot>,
+}
+
+/// A cluster snapshot's index (`--kube-snapshot`), shared by the sources that decode events.
+#[derive(Clone)]
+pub struct Snapshot(pub std::sync::Arc<crate::attribute::index::Index>);
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Snapshot({:?})", self.0.counts())
+    }
 }
 
 /// A stream of items: events and control messages.
@@ -123,8 +135,15 @@ pub fn open_source(opts: &Options) -> Result<Box<dyn Source>> {
         SourceSpec::Daemon { path, reconnect } => {
             Box::new(client::Client::new(path.clone(), opts.last, *reconnect))
         }
-        SourceSpec::Direct { group } => Box::new(direct::Direct::open(*group, &opts.hostname)?),
-        SourceSpec::File(path) => input::open(path, &opts.hostname)?,
+        SourceSpec::Direct { group } => Box::new(
+            direct::Direct::open(*group, &opts.hostname)?
+                .with_snapshot(opts.snapshot.as_ref().map(|s| s.0.clone())),
+        ),
+        SourceSpec::File(path) => input::open(
+            path,
+            &opts.hostname,
+            opts.snapshot.as_ref().map(|s| s.0.clone()),
+        )?,
     })
 }
 

@@ -236,6 +236,7 @@ pub fn swap_tlv_headers(data: &mut [u8], to_native: bool) {
 pub struct PcapSource<R: Read> {
     reader: Reader<R>,
     renderer: Renderer,
+    snapshot: Option<std::sync::Arc<crate::attribute::index::Index>>,
 }
 
 impl<R: Read> PcapSource<R> {
@@ -243,7 +244,17 @@ impl<R: Read> PcapSource<R> {
         PcapSource {
             reader,
             renderer: Renderer::new(hostname, hostname),
+            snapshot: None,
         }
+    }
+
+    /// Attributes the replayed events with a cluster snapshot.
+    pub fn with_snapshot(
+        mut self,
+        snapshot: Option<std::sync::Arc<crate::attribute::index::Index>>,
+    ) -> Self {
+        self.snapshot = snapshot;
+        self
     }
 }
 
@@ -259,7 +270,10 @@ impl<R: Read + Send> Source for PcapSource<R> {
             offset: start,
             what: format!("not a valid NFLOG message: {e}"),
         })?;
-        let ev = event(msg, rec.time, if_label(msg.indev), if_label(msg.outdev));
+        let mut ev = event(msg, rec.time, if_label(msg.indev), if_label(msg.outdev));
+        if let Some(index) = &self.snapshot {
+            crate::pipeline::attribute(index, &mut ev);
+        }
         let record = Record::from_event(&ev, &mut self.renderer, &rec.data);
         Ok(Some(Item::Event(Box::new(record))))
     }

@@ -157,3 +157,102 @@ fn bad_snapshot_names_the_object_and_field() {
     assert!(err.contains("status.podIPs[0].ip"), "{err}");
     assert!(err.contains("cluster.yaml"), "{err}");
 }
+
+/// An NFLOG pcap (LINKTYPE_NFLOG, host byte order) holding `bodies`, as `tcpdump -i nflog:100 -w`
+/// writes one.
+fn nflog_pcap(bodies: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_ne_bytes());
+    out.extend_from_slice(&2u16.to_ne_bytes());
+    out.extend_from_slice(&4u16.to_ne_bytes());
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(&65535u32.to_ne_bytes());
+    out.extend_from_slice(&239u32.to_ne_bytes());
+    for (i, b) in bodies.iter().enumerate() {
+        out.extend_from_slice(&(1_794_042_303u32 + i as u32).to_ne_bytes());
+        out.extend_from_slice(&0u32.to_ne_bytes());
+        out.extend_from_slice(&(b.len() as u32).to_ne_bytes());
+        out.extend_from_slice(&(b.len() as u32).to_ne_bytes());
+        out.extend_from_slice(b);
+    }
+    out
+}
+
+/// Post-mortem: a capture from a node, attributed on a laptop with the snapshot alone.
+#[test]
+fn nflog_tail_attributes_a_capture_with_a_snapshot() {
+    use netpol_nflog::decode::build::{ipv4, tcp};
+    use netpol_nflog::source::nflog::{build::Packet, NLMSG_HDRLEN};
+    const TAIL: &str = env!("CARGO_BIN_EXE_nflog-tail");
+    let sb = Sandbox::new("snaptail");
+    let payload = ipv4(
+        6,
+        7,
+        0x4000,
+        0,
+        [10, 42, 0, 10],
+        [10, 42, 0, 20],
+        &tcp(40000, 5432, 1, 0, 0x02, 64240, 0),
+    );
+    let mut buf = Vec::new();
+    Packet {
+        prefix: PREFIX.as_bytes(),
+        hook: 1,
+        payload: &payload,
+        ..Default::default()
+    }
+    .encode(&mut buf);
+    let pcap = sb.path("drops.pcap");
+    std::fs::write(&pcap, nflog_pcap(&[buf[NLMSG_HDRLEN..].to_vec()])).unwrap();
+    let snap = sb.path("cluster.yaml");
+    std::fs::write(&snap, snapshot(DB)).unwrap();
+    let run = |args: &[&std::path::Path], extra: &[&str]| {
+        let mut c = std::process::Command::new(TAIL);
+        c.arg("-r").arg(args[0]).arg("-o").arg("json").args(extra);
+        if let Some(s) = args.get(1) {
+            c.arg("--kube-snapshot").arg(s);
+        }
+        c.output().expect("run nflog-tail")
+    };
+    // Without the snapshot the prefix is all there is: two policies fit it.
+    let out = run(&[&pcap], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plain: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plain["policy"]["resolved"], false, "{plain}");
+    // With it: the policy that selects db-0, both pods, the direction.
+    let out = run(&[&pcap, &snap], &["--node", "node-1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ev: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        ev["policy"]["name"], "deny-ingress-to-postgres-except-from-the-api-v1",
+        "{ev}"
+    );
+    assert_eq!(ev["policy"]["resolved"], true, "{ev}");
+    assert_eq!(ev["direction"], "ingress", "{ev}");
+    assert_eq!(
+        (ev["src"]["pod"].as_str(), ev["dest"]["pod"].as_str()),
+        (Some("web-0"), Some("db-0")),
+        "{ev}"
+    );
+    // A bad snapshot is a usage error naming the object and field.
+    std::fs::write(
+        &snap,
+        snapshot(DB).replace("podIPs: [{ip: 10.42.0.20}]", "podIPs: [{ip: [1]}]"),
+    )
+    .unwrap();
+    let out = run(&[&pcap, &snap], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Pod shop/db-0") && err.contains("status.podIPs[0].ip"),
+        "{err}"
+    );
+}
