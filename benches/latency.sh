@@ -83,8 +83,9 @@ SPORT_BASE=20000
 PREFIX="DROP by policy default/deny-db"
 ULOGD_PLUGINS=${ULOGD_PLUGINS:-/usr/lib/x86_64-linux-gnu/ulogd}
 METRICS_PORT=9109   # the daemon's default listen address is 0.0.0.0:9109 (inside the namespace)
-
-die() { echo "latency: $*" >&2; exit 1; }
+NAME=latency
+# shellcheck source=benches/lib.sh
+. "$SCRIPT_DIR/lib.sh"
 
 # --- prerequisites ---------------------------------------------------------------
 [[ $(id -u) -eq 0 ]] || die "must run as root (network namespaces, iptables)"
@@ -102,9 +103,7 @@ need curl curl
 [[ $CHAIN == INPUT || $CHAIN == OUTPUT ]] || die "CHAIN must be INPUT or OUTPUT"
 (( SPORT_BASE + N <= 65536 )) || die "N too large (at most $((65536 - SPORT_BASE)))"
 
-if [[ -d /dev/shm && -z ${WORKDIR:-} ]]; then WORKDIR=/dev/shm; fi
-WORKDIR=${WORKDIR:-/tmp}
-WORK=$(mktemp -d "$WORKDIR/latency.XXXXXX")
+bench_scratch
 NS="latency-$$"
 STARTED=()   # PIDs of processes this script started (loggers, probe, vs-ulogd.sh)
 
@@ -121,8 +120,7 @@ cleanup() {
         sleep 0.1
     done
     for p in "${STARTED[@]}"; do kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null; done
-    ip netns del "$NS" 2>/dev/null
-    if [[ $KEEP == 1 ]]; then echo "scratch kept in $WORK" >&2; else rm -rf "$WORK"; fi
+    bench_remove_scratch
     exit $rc
 }
 trap cleanup EXIT
@@ -133,21 +131,9 @@ trap 'exit 143' TERM
 gcc -O2 -Wall -o "$WORK/probe" "$SCRIPT_DIR/latency/probe.c"
 
 # --- namespace and rule ---------------------------------------------------------------
-ip netns add "$NS"
-ip -n "$NS" link set lo up
-nsx() { ip netns exec "$NS" "$@"; }
 if [[ $CHAIN == INPUT ]]; then IFOPT="-i lo"; else IFOPT="-o lo"; fi
-# shellcheck disable=SC2086
-nsx iptables -A "$CHAIN" $IFOPT -p udp --dport $PORT -j NFLOG --nflog-group $GROUP --nflog-prefix "$PREFIX"
-# shellcheck disable=SC2086
-nsx iptables -A "$CHAIN" $IFOPT -p udp --dport $PORT -j DROP
+bench_netns "$CHAIN" "$IFOPT" $PORT "$PREFIX"
 
-group_bound() {
-    nsx awk -v g=$GROUP '$1 == g { found = 1 } END { exit !found }' /proc/net/netfilter/nfnetlink_log 2>/dev/null
-}
-rule_counter() {
-    nsx iptables -L "$CHAIN" -v -x -n | awk '$3 == "NFLOG" { print $1; exit }'
-}
 # ctxt PID -> "voluntary nonvoluntary threads" summed over all threads
 ctxt() {
     awk 'FNR == 1 { t++ } /^voluntary_ctxt_switches/ { v += $2 } /^nonvoluntary_ctxt_switches/ { n += $2 }
@@ -159,29 +145,6 @@ cpu_ns() {
     awk '{ s += $1 } END { printf "%.0f\n", s }' /proc/"$1"/task/*/schedstat 2>/dev/null
 }
 
-write_ulogd_conf() { # FILE LOGFILE ULOGD_LOG  (as benches/vs-ulogd.sh)
-    cat >"$1" <<EOF
-[global]
-logfile="$3"
-loglevel=3
-plugin="$ULOGD_PLUGINS/ulogd_inppkt_NFLOG.so"
-plugin="$ULOGD_PLUGINS/ulogd_raw2packet_BASE.so"
-plugin="$ULOGD_PLUGINS/ulogd_filter_IFINDEX.so"
-plugin="$ULOGD_PLUGINS/ulogd_filter_IP2STR.so"
-plugin="$ULOGD_PLUGINS/ulogd_filter_PRINTPKT.so"
-plugin="$ULOGD_PLUGINS/ulogd_output_LOGEMU.so"
-stack=log1:NFLOG,base1:BASE,ifi1:IFINDEX,ip2str1:IP2STR,print1:PRINTPKT,emu1:LOGEMU
-
-[log1]
-group=$GROUP
-netlink_socket_buffer_size=67108864
-netlink_socket_buffer_maxsize=134217728
-
-[emu1]
-file="$2"
-sync=1
-EOF
-}
 # The daemon's defaults with the previous 100 ms kernel flush timeout (every key left
 # out of a configuration file keeps its default).
 printf '[source]\nflush_timeout_ms = 100\n' >"$WORK/flush100.toml"
@@ -239,7 +202,7 @@ run_one() { # TOOL
     wait "$ppid" || die "probe failed for $tool"
     R[$tool.probe]=$(cat "$WORK/$tool.probe")
     R[$tool.cpu_ms]=$(awk -v a="$t0" -v b="$(cpu_ns "$pid")" 'BEGIN { printf "%.1f", (b - a) / 1e6 }')
-    R[$tool.counter]=$(rule_counter)
+    R[$tool.counter]=$(rule_counter "$CHAIN")
     echo "latency:   ${R[$tool.probe]} rule_counter=${R[$tool.counter]}" >&2
 
     if [[ $tool == nflogd* ]]; then
@@ -298,11 +261,8 @@ hist_summary() {
         }' "$1"
 }
 
-LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+bench_start_load
 echo "latency: N=$N every ${INTERVAL_MS}±${JITTER_MS} ms on $CHAIN, idle ${IDLE}s, tools: $TOOLS; scratch $WORK; loadavg $LOAD_START" >&2
-if awk '{ exit !($1 > 0.5) }' /proc/loadavg; then
-    echo "latency: WARNING: load average $LOAD_START before start; other work will skew the numbers" >&2
-fi
 for t in $TOOLS; do run_one "$t"; done
 
 # --- CPU per line at high rate (benches/vs-ulogd.sh) ------------------------------------
@@ -333,9 +293,8 @@ fi
 
 # --- report ---------------------------------------------------------------------------
 echo
-echo "# netpol-nflogd vs ulogd2 $("$ULOGD" -V 2>&1 | awk '/Version/ { print $3; exit }'): latency, idle wake-ups, CPU — NFLOG group $GROUP \"$PREFIX\" + DROP on $CHAIN, UDP on lo"
-echo "# date: $(date -u '+%Y-%m-%dT%H:%M:%SZ')  host: nproc=$(nproc) kernel=$(uname -r) cpu=$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
-echo "# loadavg at start: $LOAD_START, at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# netpol-nflogd vs ulogd2 $(ulogd_version): latency, idle wake-ups, CPU — NFLOG group $GROUP \"$PREFIX\" + DROP on $CHAIN, UDP on lo"
+bench_report_host
 echo "# latency: send -> line in the file, N=$N, one packet every ${INTERVAL_MS}±${JITTER_MS} ms; idle: ${IDLE}s without traffic after the run, all threads"
 echo "# cpu_ms = CPU time of all its threads during the latency run; idle_wake/s = voluntary context switches/s"
 echo "# (sleeps, i.e. wake-ups), idle_invol/s = preemptions/s, idle_cpu_ms = CPU time over the idle window, thr = threads"

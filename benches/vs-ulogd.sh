@@ -52,16 +52,15 @@ GROUP=100
 PORT=9999
 PREFIX="DROP by policy default/bench"
 ULOGD_PLUGINS=${ULOGD_PLUGINS:-/usr/lib/x86_64-linux-gnu/ulogd}
-
-die() { echo "vs-ulogd: $*" >&2; exit 1; }
+NAME=vs-ulogd
+# shellcheck source=benches/lib.sh
+. "$SCRIPT_DIR/lib.sh"
 
 [[ $(id -u) -eq 0 ]] || die "must run as root"
 for c in gcc ip iptables /usr/bin/time "$ULOGD"; do
     command -v "$c" >/dev/null || die "missing $c"
 done
-if [[ -d /dev/shm && -z ${WORKDIR:-} ]]; then WORKDIR=/dev/shm; fi
-WORKDIR=${WORKDIR:-/tmp}
-WORK=$(mktemp -d "$WORKDIR/vs-ulogd.XXXXXX")
+bench_scratch
 NS="vsulogd-$$"
 STARTED=()   # PIDs of processes this script started and that may still run
 
@@ -71,8 +70,7 @@ cleanup() {
     for p in "${STARTED[@]}"; do
         kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
     done
-    ip netns del "$NS" 2>/dev/null
-    if [[ $KEEP == 1 ]]; then echo "scratch kept in $WORK" >&2; else rm -rf "$WORK"; fi
+    bench_remove_scratch
     exit $rc
 }
 trap cleanup EXIT
@@ -82,18 +80,8 @@ trap 'exit 130' INT TERM
 gcc -O2 -Wall -o "$WORK/flood" "$SCRIPT_DIR/flood/flood.c"
 
 # --- namespace and rules -----------------------------------------------------
-ip netns add "$NS"
-ip -n "$NS" link set lo up
-nsx() { ip netns exec "$NS" "$@"; }
-nsx iptables -A OUTPUT -o lo -p udp --dport $PORT -j NFLOG --nflog-group $GROUP --nflog-prefix "$PREFIX"
-nsx iptables -A OUTPUT -o lo -p udp --dport $PORT -j DROP
+bench_netns OUTPUT "-o lo" $PORT "$PREFIX"
 
-rule_counter() {
-    nsx iptables -L OUTPUT -v -x -n | awk '$3 == "NFLOG" { print $1; exit }'
-}
-group_bound() {
-    nsx awk -v g=$GROUP '$1 == g { found = 1 } END { exit !found }' /proc/net/netfilter/nfnetlink_log 2>/dev/null
-}
 # child_of PID: the single child of a /usr/bin/time wrapper (ip netns exec execs
 # the logger, so this is the logger itself).
 child_of() {
@@ -108,30 +96,6 @@ child_of() {
 }
 json_num() { # json_num FILE KEY -> first "KEY":N in the file
     grep -o "\"$2\"[[:space:]]*:[[:space:]]*[0-9]*" "$1" | head -n1 | grep -o '[0-9]*$' || true
-}
-
-write_ulogd_conf() { # FILE LOGFILE ULOGD_LOG
-    cat >"$1" <<EOF
-[global]
-logfile="$3"
-loglevel=3
-plugin="$ULOGD_PLUGINS/ulogd_inppkt_NFLOG.so"
-plugin="$ULOGD_PLUGINS/ulogd_raw2packet_BASE.so"
-plugin="$ULOGD_PLUGINS/ulogd_filter_IFINDEX.so"
-plugin="$ULOGD_PLUGINS/ulogd_filter_IP2STR.so"
-plugin="$ULOGD_PLUGINS/ulogd_filter_PRINTPKT.so"
-plugin="$ULOGD_PLUGINS/ulogd_output_LOGEMU.so"
-stack=log1:NFLOG,base1:BASE,ifi1:IFINDEX,ip2str1:IP2STR,print1:PRINTPKT,emu1:LOGEMU
-
-[log1]
-group=$GROUP
-netlink_socket_buffer_size=67108864
-netlink_socket_buffer_maxsize=134217728
-
-[emu1]
-file="$2"
-sync=1
-EOF
 }
 
 RESULTS=()   # "rate tool counter lines lost_pct cpu_s us_per_line sent_rate extra"
@@ -221,7 +185,7 @@ run_one() { # TOOL RATE
     fi
 
     local counter lines cpu
-    counter=$(rule_counter)
+    counter=$(rule_counter OUTPUT)
     lines=$(wc -l <"$out" 2>/dev/null || echo 0)
     cpu=$(tail -n1 "$tfile" | awk '{ printf "%.2f", $1 + $2 }')
     local sent_rate
@@ -268,11 +232,8 @@ for t in $TOOLS; do
     TOOLS_RUN+=("$t")
 done
 
-LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+bench_start_load
 echo "vs-ulogd: N=$N RATES=\"$RATES\" tools: ${TOOLS_RUN[*]}; scratch $WORK; loadavg $LOAD_START" >&2
-if awk '{ exit !($1 > 0.5) }' /proc/loadavg; then
-    echo "vs-ulogd: WARNING: load average $LOAD_START before start; other work will skew the numbers" >&2
-fi
 for rate in $RATES; do
     for t in "${TOOLS_RUN[@]}"; do
         run_one "$t" "$rate"
@@ -281,9 +242,8 @@ done
 
 # --- report --------------------------------------------------------------------
 echo
-echo "# netpol-nflogd vs ulogd2 $("$ULOGD" -V 2>&1 | awk '/Version/ { print $3; exit }') — NFLOG group $GROUP + DROP on OUTPUT, UDP on lo"
-echo "# date: $(date -u '+%Y-%m-%dT%H:%M:%SZ')  host: nproc=$(nproc) kernel=$(uname -r) cpu=$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
-echo "# loadavg at start: $LOAD_START, at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# netpol-nflogd vs ulogd2 $(ulogd_version) — NFLOG group $GROUP + DROP on OUTPUT, UDP on lo"
+bench_report_host
 echo "# N=$N per run, flush wait ${FLUSH_WAIT}s, SETTLE=$SETTLE (catchup = s from end of flood until output stopped growing), ulogd: LOGEMU sync=1 buffer 64M/max 128M; nflogd: $NFLOGD"
 echo "# rate 0 = flat out; sent/s is what flood.c achieved; lost% = (counter - lines) / counter"
 printf '%-8s %-7s %9s %10s %10s %8s %8s %10s  %s\n' rate tool sent/s counter lines lost% cpu_s us/line notes

@@ -21,25 +21,30 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SEEDS = os.path.join(HERE, "seeds")
 
 
-def attrs(buf):
+def tlvs(buf, header, header_len):
+    """(kind, body, offset) of the 4-byte aligned length-type-value records in buf whose header
+    (length first, then type) unpacks with `header` in header_len bytes; stops at a bad length."""
     at = 0
-    while at + 4 <= len(buf):
-        ln, kind = struct.unpack_from("=HH", buf, at)
-        if ln < 4 or at + ln > len(buf):
+    while at + header_len <= len(buf):
+        ln, kind = struct.unpack_from(header, buf, at)
+        if ln < header_len or at + ln > len(buf):
             return
-        yield kind & 0x3FFF, buf[at + 4 : at + ln], at
+        yield kind, buf[at + header_len : at + ln], at
         at += (ln + 3) & ~3
+
+
+def attrs(buf):
+    """Netlink attributes: (type without the nested/byte-order flags, payload, offset)."""
+    for kind, body, at in tlvs(buf, "=HH", 4):
+        yield kind & 0x3FFF, body, at
 
 
 def messages(batch):
-    at = 0
-    while at + 16 <= len(batch):
-        ln, kind = struct.unpack_from("=IH", batch, at)
-        if ln < 16 or at + ln > len(batch):
-            return
+    """The NFLOG packet messages (NFNL_SUBSYS_ULOG << 8 | NFULNL_MSG_PACKET) of a netlink batch:
+    their bodies after the 16-byte header."""
+    for kind, body, _ in tlvs(batch, "=IH", 16):
         if kind == 4 << 8:
-            yield batch[at + 16 : at + ln]
-        at += (ln + 3) & ~3
+            yield body
 
 
 def decode_seeds():

@@ -32,6 +32,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../ipv4_dest.h"
+
 #define MAX_BATCH 1024
 
 static double now_s(void)
@@ -71,13 +73,8 @@ int main(int argc, char **argv)
 	}
 
 	struct sockaddr_in sa;
-	memset(&sa, 0, sizeof(sa));
-	sa.sin_family = AF_INET;
-	sa.sin_port = htons((uint16_t)port);
-	if (inet_pton(AF_INET, dst, &sa.sin_addr) != 1) {
-		fprintf(stderr, "flood: bad IPv4 address %s\n", dst);
+	if (ipv4_dest(&sa, dst, port, "flood") < 0)
 		return 1;
-	}
 
 	int fd = socket(AF_INET, SOCK_DGRAM, 0);
 	if (fd < 0) {

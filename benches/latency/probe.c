@@ -50,6 +50,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../ipv4_dest.h"
+
 static int64_t mono_us(void)
 {
 	struct timespec ts;
@@ -197,13 +199,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	struct sockaddr_in dst;
-	memset(&dst, 0, sizeof(dst));
-	dst.sin_family = AF_INET;
-	dst.sin_port = htons((uint16_t)port);
-	if (inet_pton(AF_INET, argv[2], &dst.sin_addr) != 1) {
-		fprintf(stderr, "probe: bad IPv4 address %s\n", argv[2]);
+	if (ipv4_dest(&dst, argv[2], port, "probe") < 0)
 		return 1;
-	}
 	send_mono = calloc((size_t)count, sizeof(int64_t));
 	send_real = calloc((size_t)count, sizeof(int64_t));
 	lat = malloc((size_t)count * sizeof(int64_t));

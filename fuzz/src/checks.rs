@@ -121,13 +121,7 @@ pub fn nflog_batch(data: &[u8]) {
         parsed += 1;
         let _ = msg.mac_header();
         let ev = event(msg, RECEIVED, if_label(msg.indev), if_label(msg.outdev));
-        out.clear();
-        renderer.render(Format::Syslogemu, &ev, &mut out);
-        assert_one_line(&out, "syslogemu");
-        out.clear();
-        renderer.render(Format::Json, &ev, &mut out);
-        assert_one_line(&out, "json");
-        assert_json(&out, "json");
+        render_one_line_each(&mut renderer, &ev, &mut out);
     }
 
     // The daemon's path: the processor (its own time choice, interface names, tail records).
@@ -209,14 +203,18 @@ pub fn decode(data: &[u8]) {
         ..Default::default()
     };
     let ev = event(msg, RECEIVED, if_label(2), if_label(0));
-    let mut renderer = Renderer::new("node", "node");
-    let mut out = Vec::new();
-    renderer.render(Format::Syslogemu, &ev, &mut out);
-    assert_one_line(&out, "syslogemu");
+    render_one_line_each(&mut Renderer::new("node", "node"), &ev, &mut Vec::new());
+}
+
+/// `ev` as syslogemu and as JSON (into `out`): one line each, the JSON valid.
+fn render_one_line_each(renderer: &mut Renderer, ev: &Event, out: &mut Vec<u8>) {
     out.clear();
-    renderer.render(Format::Json, &ev, &mut out);
-    assert_one_line(&out, "json");
-    assert_json(&out, "json");
+    renderer.render(Format::Syslogemu, ev, out);
+    assert_one_line(out, "syslogemu");
+    out.clear();
+    renderer.render(Format::Json, ev, out);
+    assert_one_line(out, "json");
+    assert_json(out, "json");
 }
 
 /// A record `nflog-tail` read: whatever it prints for a terminal is one line free of control

@@ -471,6 +471,116 @@ fn dup_free(ids: &[u16]) {
     );
 }
 
+// ---- Rotation: set-up and checks over the generations of a file ---------------------------------
+
+/// The rotation tests' daemon: syslogemu to `syslogemu.log`, JSON to `json`, a stats file.
+fn two_file_sinks(sb: &Sandbox, json: &str) -> (PathBuf, PathBuf, PathBuf, Daemon) {
+    let (log, json, stats) = (
+        sb.path("syslogemu.log"),
+        sb.path(json),
+        sb.path("stats.json"),
+    );
+    let d = daemon(sb, &log)
+        .file("--json-file", &json)
+        .stats(&stats)
+        .start();
+    (log, json, stats, d)
+}
+
+/// The end of a run: the daemon still alive, the sender stopped, NFLOG's partial batch flushed,
+/// the daemon stopped (exit 0). What was sent, and the final counters.
+fn wind_down(d: &mut Daemon, tx: &mut Sender, stats: &Path) -> (u64, Final) {
+    alive(d);
+    let sent = tx.stop();
+    sleep(FLUSH_WAIT);
+    stop(d);
+    (sent, Final::read(stats, d))
+}
+
+/// `(file name, count)` for the report.
+fn named(p: &Path, n: usize) -> (String, usize) {
+    (p.file_name().unwrap().to_string_lossy().into_owned(), n)
+}
+
+/// The syslogemu generations of one file, oldest first: every line well-formed, no generation
+/// empty (`empty`: what that would mean), every received message in exactly one of them, the IDs
+/// consecutive across them. Adds what is wrong to `problems`; the lines per file.
+fn check_syslogemu_generations(
+    files: &[PathBuf],
+    received: u64,
+    empty: &str,
+    problems: &mut Vec<String>,
+) -> Vec<(String, usize)> {
+    let mut ids = Vec::new();
+    let mut per_file = Vec::new();
+    for p in files {
+        let f = read_log(p);
+        problems.extend(f.problems.iter().cloned());
+        per_file.push(named(p, f.ids.len()));
+        if f.ids.is_empty() {
+            problems.push(format!("{} is empty{empty}", p.display()));
+        }
+        ids.extend(f.ids);
+    }
+    let dups = duplicates(&ids);
+    if !dups.is_empty() {
+        problems.push(format!(
+            "syslogemu: {} IDs twice, e.g. {:?}",
+            dups.len(),
+            &dups[..dups.len().min(5)]
+        ));
+    }
+    if ids.len() as u64 != received {
+        problems.push(format!(
+            "syslogemu: lines over all generations {} != received {received} ({per_file:?})",
+            ids.len()
+        ));
+    }
+    let g = gaps(&ids);
+    if !g.is_empty() {
+        problems.push(format!(
+            "syslogemu: IDs not consecutive across generations at {:?}",
+            &g[..g.len().min(5)]
+        ));
+    }
+    per_file
+}
+
+/// The JSON generations of one file, oldest first: no generation empty (`empty`: what that would
+/// mean), every line JSON, one record per received message (one message per packet here; the IP
+/// ID identifies it), none twice. Adds what is wrong to `problems`; the records per file.
+fn check_json_generations(
+    files: &[PathBuf],
+    received: u64,
+    empty: &str,
+    problems: &mut Vec<String>,
+) -> Vec<(String, usize)> {
+    let mut json_ids = Vec::new();
+    let mut json_files = Vec::new();
+    for p in files {
+        let text = fs::read_to_string(p).unwrap_or_default();
+        let n = text.lines().count();
+        json_files.push(named(p, n));
+        if n == 0 {
+            problems.push(format!("{} is empty{empty}", p.display()));
+        }
+        for l in text.lines() {
+            match serde_json::from_str::<serde_json::Value>(l) {
+                Ok(v) => json_ids.push(v["ip.id"].as_u64().unwrap_or(u64::MAX) as u16),
+                Err(e) => problems.push(format!("{}: bad JSON ({e}): {}", p.display(), shorten(l))),
+            }
+        }
+    }
+    if json_ids.len() as u64 != received || !duplicates(&json_ids).is_empty() {
+        problems.push(format!(
+            "JSON: {} records ({} duplicated) over {json_files:?} != received {received}",
+            json_ids.len(),
+            duplicates(&json_ids).len()
+        ));
+    }
+    json_files
+}
+
 // ---- 2a. Rename + SIGHUP ------------------------------------------------------------------------
 
 /// logrotate's default: rename the files, then SIGHUP. Two rotations while traffic flows, with
@@ -480,13 +590,7 @@ fn dup_free(ids: &[u16]) {
 #[test]
 fn faults_rotate_rename_sighup() {
     let sb = sandbox("frot");
-    let log = sb.path("syslogemu.log");
-    let json = sb.path("events.json");
-    let stats = sb.path("stats.json");
-    let mut d = daemon(&sb, &log)
-        .file("--json-file", &json)
-        .stats(&stats)
-        .start();
+    let (log, json, stats, mut d) = two_file_sinks(&sb, "events.json");
     let mut tx = Sender::start(&sb, 5_000);
     let mut problems = Vec::new();
     let mut generations = Vec::new();
@@ -510,86 +614,34 @@ fn faults_rotate_rename_sighup() {
         generations.push((old_log, old_json));
     }
     sleep(Duration::from_millis(700));
-    alive(&mut d);
-    let sent = tx.stop();
-    sleep(FLUSH_WAIT);
-    stop(&mut d);
-    let fin = Final::read(&stats, &d);
+    let (sent, fin) = wind_down(&mut d, &mut tx, &stats);
     let received = fin.get("received");
     let counter = nflog_counter(&sb);
 
-    // syslogemu: the generations in order, then the current file.
-    let mut ids = Vec::new();
-    let mut per_file = Vec::new();
-    for p in generations.iter().map(|g| &g.0).chain([&log]) {
-        let f = read_log(p);
-        problems.extend(f.problems.iter().cloned());
-        per_file.push((
-            p.file_name().unwrap().to_string_lossy().into_owned(),
-            f.ids.len(),
-        ));
-        if f.ids.is_empty() {
-            problems.push(format!(
-                "{} is empty: the syslogemu sink did not reopen after SIGHUP",
-                p.display()
-            ));
-        }
-        ids.extend(f.ids);
-    }
-    let dups = duplicates(&ids);
-    if !dups.is_empty() {
-        problems.push(format!(
-            "syslogemu: {} IDs twice, e.g. {:?}",
-            dups.len(),
-            &dups[..dups.len().min(5)]
-        ));
-    }
-    if ids.len() as u64 != received {
-        problems.push(format!(
-            "syslogemu: lines over all generations {} != received {received} ({per_file:?})",
-            ids.len()
-        ));
-    }
-    let g = gaps(&ids);
-    if fin.get("lost") == 0 && !g.is_empty() {
-        problems.push(format!(
-            "syslogemu: IDs not consecutive across generations at {:?}",
-            &g[..g.len().min(5)]
-        ));
-    }
-    // JSON: one record per message here (one message per packet); `oob.seq.local` and the IP
-    // ID identify it.
-    let mut json_ids = Vec::new();
-    let mut json_files = Vec::new();
-    for p in generations.iter().map(|g| &g.1).chain([&json]) {
-        let text = fs::read_to_string(p).unwrap_or_default();
-        let n = text.lines().count();
-        json_files.push((p.file_name().unwrap().to_string_lossy().into_owned(), n));
-        if n == 0 {
-            problems.push(format!(
-                "{} is empty: the JSON file sink did not reopen after SIGHUP (it kept writing to \
-                 the renamed file)",
-                p.display()
-            ));
-        }
-        for l in text.lines() {
-            let v: serde_json::Value = match serde_json::from_str(l) {
-                Ok(v) => v,
-                Err(e) => {
-                    problems.push(format!("{}: bad JSON ({e}): {}", p.display(), shorten(l)));
-                    continue;
-                }
-            };
-            json_ids.push(v["ip.id"].as_u64().unwrap_or(u64::MAX) as u16);
-        }
-    }
-    if json_ids.len() as u64 != received || !duplicates(&json_ids).is_empty() {
-        problems.push(format!(
-            "JSON: {} records ({} duplicated) over {json_files:?} != received {received}",
-            json_ids.len(),
-            duplicates(&json_ids).len()
-        ));
-    }
+    // The generations in order, then the current file. IDs consecutive across them while NFLOG
+    // lost nothing (asserted below).
+    let logs: Vec<PathBuf> = generations
+        .iter()
+        .map(|g| g.0.clone())
+        .chain([log])
+        .collect();
+    let per_file = check_syslogemu_generations(
+        &logs,
+        received,
+        ": the syslogemu sink did not reopen after SIGHUP",
+        &mut problems,
+    );
+    let jsons: Vec<PathBuf> = generations
+        .iter()
+        .map(|g| g.1.clone())
+        .chain([json])
+        .collect();
+    let json_files = check_json_generations(
+        &jsons,
+        received,
+        ": the JSON file sink did not reopen after SIGHUP (it kept writing to the renamed file)",
+        &mut problems,
+    );
     eprintln!(
         "rotate: sent={sent} counter={counter} received={received} syslogemu {per_file:?} json \
          {json_files:?} stats={}",
@@ -633,11 +685,7 @@ fn faults_rotate_copytruncate() {
     let window = t0.elapsed();
     let copied_bytes = fs::metadata(&copy).map(|m| m.len()).unwrap_or(0);
     sleep(Duration::from_millis(1000));
-    alive(&mut d);
-    let sent = tx.stop();
-    sleep(FLUSH_WAIT);
-    stop(&mut d);
-    let fin = Final::read(&stats, &d);
+    let (sent, fin) = wind_down(&mut d, &mut tx, &stats);
     let received = fin.get("received");
     let a = read_log(&copy);
     let b = read_log(&log);
@@ -1305,13 +1353,7 @@ fn gunzipped(path: &Path) -> PathBuf {
 fn faults_rotate_create_foreign_owner() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let sb = sandbox("fown");
-    let log = sb.path("syslogemu.log");
-    let json = sb.path("netpol-nflog.json");
-    let stats = sb.path("stats.json");
-    let mut d = daemon(&sb, &log)
-        .file("--json-file", &json)
-        .stats(&stats)
-        .start();
+    let (log, json, stats, mut d) = two_file_sinks(&sb, "netpol-nflog.json");
     let mut tx = Sender::start(&sb, 2_000);
     let files = [&log, &json];
     let rotated = |p: &Path, n: u32| PathBuf::from(format!("{}.{n}", p.display()));
@@ -1393,11 +1435,7 @@ fn faults_rotate_create_foreign_owner() {
         })
     });
     sleep(Duration::from_millis(500));
-    alive(&mut d);
-    let sent = tx.stop();
-    sleep(FLUSH_WAIT);
-    stop(&mut d);
-    let fin = Final::read(&stats, &d);
+    let (sent, fin) = wind_down(&mut d, &mut tx, &stats);
     let received = fin.get("received");
     assert_eq!(fin.get("lost"), 0, "NFLOG loss at 2,000/s: {}", fin.raw);
     let mut problems = Vec::new();
@@ -1417,59 +1455,8 @@ fn faults_rotate_create_foreign_owner() {
     // Oldest first: Debian's rotated file (compressed by logrotate's second rotation, as
     // delaycompress does), the file fixed by the operator, the file logrotate created.
     let generations = |p: &Path| [gunzipped(&rotated(p, 2)), rotated(p, 1), p.to_path_buf()];
-    let mut ids = Vec::new();
-    let mut per_file = Vec::new();
-    for g in generations(&log) {
-        let f = read_log(&g);
-        problems.extend(f.problems.iter().cloned());
-        per_file.push((
-            g.file_name().unwrap().to_string_lossy().into_owned(),
-            f.ids.len(),
-        ));
-        if f.ids.is_empty() {
-            problems.push(format!("{} is empty", g.display()));
-        }
-        ids.extend(f.ids);
-    }
-    if ids.len() as u64 != received {
-        problems.push(format!(
-            "syslogemu: lines over all generations {} != received {received} ({per_file:?})",
-            ids.len()
-        ));
-    }
-    let dups = duplicates(&ids);
-    if !dups.is_empty() {
-        problems.push(format!("syslogemu: {} IDs twice", dups.len()));
-    }
-    let g = gaps(&ids);
-    if !g.is_empty() {
-        problems.push(format!(
-            "syslogemu: IDs not consecutive across generations at {:?}",
-            &g[..g.len().min(5)]
-        ));
-    }
-    let mut json_ids = Vec::new();
-    let mut json_files = Vec::new();
-    for g in generations(&json) {
-        let text = fs::read_to_string(&g).unwrap_or_default();
-        json_files.push((
-            g.file_name().unwrap().to_string_lossy().into_owned(),
-            text.lines().count(),
-        ));
-        for l in text.lines() {
-            match serde_json::from_str::<serde_json::Value>(l) {
-                Ok(v) => json_ids.push(v["ip.id"].as_u64().unwrap_or(u64::MAX) as u16),
-                Err(e) => problems.push(format!("{}: bad JSON ({e})", g.display())),
-            }
-        }
-    }
-    if json_ids.len() as u64 != received || !duplicates(&json_ids).is_empty() {
-        problems.push(format!(
-            "JSON: {} records ({} duplicated) over {json_files:?} != received {received}",
-            json_ids.len(),
-            duplicates(&json_ids).len()
-        ));
-    }
+    let per_file = check_syslogemu_generations(&generations(&log), received, "", &mut problems);
+    let json_files = check_json_generations(&generations(&json), received, "", &mut problems);
     eprintln!(
         "foreign owner: sent={sent} received={received} syslogemu {per_file:?} json \
          {json_files:?} stats={}",

@@ -25,12 +25,15 @@
 //! machines, and podman's default limits can exceed the hard limits a CI machine allows.
 
 use std::fs;
-use std::io::Read;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
+
+use crate::support::process::{output_within, proc_status, run_within};
+use crate::support::sandbox::{nflog_row, POLICY_LOG_MATCHES};
+use crate::support::Sandbox;
 
 /// The DaemonSet's paths and limits, each checked against deploy/daemonset.yaml below.
 const CONFIG_DIR: &str = "/etc/netpol-nflog";
@@ -46,80 +49,15 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Runs `cmd` to completion within `limit` (killing it past that): its output.
-fn output_within(cmd: &mut Command, limit: Duration) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let t_out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{cmd:?} did not finish within {limit:?}; stdout:\n{}\nstderr:\n{}",
-                String::from_utf8_lossy(&t_out.join().unwrap()),
-                String::from_utf8_lossy(&t_err.join().unwrap())
-            );
-        }
-        sleep(Duration::from_millis(50));
-    };
-    Output {
-        status,
-        stdout: t_out.join().unwrap(),
-        stderr: t_err.join().unwrap(),
-    }
-}
-
-/// Runs `cmd`, which must succeed within `limit`: its standard output.
-fn ok(cmd: &mut Command, limit: Duration) -> String {
-    let out = output_within(cmd, limit);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn podman(args: &[&str]) -> Command {
     let mut c = Command::new("podman");
     c.args(args);
     c
 }
 
-/// `ip netns exec NS PROGRAM ARGS`
-fn in_ns(ns: &str, program: &str, args: &[&str]) -> Command {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", ns, program]).args(args);
-    c
-}
-
-/// What the test created; removed on drop, pass or fail (the scratch directory is kept when the
-/// test failed, for its logs).
+/// The container and image the test created; removed on drop, pass or fail (the namespace and
+/// the scratch directory are the [`Sandbox`]'s).
 struct Resources {
-    ns: String,
-    dir: PathBuf,
     container: Option<String>,
     image: Option<String>,
 }
@@ -146,15 +84,6 @@ impl Drop for Resources {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.ns])
-            .stderr(Stdio::null())
-            .status();
-        if std::thread::panicking() {
-            eprintln!("kept {}", self.dir.display());
-        } else {
-            let _ = fs::remove_dir_all(&self.dir);
         }
     }
 }
@@ -198,73 +127,23 @@ fn configmap_toml() -> String {
 /// Sends `count` UDP datagrams 127.0.0.1 → 127.0.0.1:`port` inside the namespace, each from a
 /// fresh socket (a new source port: separate packets for the daemon's correlation). The DROP
 /// rule refuses them (EPERM), which is expected.
-fn send_udp(ns: &str, port: u16, count: usize) {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        use std::os::fd::AsRawFd;
-        let f = fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-        // SAFETY: setns(2) on a namespace file we hold open; it moves only this thread, which
-        // exists for this purpose and ends here.
-        let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(r, 0, "setns({path}): {}", std::io::Error::last_os_error());
-        for _ in 0..count {
-            let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind UDP socket");
-            let _ = sock.send_to(
-                b"netpol-nflog image test",
-                SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-            );
-        }
-    })
-    .join()
-    .expect("sender thread");
+fn send_udp(sb: &Sandbox, port: u16, count: usize) {
+    let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    sb.send_udp(lo, lo, port, count);
 }
 
 /// A K3s-shaped per-policy rule (kube-router's comment, limit and NFLOG group 100) for UDP to
 /// `port`, then the DROP.
-fn policy_rule(ns: &str, port: u16, policy: &str) {
+fn policy_rule(sb: &Sandbox, port: u16, policy: &str) {
     let port = port.to_string();
     let prefix = format!("DROP by policy {policy}");
     let m = ["-A", "OUTPUT", "-o", "lo", "-p", "udp", "--dport", &port];
-    let nflog = [
-        "-m",
-        "comment",
-        "--comment",
-        "rule to log dropped traffic",
-        "-m",
-        "limit",
-        "--limit",
-        "1000/second",
-        "--limit-burst",
-        "1000",
-        "-j",
-        "NFLOG",
-        "--nflog-group",
-        "100",
-        "--nflog-prefix",
-        &prefix,
-    ];
-    let t = Duration::from_secs(10);
-    ok(
-        &mut in_ns(ns, "iptables", &[&m[..], &nflog[..]].concat()),
-        t,
-    );
-    ok(
-        &mut in_ns(ns, "iptables", &[&m[..], &["-j", "DROP"]].concat()),
-        t,
-    );
+    sb.nflog_rule_pair(&m, &POLICY_LOG_MATCHES, Some(&prefix), &["DROP"]);
 }
 
-/// Packets the NFLOG rule for `port` counted.
-fn nflog_counter(ns: &str, port: u16) -> u64 {
-    let out = ok(
-        &mut in_ns(ns, "iptables", &["-L", "OUTPUT", "-v", "-x", "-n"]),
-        Duration::from_secs(10),
-    );
-    let needle = format!("dpt:{port}");
-    out.lines()
-        .filter(|l| l.contains("NFLOG") && l.contains(&needle))
-        .find_map(|l| l.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no NFLOG rule for {needle}:\n{out}"))
+/// Packets the NFLOG rule for `port` counted (the first rule for the port: the DROP follows it).
+fn nflog_counter(sb: &Sandbox, port: u16) -> u64 {
+    sb.rule_counter("OUTPUT", &format!("dpt:{port} "))
 }
 
 fn lines_with(text: &str, needle: &str) -> usize {
@@ -292,7 +171,7 @@ fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 }
 
 fn inspect(container: &str, format: &str) -> String {
-    ok(
+    run_within(
         &mut podman(&["inspect", "--format", format, container]),
         Duration::from_secs(30),
     )
@@ -301,29 +180,16 @@ fn inspect(container: &str, format: &str) -> String {
 }
 
 /// `GET path` on the daemon's metrics port from inside the namespace: (status code, body).
-fn http_get(ns: &str, path: &str) -> Option<(u16, String)> {
+fn http_get(sb: &Sandbox, path: &str) -> Option<(u16, String)> {
     let url = format!("http://127.0.0.1:{METRICS_PORT}{path}");
     let out = output_within(
-        &mut in_ns(
-            ns,
-            "curl",
-            &["-sS", "-m", "2", "-w", "\n%{http_code}", &url],
-        ),
+        sb.exec("curl")
+            .args(["-sS", "-m", "2", "-w", "\n%{http_code}", &url]),
         Duration::from_secs(10),
     );
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n')?;
     Some((code.trim().parse().ok()?, body.to_string()))
-}
-
-/// A `/proc/PID/status` field.
-fn status_field(status: &str, key: &str) -> String {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-        .unwrap_or_else(|| panic!("no {key} in /proc/PID/status:\n{status}"))
-        .trim()
-        .to_string()
 }
 
 #[test]
@@ -369,16 +235,9 @@ fn image_runs_like_the_daemonset() {
         .expect("terminationGracePeriodSeconds");
 
     let pid = std::process::id();
-    let ns = format!("npt-image-{pid}");
-    let dir = std::env::temp_dir().join(format!("netpol-nflog-image-{pid}"));
-    let _ = fs::remove_dir_all(&dir);
-    let _ = Command::new("ip")
-        .args(["netns", "del", &ns])
-        .stderr(Stdio::null())
-        .status();
+    // The node: a namespace (`lo` up) and the scratch directory; dropped after `res`.
+    let sb = Sandbox::new("image");
     let mut res = Resources {
-        ns: ns.clone(),
-        dir: dir.clone(),
         container: None,
         image: None,
     };
@@ -434,14 +293,14 @@ fn image_runs_like_the_daemonset() {
     // Its files: the two binaries, the loader and libraries, and the few run-time files; no shell.
     let lister = format!("netpol-nflog-it-ls-{pid}");
     res.container = Some(lister.clone());
-    ok(
+    run_within(
         &mut podman(&["create", "--name", &lister, &tag]),
         Duration::from_secs(60),
     );
     let tar = output_within(&mut podman(&["export", &lister]), Duration::from_secs(60));
     assert!(tar.status.success(), "podman export failed");
     let files = tar_listing(&tar.stdout);
-    ok(&mut podman(&["rm", &lister]), Duration::from_secs(60));
+    run_within(&mut podman(&["rm", &lister]), Duration::from_secs(60));
     res.container = None;
     for want in [
         "usr/local/bin/netpol-nflogd",
@@ -477,18 +336,13 @@ fn image_runs_like_the_daemonset() {
 
     // ---- The node: a namespace with kube-router's NFLOG rules --------------------------------
     let t = Duration::from_secs(10);
-    ok(Command::new("ip").args(["netns", "add", &ns]), t);
-    ok(
-        Command::new("ip").args(["-n", &ns, "link", "set", "lo", "up"]),
-        t,
-    );
-    policy_rule(&ns, 5432, "default/deny-db");
-    policy_rule(&ns, 6379, "default/deny-cache");
-    policy_rule(&ns, 8080, "default/deny-api");
+    policy_rule(&sb, 5432, "default/deny-db");
+    policy_rule(&sb, 6379, "default/deny-cache");
+    policy_rule(&sb, 8080, "default/deny-api");
 
     // The volumes: the ConfigMap (read-only), the host's log directory (DirectoryOrCreate).
-    let config_dir = dir.join("config");
-    let log_dir = dir.join("ulog");
+    let config_dir = sb.path("config");
+    let log_dir = sb.path("ulog");
     fs::create_dir_all(&config_dir).unwrap();
     fs::create_dir_all(&log_dir).unwrap();
     fs::write(config_dir.join("netpol-nflogd.toml"), configmap_toml()).unwrap();
@@ -497,12 +351,12 @@ fn image_runs_like_the_daemonset() {
     // ---- The container, as the DaemonSet's pod ------------------------------------------------
     let name = format!("netpol-nflog-it-{pid}");
     res.container = Some(name.clone());
-    let network = format!("ns:/run/netns/{ns}");
+    let network = format!("ns:/run/netns/{}", sb.ns);
     let config_mount = format!("{}:{CONFIG_DIR}:ro", config_dir.display());
     let log_mount = format!("{}:{LOG_DIR}", log_dir.display());
     let node_env = format!("NODE_NAME={NODE}");
     let started = Instant::now();
-    ok(
+    run_within(
         &mut podman(&[
             "run",
             "--detach",
@@ -556,7 +410,7 @@ fn image_runs_like_the_daemonset() {
         if inspect(&name, "{{.State.Running}}") != "true" {
             return true; // reported below
         }
-        matches!(http_get(&ns, "/readyz"), Some((200, _)))
+        matches!(http_get(&sb, "/readyz"), Some((200, _)))
     });
     assert_eq!(
         inspect(&name, "{{.State.Running}}"),
@@ -567,36 +421,30 @@ fn image_runs_like_the_daemonset() {
     assert!(
         ready,
         "/readyz did not answer 200 within 30 s: {:?}",
-        http_get(&ns, "/readyz")
+        http_get(&sb, "/readyz")
     );
     eprintln!("image: ready in {:.1?}", started.elapsed());
-    let (code, body) = http_get(&ns, "/healthz").expect("/healthz answers");
+    let (code, body) = http_get(&sb, "/healthz").expect("/healthz answers");
     assert_eq!((code, body.trim()), (200, "ok"), "/healthz");
-    let nflog = ok(
-        &mut in_ns(&ns, "cat", &["/proc/net/netfilter/nfnetlink_log"]),
-        t,
-    );
     assert!(
-        nflog
-            .lines()
-            .any(|l| l.split_whitespace().next() == Some("100")),
-        "NFLOG group 100 is not bound in the namespace:\n{nflog}"
+        nflog_row(&sb.ns).is_some(),
+        "NFLOG group 100 is not bound in the namespace"
     );
 
     // What the daemon holds: CAP_NET_ADMIN only, no_new_privs, seccomp filter mode, uid 0.
-    let daemon_pid = inspect(&name, "{{.State.Pid}}");
-    let status = fs::read_to_string(format!("/proc/{daemon_pid}/status")).expect("status");
+    let daemon_pid: u32 = inspect(&name, "{{.State.Pid}}").parse().expect("PID");
+    let status = |key| proc_status(daemon_pid, key);
     for key in ["CapEff", "CapPrm", "CapBnd"] {
-        let v = u64::from_str_radix(&status_field(&status, key), 16).unwrap();
+        let v = u64::from_str_radix(&status(key), 16).unwrap();
         assert_eq!(v, NET_ADMIN_MASK, "{key} {v:#x}: CAP_NET_ADMIN only");
     }
     for key in ["CapInh", "CapAmb"] {
-        let v = u64::from_str_radix(&status_field(&status, key), 16).unwrap();
+        let v = u64::from_str_radix(&status(key), 16).unwrap();
         assert_eq!(v, 0, "{key}");
     }
-    assert_eq!(status_field(&status, "NoNewPrivs"), "1");
-    assert_eq!(status_field(&status, "Seccomp"), "2", "seccomp filter mode");
-    assert!(status_field(&status, "Uid").starts_with("0\t"));
+    assert_eq!(status("NoNewPrivs"), "1");
+    assert_eq!(status("Seccomp"), "2", "seccomp filter mode");
+    assert!(status("Uid").starts_with("0\t"));
     let logs = output_within(&mut podman(&["logs", &name]), t);
     let stderr = String::from_utf8_lossy(&logs.stderr);
     assert!(
@@ -607,13 +455,13 @@ fn image_runs_like_the_daemonset() {
     // ---- Drops become lines ---------------------------------------------------------------------
     // Within the ConfigMap's per-policy rate limit (burst 10), so every drop is written.
     const DB: usize = 6;
-    send_udp(&ns, 5432, DB);
+    send_udp(&sb, 5432, DB);
     let logged = wait_for(Duration::from_secs(10), || {
         lines_with(&read_log(&syslogemu), "DPT=5432") >= DB
     });
     let text = read_log(&syslogemu);
     assert!(logged, "{DB} drops sent, the syslogemu file has:\n{text}");
-    assert_eq!(nflog_counter(&ns, 5432), DB as u64, "NFLOG rule counter");
+    assert_eq!(nflog_counter(&sb, 5432), DB as u64, "NFLOG rule counter");
     assert_eq!(text.lines().count(), DB, "{text}");
     for l in text.lines() {
         assert!(
@@ -646,7 +494,7 @@ fn image_runs_like_the_daemonset() {
     ]);
     let tail = std::thread::spawn(move || output_within(&mut tail_cmd, Duration::from_secs(30)));
     sleep(Duration::from_secs(2));
-    send_udp(&ns, 8080, API);
+    send_udp(&sb, 8080, API);
     let tail = tail.join().expect("nflog-tail thread");
     let tail_out = String::from_utf8_lossy(&tail.stdout).into_owned();
     assert!(
@@ -672,15 +520,15 @@ fn image_runs_like_the_daemonset() {
         tail_lines, file_lines,
         "nflog-tail's syslogemu lines equal the file's"
     );
-    assert_eq!(nflog_counter(&ns, 8080), API as u64, "NFLOG rule counter");
+    assert_eq!(nflog_counter(&sb, 8080), API as u64, "NFLOG rule counter");
 
     // ---- SIGTERM drains and exits 0 within the grace period -----------------------------------
     // Drops sent right before the stop are still in the kernel's batch (flush_timeout_ms) or
     // the daemon's correlation window: the drain must write them.
     const CACHE: usize = 5;
-    send_udp(&ns, 6379, CACHE);
+    send_udp(&sb, 6379, CACHE);
     let started = Instant::now();
-    ok(
+    run_within(
         &mut podman(&["stop", "--time", &grace.to_string(), &name]),
         Duration::from_secs(grace + 60),
     );
@@ -696,7 +544,7 @@ fn image_runs_like_the_daemonset() {
         "stopping took {stopped:?}, the grace period is {grace} s"
     );
     let text = read_log(&syslogemu);
-    assert_eq!(nflog_counter(&ns, 6379), CACHE as u64, "NFLOG rule counter");
+    assert_eq!(nflog_counter(&sb, 6379), CACHE as u64, "NFLOG rule counter");
     assert_eq!(
         lines_with(&text, "DROP by policy default/deny-cache ")
             + lines_with(&text, "DROP by policy default/deny-db ")

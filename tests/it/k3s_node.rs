@@ -152,19 +152,53 @@ fn rule(
     }
 }
 
-fn chain(
-    ns: &'static str,
-    name: &'static str,
-    candidates: &'static [(&'static str, &'static str)],
-    direction: &'static str,
-    src: Option<&'static str>,
-    dest: Option<&'static str>,
-) -> Expect {
+/// The event of a drop by the pod chain's empty-prefix rule (one message), narrowed to
+/// `policy` (`rule` with these arguments, count 1).
+fn chain(policy: Expect) -> Expect {
     Expect {
         source: "pod-chain",
         count: 1,
-        ..rule(ns, name, candidates, direction, src, dest, 1)
+        ..policy
     }
+}
+
+/// db-allow-api's drop of `src` (None: from outside) → db: 1 accept rule + the pod chain.
+fn db_allow_api(src: Option<&'static str>) -> Option<Expect> {
+    Some(rule(
+        "shop",
+        "db-allow-api",
+        DB_ALLOW_API,
+        "ingress",
+        src,
+        Some(DB),
+        2,
+    ))
+}
+
+/// web-egress's drop of web → `dest` (None: outside), `count` messages.
+fn web_egress(dest: Option<&'static str>, count: u64) -> Option<Expect> {
+    Some(rule(
+        "shop",
+        "web-egress",
+        WEB_EGRESS,
+        "egress",
+        Some(WEB),
+        dest,
+        count,
+    ))
+}
+
+/// shop's default deny of `src` → `dest`: the pod chain only.
+fn deny_ingress(src: Option<&'static str>, dest: &'static str) -> Option<Expect> {
+    Some(chain(rule(
+        "shop",
+        "default-deny-ingress",
+        DENY_INGRESS,
+        "ingress",
+        src,
+        Some(dest),
+        1,
+    )))
 }
 
 impl Expect {
@@ -225,44 +259,44 @@ fn table() -> Vec<Row> {
     vec![
         row("web→db UDP 5432, bridged, ingress drop by db-allow-api (1 accept rule + pod chain)",
             udp(Pod(WEB), Pod(DB), false, 41001, 5432, 1),
-            Some(rule("shop", "db-allow-api", DB_ALLOW_API, "ingress", Some(WEB), Some(DB), 2))),
+            db_allow_api(Some(WEB))),
         row("web→db UDP 5432 over IPv6, bridged",
             udp(Pod(WEB), Pod(DB), true, 41002, 5432, 1),
-            Some(rule("shop", "db-allow-api", DB_ALLOW_API, "ingress", Some(WEB), Some(DB), 2))),
+            db_allow_api(Some(WEB))),
         row("api→db UDP 5432: allowed by db-allow-api", udp(Pod(API), Pod(DB), false, 41003, 5432, 1), None),
         row("api→db TCP SYN 5432: only UDP is allowed",
             syn(Pod(API), Pod(DB), false, 5432),
-            Some(rule("shop", "db-allow-api", DB_ALLOW_API, "ingress", Some(API), Some(DB), 2))),
+            db_allow_api(Some(API))),
         row("web→postgres TCP SYN 5432 (named port pg): truncated prefix, narrowed to the policy selecting postgres",
             syn(Pod(WEB), Pod(PG), false, 5432),
             Some(rule("shop", PG_V1, PG_V1_ONLY, "ingress", Some(WEB), Some(PG), 2))),
         row("api→postgres TCP SYN 5432: allowed by the named port", syn(Pod(API), Pod(PG), false, 5432), None),
         row("web→api UDP 8080: web's egress allows it, api's default deny drops it (pod chain only)",
             udp(Pod(WEB), Pod(API), false, 41007, 8080, 1),
-            Some(chain("shop", "default-deny-ingress", DENY_INGRESS, "ingress", Some(WEB), Some(API)))),
+            deny_ingress(Some(WEB), API)),
         row("web→outside UDP 9999, routed egress drop by web-egress (2 accept rules in IPv4)",
             udp(Pod(WEB), Outside, false, 41008, 9999, 1),
-            Some(rule("shop", "web-egress", WEB_EGRESS, "egress", Some(WEB), None, 3))),
+            web_egress(None, 3)),
         row("web→outside UDP 9999 over IPv6 (the ipBlock is IPv4: 1 accept rule)",
             udp(Pod(WEB), Outside, true, 41009, 9999, 1),
-            Some(rule("shop", "web-egress", WEB_EGRESS, "egress", Some(WEB), None, 2))),
+            web_egress(None, 2)),
         row("outside→db UDP 5432, routed ingress drop",
             udp(Outside, Pod(DB), false, 41010, 5432, 1),
-            Some(rule("shop", "db-allow-api", DB_ALLOW_API, "ingress", None, Some(DB), 2))),
+            db_allow_api(None)),
         row("outside→web TCP SYN 80 over IPv6: default deny (pod chain only)",
             syn(Outside, Pod(WEB), true, 80),
-            Some(chain("shop", "default-deny-ingress", DENY_INGRESS, "ingress", None, Some(WEB)))),
+            deny_ingress(None, WEB)),
         row("web→ClusterIP 10.43.0.10:53/UDP, DNATed to db-0:5432",
             udp(Pod(WEB), ClusterIp, false, 41012, 53, 1),
-            Some(rule("shop", "db-allow-api", DB_ALLOW_API, "ingress", Some(WEB), Some(DB), 2))),
+            db_allow_api(Some(WEB))),
         row("node→db UDP 5432: accepted by \"source is the pod's local node\"", udp(Node, Pod(DB), false, 41013, 5432, 1), None),
         row("node→web UDP 80 over IPv6: accepted likewise", udp(Node, Pod(WEB), true, 41014, 80, 1), None),
         row("web→coredns UDP 53 across namespaces, bridged egress drop by web-egress",
             udp(Pod(WEB), Pod(DNS), false, 41015, 53, 1),
-            Some(rule("shop", "web-egress", WEB_EGRESS, "egress", Some(WEB), Some(DNS), 3))),
+            web_egress(Some(DNS), 3)),
         row("web→coredns UDP 53 over IPv6",
             udp(Pod(WEB), Pod(DNS), true, 41016, 53, 1),
-            Some(rule("shop", "web-egress", WEB_EGRESS, "egress", Some(WEB), Some(DNS), 2))),
+            web_egress(Some(DNS), 2)),
         row("api→coredns UDP 53: allowed (namespaceSelector {} + podSelector)", udp(Pod(API), Pod(DNS), false, 41017, 53, 1), None),
         row("outside→coredns TCP SYN 9153: the excepted address of the ipBlock (3 accept rules in IPv4)",
             syn(Outside, Pod(DNS), false, 9153),
@@ -431,15 +465,7 @@ fn k3s_identical_datagrams_are_separate_events() {
         .annotate(BURST, "1000");
     let mut node = K3sNode::build("same", sc);
     node.start_daemon(CONFIG_WIDE_UNATTRIBUTED);
-    let e = rule(
-        "shop",
-        "db-allow-api",
-        DB_ALLOW_API,
-        "ingress",
-        Some(WEB),
-        Some(DB),
-        2,
-    );
+    let e = db_allow_api(Some(WEB)).unwrap();
     let rows = [
         row(
             "10 identical UDP datagrams web→db, IPv4 ID 0 DF",
@@ -528,14 +554,7 @@ fn k3s_empty_prefix_limits_are_per_pod_chain() {
         .into_iter()
         .filter(|e| e["dest"]["pod"] == json!(WEB))
         .collect();
-    let e = chain(
-        "shop",
-        "default-deny-ingress",
-        DENY_INGRESS,
-        "ingress",
-        None,
-        Some(WEB),
-    );
+    let e = deny_ingress(None, WEB).unwrap();
     let mut failures = Vec::new();
     if api_events != 10 {
         failures.push(format!(

@@ -119,19 +119,10 @@ def ah(nh, spi, seq):
     return Raw(struct.pack("!BBHII", nh, 4, 0, spi, seq) + bytes(range(0xA0, 0xAC)))
 
 
-def v4_mix(src, dst, base_id, ttl=64):
-    """The IPv4 packet list. IDs are base_id + n, so the three phases are distinguishable."""
-    pkts = []
-    n = [0]
-
-    def ip(**kw):
-        n[0] += 1
-        kw.setdefault("ttl", ttl)
-        kw.setdefault("flags", "DF")
-        return IP(src=src, dst=dst, id=base_id + n[0], **kw)
-
-    # TCP flag combinations.
-    tcp_flags = [
+# The TCP flag combinations of each family's mix: (flags, sport, dport, seq, ack, window, urgptr);
+# IPv6's, without the oddities IPv4 also tries, two to a line.
+TCP_FLAGS = {
+    4: [
         ("S", 40000, 80, 1000000, 0, 64240, 0),
         ("SA", 80, 40001, 2000000, 1000001, 65160, 0),
         ("R", 40002, 80, 3000000, 0, 0, 0),
@@ -145,10 +136,56 @@ def v4_mix(src, dst, base_id, ttl=64):
         ("FSRPAUEC", 40010, 8081, 4000600, 5000600, 1026, 4321),  # all flags incl. ECE/CWR
         ("SEC", 40011, 8082, 4000700, 0, 64240, 0),  # ECN setup SYN
         ("F", 40012, 8083, 4294967295, 4294967295, 65535, 0),  # max seq/ack
-    ]
-    for flags, sport, dport, seq, ack, win, urg in tcp_flags:
-        pkts.append(ip() / TCP(sport=sport, dport=dport, seq=seq, ack=ack, window=win,
-                               flags=flags, urgptr=urg, options=[("MSS", 1460)] if "S" in flags else []))
+    ],
+    6: [
+        ("S", 40100, 443, 3000000, 0, 64800, 0), ("SA", 443, 40101, 3100000, 3000001, 64800, 0),
+        ("R", 40102, 443, 3200000, 0, 0, 0), ("FA", 40103, 443, 3300000, 3400000, 500, 0),
+        ("PA", 40104, 443, 3300100, 3400100, 500, 0), ("UA", 40105, 23, 3300200, 3400200, 500, 3),
+        ("", 40106, 23, 3300300, 0, 500, 77), ("FSRPAUEC", 40107, 24, 3300400, 3400400, 500, 8888),
+    ],
+}
+
+
+def numbered(make, field, base, **defaults):
+    """A header maker: make(**kw) with `defaults`, and `field` = base + 1, base + 2, ... (one more
+    per call), each unless given."""
+    n = [0]
+
+    def header(**kw):
+        n[0] += 1
+        for k, v in defaults.items():
+            kw.setdefault(k, v)
+        kw.setdefault(field, base + n[0])
+        return make(**kw)
+
+    return header
+
+
+def tcp_flag_packets(header, rows, mss=False):
+    """header() / TCP for each (flags, sport, dport, seq, ack, window, urgptr) row; with `mss`,
+    SYNs carry an MSS option."""
+    return [header() / TCP(sport=sport, dport=dport, seq=seq, ack=ack, window=win, flags=flags,
+                           urgptr=urg, options=[("MSS", 1460)] if mss and "S" in flags else [])
+            for flags, sport, dport, seq, ack, win, urg in rows]
+
+
+def rule_packets(header, sport, icmp):
+    """One packet per special rule: empty prefix, spaced prefix, mangle mark, truncated UDP (from
+    source ports sport, sport + 1, ...), truncated TCP, truncated ICMP (`icmp`)."""
+    udp = [(PORT_EMPTY_PREFIX, b"empty"), (PORT_SPACED_PREFIX, b"spaced"), (PORT_MANGLE_MARK, b"marked"),
+           (PORT_TRUNC_UDP, b"truncated")]
+    pkts = [header() / UDP(sport=sport + i, dport=port) / Raw(data) for i, (port, data) in enumerate(udp)]
+    pkts.append(header() / TCP(sport=sport + len(udp), dport=PORT_TRUNC_TCP, seq=12, flags="S"))
+    pkts.append(header() / icmp)
+    return pkts
+
+
+def v4_mix(src, dst, base_id, ttl=64):
+    """The IPv4 packet list. IDs are base_id + n, so the three phases are distinguishable."""
+    ip = numbered(lambda **kw: IP(src=src, dst=dst, **kw), "id", base_id, ttl=ttl, flags="DF")
+
+    # TCP flag combinations.
+    pkts = tcp_flag_packets(ip, TCP_FLAGS[4], mss=True)
     # UDP, with payloads of several sizes.
     pkts.append(ip() / UDP(sport=53000, dport=53) / Raw(b"\x12\x34\x01\x00\x00\x01" + b"\x00" * 6))
     pkts.append(ip(flags=0) / UDP(sport=53001, dport=9999) / Raw(b"hello"))
@@ -198,12 +235,7 @@ def v4_mix(src, dst, base_id, ttl=64):
     pkts.append(ip(flags="evil+DF") / UDP(sport=5014, dport=5015))
     pkts.append(ip(ttl=2) / UDP(sport=5016, dport=5017))
     # The prefix/mark/truncation rules.
-    pkts.append(ip() / UDP(sport=5018, dport=PORT_EMPTY_PREFIX) / Raw(b"empty"))
-    pkts.append(ip() / UDP(sport=5019, dport=PORT_SPACED_PREFIX) / Raw(b"spaced"))
-    pkts.append(ip() / UDP(sport=5020, dport=PORT_MANGLE_MARK) / Raw(b"marked"))
-    pkts.append(ip() / UDP(sport=5021, dport=PORT_TRUNC_UDP) / Raw(b"truncated"))
-    pkts.append(ip() / TCP(sport=5022, dport=PORT_TRUNC_TCP, seq=12, flags="S"))
-    pkts.append(ip() / ICMP(type=PORT_TRUNC_ICMP_TYPE, code=0, id=1, seq=2) / Raw(b"\x00" * 4))
+    pkts += rule_packets(ip, 5018, ICMP(type=PORT_TRUNC_ICMP_TYPE, code=0, id=1, seq=2) / Raw(b"\x00" * 4))
     # Fragments: UDP and TCP datagrams cut in three (first / middle / last).
     udp_dgram = IP(src=src, dst=dst, id=base_id + 90, ttl=ttl) / UDP(sport=5030, dport=5031) / \
         Raw(b"ABCDEFGHIJKLMNOPQRSTUVWX")
@@ -216,35 +248,13 @@ def v4_mix(src, dst, base_id, ttl=64):
 
 
 def v6_mix(src, dst, base_flow, hlim=64):
-    pkts = []
-    n = [0]
-
-    def ip6(**kw):
-        n[0] += 1
-        kw.setdefault("hlim", hlim)
-        kw.setdefault("fl", base_flow + n[0])
-        return IPv6(src=src, dst=dst, **kw)
-
-    for flags, sport, dport, seq, ack, win, urg in [
-        ("S", 40100, 443, 3000000, 0, 64800, 0),
-        ("SA", 443, 40101, 3100000, 3000001, 64800, 0),
-        ("R", 40102, 443, 3200000, 0, 0, 0),
-        ("FA", 40103, 443, 3300000, 3400000, 500, 0),
-        ("PA", 40104, 443, 3300100, 3400100, 500, 0),
-        ("UA", 40105, 23, 3300200, 3400200, 500, 3),
-        ("", 40106, 23, 3300300, 0, 500, 77),
-        ("FSRPAUEC", 40107, 24, 3300400, 3400400, 500, 8888),
-    ]:
-        pkts.append(ip6() / TCP(sport=sport, dport=dport, seq=seq, ack=ack, window=win, flags=flags, urgptr=urg))
+    """The IPv6 packet list. Flow labels are base_flow + n unless fixed."""
+    ip6 = numbered(lambda **kw: IPv6(src=src, dst=dst, **kw), "fl", base_flow, hlim=hlim)
+    pkts = tcp_flag_packets(ip6, TCP_FLAGS[6])
     pkts.append(ip6() / UDP(sport=53100, dport=53) / Raw(b"query"))
     pkts.append(ip6(tc=0xB8, fl=0x12345) / UDP(sport=53101, dport=9999) / Raw(b"tc-and-flowlabel"))
     pkts.append(ip6(tc=0xFF, fl=0xFFFFF) / UDP(sport=53102, dport=9998))
-    pkts.append(ip6(fl=0) / UDP(sport=53103, dport=PORT_EMPTY_PREFIX) / Raw(b"empty"))
-    pkts.append(ip6(fl=0) / UDP(sport=53104, dport=PORT_SPACED_PREFIX) / Raw(b"spaced"))
-    pkts.append(ip6(fl=0) / UDP(sport=53105, dport=PORT_MANGLE_MARK) / Raw(b"marked"))
-    pkts.append(ip6(fl=0) / UDP(sport=53106, dport=PORT_TRUNC_UDP) / Raw(b"truncated"))
-    pkts.append(ip6(fl=0) / TCP(sport=53107, dport=PORT_TRUNC_TCP, seq=12, flags="S"))
-    pkts.append(ip6(fl=0) / ICMPv6EchoRequest(type=PORT_TRUNC_ICMP6_TYPE, id=3, seq=4))
+    pkts += rule_packets(lambda: ip6(fl=0), 53103, ICMPv6EchoRequest(type=PORT_TRUNC_ICMP6_TYPE, id=3, seq=4))
     # ICMPv6.
     inner6 = IPv6(src=dst, dst=src, hlim=63) / UDP(sport=33434, dport=33435)
     pkts.append(ip6() / ICMPv6EchoRequest(id=0x1234, seq=1, data=b"ping6"))

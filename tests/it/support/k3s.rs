@@ -471,12 +471,7 @@ fn selects(sel: &Value, labels: &Map<String, Value>) -> bool {
         .flatten()
         .all(|e| {
             let key = e["key"].as_str().unwrap_or("");
-            let values: Vec<&str> = e["values"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
+            let values: Vec<&str> = strs(&e["values"]);
             let have = labels.get(key).and_then(Value::as_str);
             match e["operator"].as_str().unwrap_or("") {
                 "In" => have.is_some_and(|h| values.contains(&h)),
@@ -702,10 +697,7 @@ impl<'a> Firewall<'a> {
             .push(format!("{args} -j MARK --set-xmark 0x10000/0x10000"));
         self.rules
             .push(format!("{args} -m mark --mark 0x10000/0x10000 -j RETURN"));
-        let (ns, name) = (
-            pol["metadata"]["namespace"].as_str().unwrap(),
-            pol["metadata"]["name"].as_str().unwrap(),
-        );
+        let (ns, name) = ns_name(pol);
         let (limit, burst) = nflog_limit(&pol["metadata"]["annotations"]);
         self.rules.push(format!(
             "-A {chain} -m comment --comment \"rule to log dropped traffic\" -m limit --limit {limit} \
@@ -717,18 +709,11 @@ impl<'a> Firewall<'a> {
 
     /// `syncNetworkPolicyChains` for one policy: its chain, sets and rules.
     fn policy_chain(&mut self, pol: &'a Value) {
-        let ns = pol["metadata"]["namespace"].as_str().unwrap();
-        let name = pol["metadata"]["name"].as_str().unwrap();
-        let fam = self.fam;
-        let chain = policy_chain_name(ns, name, fam);
+        let (ns, name) = ns_name(pol);
+        let chain = policy_chain_name(ns, name, self.fam);
         self.chains.push(chain.clone());
         let spec = &pol["spec"];
-        let types: Vec<&str> = spec["policyTypes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
+        let types: Vec<&str> = strs(&spec["policyTypes"]);
         let (ing, egr) = (types.contains(&"Ingress"), types.contains(&"Egress"));
         let (ing, egr) = if !ing && !egr {
             (true, false)
@@ -736,296 +721,229 @@ impl<'a> Firewall<'a> {
             (ing, egr)
         };
         let targets = self.pods_in(ns, &spec["podSelector"]);
-        let target_ips = self.ips_of(&targets);
-        let h = |s: String| hash16(&s);
         if ing {
-            let dst_set = self.set(
-                &format!("KUBE-DST-{}", h(format!("{ns}{name}{}", fam.api()))),
-                "hash:ip",
-                target_ips
-                    .iter()
-                    .map(|ip| format!("{ip} timeout 0"))
-                    .collect(),
-            );
-            let named = Self::named_ports(&targets);
-            let comment_pods =
-                format!("rule to ACCEPT traffic from source pods to dest pods selected by policy name {name} namespace {ns}");
-            let comment_all =
-                format!("rule to ACCEPT traffic from all sources to dest pods selected by policy name: {name} namespace {ns}");
-            let comment_block = format!(
-                "rule to ACCEPT traffic from specified ipBlocks to dest pods selected by policy name: {name} namespace {ns}"
-            );
-            for (idx, rule) in spec["ingress"].as_array().into_iter().flatten().enumerate() {
-                let from: Vec<Value> = rule["from"].as_array().cloned().unwrap_or_default();
-                let match_all_src = from.is_empty();
-                let spec_ports: Vec<Value> = rule["ports"].as_array().cloned().unwrap_or_default();
-                let match_all_ports = spec_ports.is_empty();
-                let (ports, eps) = Self::ports(&spec_ports, &named);
-                let mut src_pods = Vec::new();
-                let mut blocks = Vec::new();
-                for peer in &from {
-                    src_pods.extend(self.peer_pods(ns, peer));
-                    blocks.extend(self.ip_block(peer));
-                }
-                let np_set = |fw: &mut Self, ep_idx: usize, ep: &NamedEp, kind| {
-                    let ips = ep
-                        .ips
-                        .iter()
-                        .filter(|ip| Family::of(ip) == fam)
-                        .map(|ip| format!("{ip} timeout 0"))
-                        .collect();
-                    fw.set(
-                        &format!(
-                            "KUBE-DST-{}",
-                            h(format!(
-                                "{ns}{name}ingressrule{idx}{ep_idx}{}namedport",
-                                fam.api()
-                            ))
-                        ),
-                        kind,
-                        ips,
-                    )
-                };
-                if !src_pods.is_empty() {
-                    let ips = self.ips_of(&src_pods);
-                    let src_set = self.set(
-                        &format!(
-                            "KUBE-SRC-{}",
-                            h(format!("{ns}{name}ingressrule{idx}{}pod", fam.api()))
-                        ),
-                        "hash:ip",
-                        ips.iter().map(|ip| format!("{ip} timeout 0")).collect(),
-                    );
-                    for (p, port, end) in &ports {
-                        self.append(&chain, &comment_pods, &src_set, &dst_set, p, port, end, pol);
-                    }
-                    for (i, ep) in eps.iter().enumerate() {
-                        let s = np_set(self, i, ep, "hash:ip");
-                        self.append(
-                            &chain,
-                            &comment_pods,
-                            &src_set,
-                            &s,
-                            &ep.protocol,
-                            &ep.port,
-                            "",
-                            pol,
-                        );
-                    }
-                    if ports.is_empty() && eps.is_empty() {
-                        self.append(&chain, &comment_pods, &src_set, &dst_set, "", "", "", pol);
-                    }
-                }
-                if match_all_src && !match_all_ports {
-                    for (p, port, end) in &ports {
-                        self.append(&chain, &comment_all, "", &dst_set, p, port, end, pol);
-                    }
-                    for (i, ep) in eps.iter().enumerate() {
-                        let s = np_set(self, i, ep, "hash:ip");
-                        self.append(
-                            &chain,
-                            &comment_all,
-                            "",
-                            &s,
-                            &ep.protocol,
-                            &ep.port,
-                            "",
-                            pol,
-                        );
-                    }
-                }
-                if match_all_src && match_all_ports {
-                    self.append(&chain, &comment_all, "", &dst_set, "", "", "", pol);
-                }
-                if !blocks.is_empty() {
-                    let block_set = self.set(
-                        &format!(
-                            "KUBE-SRC-{}",
-                            h(format!("{ns}{name}ingressrule{idx}{}ipblock", fam.api()))
-                        ),
-                        "hash:net",
-                        blocks,
-                    );
-                    if !match_all_ports {
-                        for (p, port, end) in &ports {
-                            self.append(
-                                &chain,
-                                &comment_block,
-                                &block_set,
-                                &dst_set,
-                                p,
-                                port,
-                                end,
-                                pol,
-                            );
-                        }
-                        for (i, ep) in eps.iter().enumerate() {
-                            let s = np_set(self, i, ep, "hash:net");
-                            self.append(
-                                &chain,
-                                &comment_block,
-                                &block_set,
-                                &s,
-                                &ep.protocol,
-                                &ep.port,
-                                "",
-                                pol,
-                            );
-                        }
-                    } else {
-                        self.append(
-                            &chain,
-                            &comment_block,
-                            &block_set,
-                            &dst_set,
-                            "",
-                            "",
-                            "",
-                            pol,
-                        );
-                    }
-                }
-            }
+            self.direction_rules(pol, Direction::Ingress, &chain, &targets);
         }
         if egr {
-            let src_set = self.set(
-                &format!("KUBE-SRC-{}", h(format!("{ns}{name}{}", fam.api()))),
-                "hash:ip",
-                target_ips
-                    .iter()
-                    .map(|ip| format!("{ip} timeout 0"))
-                    .collect(),
-            );
-            let comment_pods =
-                format!("rule to ACCEPT traffic from source pods to dest pods selected by policy name {name} namespace {ns}");
-            let comment_all = format!(
-                "rule to ACCEPT traffic from source pods to all destinations selected by policy name: {name} namespace {ns}"
-            );
-            let comment_block = format!(
-                "rule to ACCEPT traffic from source pods to specified ipBlocks selected by policy name: {name} namespace {ns}"
-            );
-            for (idx, rule) in spec["egress"].as_array().into_iter().flatten().enumerate() {
-                let to: Vec<Value> = rule["to"].as_array().cloned().unwrap_or_default();
-                let match_all_dst = to.is_empty();
-                let spec_ports: Vec<Value> = rule["ports"].as_array().cloned().unwrap_or_default();
-                let match_all_ports = spec_ports.is_empty();
-                let mut dst_pods = Vec::new();
-                let mut blocks = Vec::new();
-                for peer in &to {
-                    dst_pods.extend(self.peer_pods(ns, peer));
-                    blocks.extend(self.ip_block(peer));
-                }
-                let has_named = spec_ports.iter().any(|p| p["port"].is_string());
-                let named = if match_all_dst && has_named {
+            self.direction_rules(pol, Direction::Egress, &chain, &targets);
+        }
+    }
+
+    /// `processIngressRules` / `processEgressRules`: the rules of one direction of a policy
+    /// whose selected pods are `targets`, rule by rule: from/to peer pods, from/to everything,
+    /// from/to ipBlocks; numeric ports, then named ones.
+    fn direction_rules(
+        &mut self,
+        pol: &Value,
+        dir: Direction,
+        chain: &str,
+        targets: &[&'a KPod<'a>],
+    ) {
+        let (ns, name) = ns_name(pol);
+        let fam = self.fam;
+        let h = |s: String| hash16(&s);
+        let (own_prefix, peer_prefix) = dir.set_prefixes();
+        let target_ips = self.ips_of(targets);
+        let own_set = self.set(
+            &format!("{own_prefix}-{}", h(format!("{ns}{name}{}", fam.api()))),
+            "hash:ip",
+            target_ips
+                .iter()
+                .map(|ip| format!("{ip} timeout 0"))
+                .collect(),
+        );
+        let [comment_pods, comment_all, comment_block] = dir.comments(ns, name);
+        let d = dir.key();
+        for (idx, rule) in pol["spec"][d].as_array().into_iter().flatten().enumerate() {
+            let peers: Vec<Value> = rule[dir.peers_key()]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let match_all_peers = peers.is_empty();
+            let spec_ports: Vec<Value> = rule["ports"].as_array().cloned().unwrap_or_default();
+            let match_all_ports = spec_ports.is_empty();
+            let mut peer_pods = Vec::new();
+            let mut blocks = Vec::new();
+            for peer in &peers {
+                peer_pods.extend(self.peer_pods(ns, peer));
+                blocks.extend(self.ip_block(peer));
+            }
+            // Named ports resolve on the destination side: the selected pods for ingress; for
+            // egress the peer pods, or every pod of the namespace when any destination goes.
+            let named = match dir {
+                Direction::Ingress => Self::named_ports(targets),
+                Direction::Egress
+                    if match_all_peers && spec_ports.iter().any(|p| p["port"].is_string()) =>
+                {
                     Self::named_ports(&self.pods_in(ns, &json!({})))
-                } else {
-                    Self::named_ports(&dst_pods)
-                };
-                let (ports, eps) = Self::ports(&spec_ports, &named);
-                if !dst_pods.is_empty() {
-                    let ips = self.ips_of(&dst_pods);
-                    let dst_set = self.set(
-                        &format!(
-                            "KUBE-DST-{}",
-                            h(format!("{ns}{name}egressrule{idx}{}pod", fam.api()))
-                        ),
-                        "hash:ip",
-                        ips.iter().map(|ip| format!("{ip} timeout 0")).collect(),
-                    );
-                    for (p, port, end) in &ports {
-                        self.append(&chain, &comment_pods, &src_set, &dst_set, p, port, end, pol);
-                    }
-                    for (i, ep) in eps.iter().enumerate() {
+                }
+                Direction::Egress => Self::named_ports(&peer_pods),
+            };
+            let (ports, eps) = Self::ports(&spec_ports, &named);
+            let set_name = |prefix: &str, mid: String, suffix: &str| {
+                format!(
+                    "{prefix}-{}",
+                    h(format!("{ns}{name}{d}rule{idx}{mid}{}{suffix}", fam.api()))
+                )
+            };
+            // The rules between the selected pods and one peer set ("": any peer): one per
+            // numeric port, then one per named port, its endpoints in a set of kind `np_kind`
+            // as the destination (`None`: the bare port, the destination as it is).
+            let emit = |fw: &mut Self,
+                        comment: &str,
+                        peer: &str,
+                        eps: &[NamedEp],
+                        np_kind: Option<&'static str>| {
+                let (src, dst) = dir.orient(&own_set, peer);
+                for (p, port, end) in &ports {
+                    fw.append(chain, comment, src, dst, p, port, end, pol);
+                }
+                for (i, ep) in eps.iter().enumerate() {
+                    let np_set = np_kind.map(|kind| {
                         let ips = ep
                             .ips
                             .iter()
                             .filter(|ip| Family::of(ip) == fam)
                             .map(|ip| format!("{ip} timeout 0"))
                             .collect();
-                        let s = self.set(
-                            &format!(
-                                "KUBE-DST-{}",
-                                h(format!(
-                                    "{ns}{name}egressrule{idx}{i}{}namedport",
-                                    fam.api()
-                                ))
-                            ),
-                            "hash:ip",
-                            ips,
-                        );
-                        self.append(
-                            &chain,
-                            &comment_pods,
-                            &src_set,
-                            &s,
-                            &ep.protocol,
-                            &ep.port,
-                            "",
-                            pol,
-                        );
-                    }
-                    if ports.is_empty() && eps.is_empty() {
-                        self.append(&chain, &comment_pods, &src_set, &dst_set, "", "", "", pol);
-                    }
+                        fw.set(&set_name("KUBE-DST", i.to_string(), "namedport"), kind, ips)
+                    });
+                    let dst = np_set.as_deref().unwrap_or(dst);
+                    fw.append(chain, comment, src, dst, &ep.protocol, &ep.port, "", pol);
                 }
-                if match_all_dst && !match_all_ports {
-                    for (p, port, end) in &ports {
-                        self.append(&chain, &comment_all, &src_set, "", p, port, end, pol);
-                    }
-                    for ep in &eps {
-                        self.append(
-                            &chain,
-                            &comment_all,
-                            &src_set,
-                            "",
-                            &ep.protocol,
-                            &ep.port,
-                            "",
-                            pol,
-                        );
-                    }
+            };
+            // kube-router builds named-port sets for egress only towards peer pods: to any
+            // destination it matches the bare port, to ipBlocks it ignores named ports.
+            let ingress = dir == Direction::Ingress;
+            if !peer_pods.is_empty() {
+                let ips = self.ips_of(&peer_pods);
+                let peer_set = self.set(
+                    &set_name(peer_prefix, String::new(), "pod"),
+                    "hash:ip",
+                    ips.iter().map(|ip| format!("{ip} timeout 0")).collect(),
+                );
+                emit(self, &comment_pods, &peer_set, &eps, Some("hash:ip"));
+                if ports.is_empty() && eps.is_empty() {
+                    let (src, dst) = dir.orient(&own_set, &peer_set);
+                    self.append(chain, &comment_pods, src, dst, "", "", "", pol);
                 }
-                if match_all_dst && match_all_ports {
-                    self.append(&chain, &comment_all, &src_set, "", "", "", "", pol);
-                }
-                if !blocks.is_empty() {
-                    let block_set = self.set(
-                        &format!(
-                            "KUBE-DST-{}",
-                            h(format!("{ns}{name}egressrule{idx}{}ipblock", fam.api()))
-                        ),
-                        "hash:net",
-                        blocks,
-                    );
-                    if !match_all_ports {
-                        for (p, port, end) in &ports {
-                            self.append(
-                                &chain,
-                                &comment_block,
-                                &src_set,
-                                &block_set,
-                                p,
-                                port,
-                                end,
-                                pol,
-                            );
-                        }
-                    } else {
-                        self.append(
-                            &chain,
-                            &comment_block,
-                            &src_set,
-                            &block_set,
-                            "",
-                            "",
-                            "",
-                            pol,
-                        );
-                    }
+            }
+            if match_all_peers && !match_all_ports {
+                emit(self, &comment_all, "", &eps, ingress.then_some("hash:ip"));
+            }
+            if match_all_peers && match_all_ports {
+                let (src, dst) = dir.orient(&own_set, "");
+                self.append(chain, &comment_all, src, dst, "", "", "", pol);
+            }
+            if !blocks.is_empty() {
+                let block_set = self.set(
+                    &set_name(peer_prefix, String::new(), "ipblock"),
+                    "hash:net",
+                    blocks,
+                );
+                if !match_all_ports {
+                    let eps: &[NamedEp] = if ingress { &eps } else { &[] };
+                    emit(self, &comment_block, &block_set, eps, Some("hash:net"));
+                } else {
+                    let (src, dst) = dir.orient(&own_set, &block_set);
+                    self.append(chain, &comment_block, src, dst, "", "", "", pol);
                 }
             }
         }
     }
+}
+
+/// The direction of a policy's rules: what kube-router names and matches differently.
+#[derive(Clone, Copy, PartialEq)]
+enum Direction {
+    Ingress,
+    Egress,
+}
+
+impl Direction {
+    /// The key of the rules in the policy spec, and in set names.
+    fn key(self) -> &'static str {
+        match self {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        }
+    }
+
+    /// The key of a rule's peers.
+    fn peers_key(self) -> &'static str {
+        match self {
+            Direction::Ingress => "from",
+            Direction::Egress => "to",
+        }
+    }
+
+    /// The set name prefixes of the selected pods and of the peers.
+    fn set_prefixes(self) -> (&'static str, &'static str) {
+        match self {
+            Direction::Ingress => ("KUBE-DST", "KUBE-SRC"),
+            Direction::Egress => ("KUBE-SRC", "KUBE-DST"),
+        }
+    }
+
+    /// `(source, destination)` of a rule between the selected pods' set and a peer set.
+    fn orient<'s>(self, own: &'s str, peer: &'s str) -> (&'s str, &'s str) {
+        match self {
+            Direction::Ingress => (peer, own),
+            Direction::Egress => (own, peer),
+        }
+    }
+
+    /// kube-router's comments of the accept rules from/to peer pods, everything, ipBlocks.
+    fn comments(self, ns: &str, name: &str) -> [String; 3] {
+        let by = |what: &str, sep: &str| {
+            format!(
+                "rule to ACCEPT traffic {what} selected by policy name{sep} {name} namespace {ns}"
+            )
+        };
+        match self {
+            Direction::Ingress => [
+                by("from source pods to dest pods", ""),
+                by("from all sources to dest pods", ":"),
+                by("from specified ipBlocks to dest pods", ":"),
+            ],
+            Direction::Egress => [
+                by("from source pods to dest pods", ""),
+                by("from source pods to all destinations", ":"),
+                by("from source pods to specified ipBlocks", ":"),
+            ],
+        }
+    }
+}
+
+/// A veth pair: `(name, namespace, MAC address unless the kernel's)` of one end, `(name,
+/// namespace, MAC address)` of the other.
+fn veth(a: (&str, &str, Option<&str>), b: (&str, &str, &str)) {
+    let mut cmd = Command::new("ip");
+    cmd.args(["link", "add", a.0, "netns", a.1]);
+    if let Some(mac) = a.2 {
+        cmd.args(["address", mac]);
+    }
+    cmd.args([
+        "type", "veth", "peer", "name", b.0, "netns", b.1, "address", b.2,
+    ]);
+    run(&mut cmd);
+}
+
+/// A JSON array's strings (nothing for anything else).
+fn strs(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
+/// An object's `(namespace, name)`.
+fn ns_name(obj: &Value) -> (&str, &str) {
+    (
+        obj["metadata"]["namespace"].as_str().unwrap(),
+        obj["metadata"]["name"].as_str().unwrap(),
+    )
 }
 
 fn policy_chain_name(ns: &str, name: &str, fam: Family) -> String {
@@ -1081,19 +999,11 @@ fn filter_table(objs: &Objects, fam: Family) -> (String, BTreeMap<String, IpSet>
         let mut inserted: Vec<String> = Vec::new();
         let (mut has_ingress, mut has_egress) = (false, false);
         for pol in &objs.policies {
-            let (ns, name) = (
-                pol["metadata"]["namespace"].as_str().unwrap(),
-                pol["metadata"]["name"].as_str().unwrap(),
-            );
+            let (ns, name) = ns_name(pol);
             if ns != p.ns || !selects(&pol["spec"]["podSelector"], &p.labels) {
                 continue;
             }
-            let types: Vec<&str> = pol["spec"]["policyTypes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
+            let types: Vec<&str> = strs(&pol["spec"]["policyTypes"]);
             let chain = policy_chain_name(ns, name, fam);
             let comment = format!("-m comment --comment \"run through nw policy {name}\"");
             let (i, e) = (types.contains(&"Ingress"), types.contains(&"Egress"));
@@ -1411,24 +1321,10 @@ impl K3sNode {
 
         // Outside.
         me.sb.netns_named(me.outside.clone());
-        run(Command::new("ip").args([
-            "link",
-            "add",
-            "uplink",
-            "netns",
-            &node,
-            "address",
-            "02:64:00:00:00:01",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            &me.outside,
-            "address",
-            "02:64:00:00:00:02",
-        ]));
+        veth(
+            ("uplink", &node, Some("02:64:00:00:00:01")),
+            ("eth0", &me.outside, "02:64:00:00:00:02"),
+        );
         ip_batch(
             &node,
             "addr add 192.168.100.1/24 dev uplink\n\
@@ -1457,22 +1353,7 @@ impl K3sNode {
             let ns = format!("k3p-{tag}-{}-{pid}", p.host);
             me.sb.netns_named(ns.clone());
             let host_if = format!("veth{:02x}", p.host);
-            run(Command::new("ip").args([
-                "link",
-                "add",
-                &host_if,
-                "netns",
-                &node,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                &ns,
-                "address",
-                &p.mac(),
-            ]));
+            veth((&host_if, &node, None), ("eth0", &ns, &p.mac()));
             ip_batch(
                 &node,
                 &format!("link set {host_if} master cni0\nlink set {host_if} up\n"),
@@ -1541,83 +1422,24 @@ impl K3sNode {
     /// Each match and target kube-router's rules use, tried once in a scratch chain, so a
     /// missing kernel feature is named instead of failing inside `iptables-restore`.
     fn probe_features(&self) {
-        let probes: &[(&str, &str, &[&str])] = &[
-            (
-                "physdev match (xt_physdev, bridge netfilter)",
-                "iptables",
-                &["-m", "physdev", "--physdev-is-bridged"],
-            ),
-            (
-                "ipset match (xt_set)",
-                "iptables",
-                &["-m", "set", "--match-set", "NFTEST-PROBE", "src"],
-            ),
-            (
-                "addrtype match (xt_addrtype)",
-                "iptables",
-                &["-m", "addrtype", "--src-type", "LOCAL"],
-            ),
-            (
-                "conntrack match (xt_conntrack)",
-                "iptables",
-                &["-m", "conntrack", "--ctstate", "INVALID"],
-            ),
-            (
-                "mark match (xt_mark)",
-                "iptables",
-                &["-m", "mark", "!", "--mark", "0x10000/0x10000"],
-            ),
-            (
-                "limit match (xt_limit)",
-                "iptables",
-                &["-m", "limit", "--limit", "10/minute", "--limit-burst", "10"],
-            ),
-            (
-                "comment match (xt_comment)",
-                "iptables",
-                &["-m", "comment", "--comment", "probe"],
-            ),
-            (
-                "multiport match (xt_multiport)",
-                "iptables",
-                &["-p", "tcp", "-m", "multiport", "--dports", "1:2"],
-            ),
-            (
-                "NFLOG target (xt_NFLOG)",
-                "iptables",
-                &["-j", "NFLOG", "--nflog-group", "100"],
-            ),
-            ("REJECT target", "iptables", &["-j", "REJECT"]),
-            (
-                "MARK target",
-                "iptables",
-                &["-j", "MARK", "--set-xmark", "0x10000/0x10000"],
-            ),
-            (
-                "IPv6 physdev match",
-                "ip6tables",
-                &["-m", "physdev", "--physdev-is-bridged"],
-            ),
-            (
-                "IPv6 NFLOG target",
-                "ip6tables",
-                &["-j", "NFLOG", "--nflog-group", "100"],
-            ),
-            (
-                "IPv6 hl match (ip6t_hl)",
-                "ip6tables",
-                &[
-                    "-p",
-                    "icmpv6",
-                    "--icmpv6-type",
-                    "142",
-                    "-m",
-                    "hl",
-                    "--hl-eq",
-                    "255",
-                ],
-            ),
-            ("IPv6 REJECT target", "ip6tables", &["-j", "REJECT"]),
+        // (feature, tool, the match or target: arguments split on blanks)
+        #[rustfmt::skip]
+        let probes: &[(&str, &str, &str)] = &[
+            ("physdev match (xt_physdev, bridge netfilter)",  "iptables",  "-m physdev --physdev-is-bridged"),
+            ("ipset match (xt_set)",                          "iptables",  "-m set --match-set NFTEST-PROBE src"),
+            ("addrtype match (xt_addrtype)",                  "iptables",  "-m addrtype --src-type LOCAL"),
+            ("conntrack match (xt_conntrack)",                "iptables",  "-m conntrack --ctstate INVALID"),
+            ("mark match (xt_mark)",                          "iptables",  "-m mark ! --mark 0x10000/0x10000"),
+            ("limit match (xt_limit)",                        "iptables",  "-m limit --limit 10/minute --limit-burst 10"),
+            ("comment match (xt_comment)",                    "iptables",  "-m comment --comment probe"),
+            ("multiport match (xt_multiport)",                "iptables",  "-p tcp -m multiport --dports 1:2"),
+            ("NFLOG target (xt_NFLOG)",                       "iptables",  "-j NFLOG --nflog-group 100"),
+            ("REJECT target",                                 "iptables",  "-j REJECT"),
+            ("MARK target",                                   "iptables",  "-j MARK --set-xmark 0x10000/0x10000"),
+            ("IPv6 physdev match",                            "ip6tables", "-m physdev --physdev-is-bridged"),
+            ("IPv6 NFLOG target",                             "ip6tables", "-j NFLOG --nflog-group 100"),
+            ("IPv6 hl match (ip6t_hl)",                       "ip6tables", "-p icmpv6 --icmpv6-type 142 -m hl --hl-eq 255"),
+            ("IPv6 REJECT target",                            "ip6tables", "-j REJECT"),
         ];
         let ns = self.node_ns();
         let ok = |args: &[&str]| {
@@ -1644,12 +1466,11 @@ impl K3sNode {
         }
         for (feature, tool, m) in probes {
             let mut args = vec![*tool, "-A", "NFTEST-PROBE"];
-            args.extend_from_slice(m);
+            args.extend(m.split_whitespace());
             let (fine, err) = ok(&args);
             assert!(
                 fine,
-                "kernel feature missing: {feature} ({tool} {}): {err}",
-                m.join(" ")
+                "kernel feature missing: {feature} ({tool} {m}): {err}"
             );
         }
         for tool in ["iptables", "ip6tables"] {

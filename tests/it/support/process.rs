@@ -1,8 +1,8 @@
-//! Running commands and child processes: checked output, lossy file reads, signals by PID, and
-//! [`Proc`], a child that is killed (by PID) when dropped.
+//! Running commands and child processes: checked output (with a time limit if need be), lossy
+//! file reads, signals by PID, and [`Proc`], a child that is killed (by PID) when dropped.
 
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -34,6 +34,53 @@ pub(crate) fn run_stdin(cmd: &mut Command, input: &str) -> String {
         .write_all(input.as_bytes())
         .expect("write stdin");
     let out = child.wait_with_output().expect("wait");
+    check(cmd, out)
+}
+
+/// Runs `cmd` (stdin closed) to completion within `limit`, killing it and panicking with what
+/// it printed past that: its output, whatever its status.
+pub(crate) fn output_within(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let t_out = drain(Box::new(child.stdout.take().unwrap()));
+    let t_err = drain(Box::new(child.stderr.take().unwrap()));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{cmd:?} did not finish within {limit:?}; stdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&t_out.join().unwrap()),
+                String::from_utf8_lossy(&t_err.join().unwrap())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: t_out.join().unwrap(),
+        stderr: t_err.join().unwrap(),
+    }
+}
+
+/// [`run`] within `limit` ([`output_within`]).
+pub(crate) fn run_within(cmd: &mut Command, limit: Duration) -> String {
+    let out = output_within(cmd, limit);
     check(cmd, out)
 }
 
