@@ -1,24 +1,33 @@
-//! Memory of the attribution index at scale: 100,000 pods and 10,000 NetworkPolicies fed through
-//! the same event functions the watchers use, then the process's resident memory
-//! (`VmRSS` from /proc/self/status). Fails (exit 1) above the budget of 100 MiB.
+//! Memory of the attribution index at scale: 100,000 pods, 10,000 NetworkPolicies, 10,000
+//! Services with 20,000 EndpointSlices and 1,000 Nodes fed through the same event functions the
+//! watchers use, then the process's resident memory (`VmRSS` from /proc/self/status). Fails
+//! (exit 1) above the budget of 100 MiB.
 //!
 //! Run: `cargo bench --bench kube_memory` (harness = false). Objects are shaped like a K3s
 //! cluster's: 1,000 namespaces of 10 Deployments × 10 dual-stack pods, each pod with four labels
-//! and a ReplicaSet owner; 10 policies per namespace, half of them with limit annotations.
-//! Every object is built, fed and dropped one at a time, as the watcher does with each event.
+//! and a ReplicaSet owner; 10 policies per namespace, half of them with limit annotations; one
+//! dual-stack Service per Deployment (two named ports, every tenth a NodePort) with an IPv4 and
+//! an IPv6 EndpointSlice holding its 10 pods (200,000 endpoint addresses); 1,000 nodes with two
+//! addresses and a pod CIDR per family. Every object is built, fed and dropped one at a time, as
+//! the watcher does with each event. RSS is shown after the pods and policies alone, then with
+//! everything.
 
 use std::time::Instant;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::watcher::Event;
 use netpol_nflog::attribute::index::Index;
-use netpol_nflog::attribute::Attribution;
+use netpol_nflog::attribute::{Attribution, Flow};
 use serde_json::json;
 
 const PODS: usize = 100_000;
 const POLICIES: usize = 10_000;
 const NAMESPACES: usize = 1_000;
+/// One per Deployment.
+const SERVICES: usize = 10_000;
+const NODES: usize = 1_000;
 const BUDGET_MIB: f64 = 100.0;
 
 fn main() {
@@ -35,6 +44,24 @@ fn main() {
         index.pod_event(&Event::InitApply(pod(i)));
     }
     index.pod_event(&Event::InitDone);
+    let pods_and_policies = status_kib("VmRSS");
+    index.service_event(&Event::Init);
+    for i in 0..SERVICES {
+        index.service_event(&Event::InitApply(service(i)));
+    }
+    index.service_event(&Event::InitDone);
+    index.endpoint_slice_event(&Event::Init);
+    for i in 0..SERVICES {
+        for v6 in [false, true] {
+            index.endpoint_slice_event(&Event::InitApply(endpoint_slice(i, v6)));
+        }
+    }
+    index.endpoint_slice_event(&Event::InitDone);
+    index.node_event(&Event::Init);
+    for i in 0..NODES {
+        index.node_event(&Event::InitApply(node(i)));
+    }
+    index.node_event(&Event::InitDone);
     let elapsed = t0.elapsed();
 
     // Use the index so nothing is optimised away, and show it answers.
@@ -43,6 +70,15 @@ fn main() {
         None,
         Some(ip(PODS - 1)),
     );
+    // And the Service of a pod, by its endpoints.
+    let flow = Flow {
+        src: Some(ip(0)),
+        dst: Some(ip(PODS - 1)),
+        protocol: Some(6),
+        dst_port: Some(8080),
+        ..Flow::default()
+    };
+    let services = index.dest_services(&flow);
     let counts = index.counts();
     let rss = status_kib("VmRSS");
     let hwm = status_kib("VmHWM");
@@ -52,11 +88,14 @@ fn main() {
         "candidates for the last pod: {}",
         ctx.map_or(0, |c| c.policies.len())
     );
+    println!("services of the last pod: {services:?}");
+    assert_eq!(services.len(), 1, "the last pod is behind one Service");
     println!(
-        "VmRSS {:.1} MiB (before loading {:.1} MiB, index ~{:.1} MiB), VmHWM {:.1} MiB, budget {BUDGET_MIB} MiB",
+        "VmRSS {:.1} MiB (before loading {:.1} MiB, index ~{:.1} MiB; pods and policies alone {:.1} MiB), VmHWM {:.1} MiB, budget {BUDGET_MIB} MiB",
         mib(rss),
         mib(before),
         mib(rss.saturating_sub(before)),
+        mib(pods_and_policies),
         mib(hwm)
     );
     drop(index);
@@ -81,6 +120,10 @@ fn uid(kind: u8, i: usize) -> String {
 
 fn ip(i: usize) -> std::net::IpAddr {
     std::net::Ipv4Addr::from(0x0a00_0000u32 + i as u32).into()
+}
+
+fn v6_ip(i: usize) -> String {
+    format!("fd00:10::{:x}:{:x}", i >> 16, i & 0xffff)
 }
 
 fn policy(i: usize) -> NetworkPolicy {
@@ -116,7 +159,75 @@ fn pod(i: usize) -> Pod {
         },
         "spec": {"nodeName": format!("node-{:03}", i % 100), "containers": [{"name": "app", "image": "registry.local/app:1"}]},
         "status": {"phase": "Running", "podIP": ip(i).to_string(),
-                   "podIPs": [{"ip": ip(i).to_string()}, {"ip": format!("fd00:10::{:x}:{:x}", i >> 16, i & 0xffff)}]}
+                   "podIPs": [{"ip": ip(i).to_string()}, {"ip": v6_ip(i)}]}
+    }))
+    .unwrap_or_default()
+}
+
+/// Pod `i`'s Deployment: `(namespace, name)`; Service `i` is the Deployment's, and its pods are
+/// `i + k × SERVICES` (see [`pod`]).
+fn deployment(i: usize) -> (String, String) {
+    (
+        format!("team-{:04}", i % NAMESPACES),
+        format!("service-{}", (i / NAMESPACES) % 10),
+    )
+}
+
+fn service(i: usize) -> Service {
+    let (ns, name) = deployment(i);
+    let mut ports = vec![
+        json!({"name": "http", "protocol": "TCP", "port": 80, "targetPort": 8080}),
+        json!({"name": "metrics", "protocol": "TCP", "port": 9090, "targetPort": "metrics"}),
+    ];
+    if i % 10 == 0 {
+        ports[0]["nodePort"] = json!(30000 + i / 10);
+    }
+    let v4 = format!("10.43.{}.{}", i >> 8, i & 0xff);
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": ns, "uid": uid(4, i), "resourceVersion": "1",
+                     "labels": {"app": name, "team": ns}},
+        "spec": {"type": if i % 10 == 0 { "NodePort" } else { "ClusterIP" },
+                 "clusterIP": v4, "clusterIPs": [v4, format!("fd00:43::{:x}", i)],
+                 "ipFamilies": ["IPv4", "IPv6"], "ipFamilyPolicy": "PreferDualStack",
+                 "selector": {"app": name}, "ports": ports}
+    }))
+    .unwrap_or_default()
+}
+
+fn endpoint_slice(i: usize, v6: bool) -> EndpointSlice {
+    let (ns, name) = deployment(i);
+    let endpoints: Vec<_> = (0..PODS / SERVICES)
+        .map(|k| {
+            let p = i + k * SERVICES;
+            let addr = if v6 { v6_ip(p) } else { ip(p).to_string() };
+            json!({"addresses": [addr], "conditions": {"ready": true, "serving": true, "terminating": false},
+                   "nodeName": format!("node-{:03}", p % 100),
+                   "targetRef": {"kind": "Pod", "namespace": ns, "name": format!("{name}-{:05x}", p), "uid": uid(2, p)}})
+        })
+        .collect();
+    serde_json::from_value(json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": format!("{name}-{}{:05x}", if v6 { "6" } else { "4" }, i), "namespace": ns,
+                     "uid": uid(if v6 { 6 } else { 5 }, i), "resourceVersion": "1",
+                     "labels": {"kubernetes.io/service-name": name, "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}},
+        "addressType": if v6 { "IPv6" } else { "IPv4" },
+        "endpoints": endpoints,
+        "ports": [{"name": "http", "protocol": "TCP", "port": 8080}, {"name": "metrics", "protocol": "TCP", "port": 9090}]
+    }))
+    .unwrap_or_default()
+}
+
+fn node(i: usize) -> Node {
+    let name = format!("node-{:03}", i);
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "uid": uid(7, i), "resourceVersion": "1", "labels": {"kubernetes.io/hostname": name}},
+        "spec": {"podCIDR": format!("10.{}.{}.0/24", 64 + (i >> 8), i & 0xff),
+                 "podCIDRs": [format!("10.{}.{}.0/24", 64 + (i >> 8), i & 0xff), format!("fd00:42:{:x}::/64", i)]},
+        "status": {"addresses": [{"type": "InternalIP", "address": format!("192.168.{}.{}", i >> 8, i & 0xff)},
+                                 {"type": "InternalIP", "address": format!("fd00:ff::{:x}", i)},
+                                 {"type": "Hostname", "address": name}]}
     }))
     .unwrap_or_default()
 }

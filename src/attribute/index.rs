@@ -1,7 +1,7 @@
 //! The attribution index: what the daemon knows of the cluster, kept small.
 //!
-//! In: watch events for NetworkPolicies, Pods and Namespaces (fed by [`super::kube`], or by tests
-//! and benches directly). Out: [`Index::resolve_flow`], which turns an NFLOG prefix and a
+//! In: watch events for NetworkPolicies, Pods and Namespaces, and for Services, EndpointSlices
+//! and Nodes ([`peers`]) (fed by [`super::kube`], or by tests and benches directly). Out: [`Index::resolve_flow`], which turns an NFLOG prefix and a
 //! [`Flow`] into a [`KubeContext`] (the decision rules are in the [`super`] module
 //! documentation), and the per-policy limits the annotations ask for.
 //!
@@ -18,7 +18,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
@@ -83,6 +83,11 @@ pub struct Counts {
     pub pods: usize,
     pub pod_ips: usize,
     pub namespaces: usize,
+    pub services: usize,
+    pub endpoint_slices: usize,
+    /// Addresses held by the EndpointSlices (an address in two slices counts twice).
+    pub endpoint_addresses: usize,
+    pub nodes: usize,
     pub interned_strings: usize,
     pub interned_label_sets: usize,
 }
@@ -199,6 +204,66 @@ impl Interner {
     }
 }
 
+/// A map by IP address, one table per family: an `IpAddr` key takes 17 bytes and pads the
+/// entry, an `Ipv4Addr` 4 and an `Ipv6Addr` 16 (a third less memory for the pod and endpoint
+/// addresses, the largest tables).
+struct IpMap<V> {
+    v4: HashMap<Ipv4Addr, V>,
+    v6: HashMap<Ipv6Addr, V>,
+}
+
+impl<V> Default for IpMap<V> {
+    fn default() -> Self {
+        IpMap {
+            v4: HashMap::new(),
+            v6: HashMap::new(),
+        }
+    }
+}
+
+impl<V> IpMap<V> {
+    fn get(&self, ip: &IpAddr) -> Option<&V> {
+        match ip {
+            IpAddr::V4(a) => self.v4.get(a),
+            IpAddr::V6(a) => self.v6.get(a),
+        }
+    }
+
+    fn get_mut(&mut self, ip: &IpAddr) -> Option<&mut V> {
+        match ip {
+            IpAddr::V4(a) => self.v4.get_mut(a),
+            IpAddr::V6(a) => self.v6.get_mut(a),
+        }
+    }
+
+    fn insert(&mut self, ip: IpAddr, v: V) -> Option<V> {
+        match ip {
+            IpAddr::V4(a) => self.v4.insert(a, v),
+            IpAddr::V6(a) => self.v6.insert(a, v),
+        }
+    }
+
+    fn remove(&mut self, ip: &IpAddr) -> Option<V> {
+        match ip {
+            IpAddr::V4(a) => self.v4.remove(a),
+            IpAddr::V6(a) => self.v6.remove(a),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.v4.len() + self.v6.len()
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.v4.is_empty() && self.v6.is_empty()
+    }
+
+    fn values(&self) -> impl Iterator<Item = &V> {
+        self.v4.values().chain(self.v6.values())
+    }
+}
+
 /// Removals between two interner sweeps outside relists: amortises the sweep's full scan.
 const GC_EVERY: u32 = 4096;
 
@@ -212,9 +277,11 @@ pub struct Index {
     by_key: HashMap<Arc<str>, Vec<Uid>>,
     by_namespace: HashMap<Arc<str>, Vec<Uid>>,
     pods: Store<PodEntry>,
-    by_ip: HashMap<IpAddr, Arc<PodEntry>>,
+    by_ip: IpMap<Arc<PodEntry>>,
     namespaces: Store<(Arc<str>, Labels)>,
     namespace_by_name: HashMap<Arc<str>, Uid>,
+    /// Services, EndpointSlices and Nodes: see [`peers`].
+    peers: peers::Peers,
     /// The node whose pod chains this daemon sees; `None`: every known pod counts as local.
     local_node: Option<Arc<str>>,
     /// Bumped by every change, so readers can cache what they resolved.
@@ -237,6 +304,10 @@ impl Index {
             pods: self.pods.items.len(),
             pod_ips: self.by_ip.len(),
             namespaces: self.namespaces.items.len(),
+            services: self.peers.services.items.len(),
+            endpoint_slices: self.peers.slices.items.len(),
+            endpoint_addresses: self.endpoint_addresses(),
+            nodes: self.peers.nodes.items.len(),
             interned_strings: self.strings.0.len(),
             interned_label_sets: self.strings.1.len(),
         }
@@ -584,6 +655,7 @@ impl Index {
         self.removals_since_gc += 1;
         if self.removals_since_gc >= GC_EVERY {
             self.removals_since_gc = 0;
+            self.peers.gc();
             self.strings.gc();
         }
     }
@@ -606,14 +678,15 @@ impl Index {
         let flow = Flow {
             src,
             dst,
-            protocol: None,
-            dst_port: None,
+            ..Flow::default()
         };
         self.resolve_flow(attribution, &flow)
     }
 
     /// Attributes one NFLOG message. `None` when the index knows nothing about it (no policy
-    /// named, no known pod); a `DROP by policy` prefix always gets a context, resolved or not.
+    /// named, no known pod, node or Service); a `DROP by policy` prefix always gets a context,
+    /// resolved or not. Besides the pods, it names the node behind an address that is not a
+    /// pod's and the Services the client aimed at (see [`peers`]).
     /// See the module documentation of [`super`] for the decision rules.
     pub fn resolve_flow(&self, attribution: &Attribution<'_>, flow: &Flow) -> Option<KubeContext> {
         let packet = Packet {
@@ -626,7 +699,16 @@ impl Index {
             dest: packet.dst.map(|p| p.meta.clone()),
             ..KubeContext::default()
         };
+        let node = |pod: Option<&PodEntry>, ip: Option<IpAddr>| match pod {
+            Some(_) => None,
+            None => ip.and_then(|ip| self.node_by_ip(ip)),
+        };
+        ctx.src_node = node(packet.src, flow.src);
+        ctx.dest_node = node(packet.dst, flow.dst);
+        ctx.dest_services = self.dest_services(flow);
         let known = ctx.src.is_some() || ctx.dest.is_some();
+        let peers_known =
+            ctx.src_node.is_some() || ctx.dest_node.is_some() || !ctx.dest_services.is_empty();
         let (direction, found) = match attribution.source {
             PolicySource::PolicyRule => {
                 let key = attribution
@@ -637,7 +719,7 @@ impl Index {
             }
             PolicySource::PodChain if known => self.pod_chain_candidates(&packet),
             PolicySource::PodChain | PolicySource::Custom => {
-                return known.then_some(ctx);
+                return (known || peers_known).then_some(ctx);
             }
         };
         ctx.direction = direction;
@@ -1012,5 +1094,6 @@ fn workload<'a>(pod: &'a str, owners: &'a [OwnerReference], labels: &Labels) -> 
     }
 }
 
+mod peers;
 #[cfg(test)]
 mod tests;

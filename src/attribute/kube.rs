@@ -3,8 +3,10 @@
 //! In: a `kube::Client`. Out: a [`KubeHandle`] with the shared index, a channel of per-policy
 //! limit changes, and a [`WatchState`] for readiness and metrics.
 //!
-//! Three `kube::runtime::watcher` streams (NetworkPolicies and Namespaces cluster-wide, Pods on
-//! this node unless asked for all) run as tasks. Each event is turned into the index's compact
+//! Six `kube::runtime::watcher` streams (NetworkPolicies, Namespaces, Services, EndpointSlices
+//! and Nodes cluster-wide, Pods on this node unless asked for all) run as tasks. Services and
+//! EndpointSlices are cluster-wide because a pod of this node may send to any Service, and
+//! kube-proxy's translation shows only the remote endpoint. Each event is turned into the index's compact
 //! form at once; the full objects are never stored, unlike a reflector's. The watcher relists
 //! on `410 Gone` and resumes dropped watches itself; `default_backoff` spaces out retries when
 //! the API server is unreachable. [`start`] returns before the first list: logging never
@@ -15,7 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
@@ -100,26 +103,32 @@ impl ResourceState {
     }
 }
 
-/// The health of the three watchers.
+/// The health of the six watchers.
 #[derive(Debug, Default)]
 pub struct WatchState {
     pub policies: ResourceState,
     pub pods: ResourceState,
     pub namespaces: ResourceState,
+    pub services: ResourceState,
+    pub endpoint_slices: ResourceState,
+    pub nodes: ResourceState,
 }
 
 impl WatchState {
-    /// All three resources have been listed once: attribution is complete.
+    /// Every resource has been listed once: attribution is complete.
     pub fn synced(&self) -> bool {
         self.resources().iter().all(|(_, r)| r.synced())
     }
 
-    /// Each resource with a fixed name for metrics labels.
-    pub fn resources(&self) -> [(&'static str, &ResourceState); 3] {
+    /// Each resource with a fixed name for metrics labels (the API's plural).
+    pub fn resources(&self) -> [(&'static str, &ResourceState); 6] {
         [
             ("networkpolicies", &self.policies),
             ("pods", &self.pods),
             ("namespaces", &self.namespaces),
+            ("services", &self.services),
+            ("endpointslices", &self.endpoint_slices),
+            ("nodes", &self.nodes),
         ]
     }
 }
@@ -179,12 +188,39 @@ pub async fn start(client: Client, node_name: Option<String>, watch_all_pods: bo
             },
         )),
         tokio::spawn(run(
-            Api::<Namespace>::all(client),
+            Api::<Namespace>::all(client.clone()),
             watcher::Config::default(),
             feed(|s| &s.namespaces, None),
             |idx: &mut Index, ev: &Event<Namespace>| {
                 idx.namespace_event(ev);
                 (idx.counts().namespaces, PolicyUpdate::default())
+            },
+        )),
+        tokio::spawn(run(
+            Api::<Service>::all(client.clone()),
+            watcher::Config::default(),
+            feed(|s| &s.services, None),
+            |idx: &mut Index, ev: &Event<Service>| {
+                idx.service_event(ev);
+                (idx.counts().services, PolicyUpdate::default())
+            },
+        )),
+        tokio::spawn(run(
+            Api::<EndpointSlice>::all(client.clone()),
+            watcher::Config::default(),
+            feed(|s| &s.endpoint_slices, None),
+            |idx: &mut Index, ev: &Event<EndpointSlice>| {
+                idx.endpoint_slice_event(ev);
+                (idx.counts().endpoint_slices, PolicyUpdate::default())
+            },
+        )),
+        tokio::spawn(run(
+            Api::<Node>::all(client),
+            watcher::Config::default(),
+            feed(|s| &s.nodes, None),
+            |idx: &mut Index, ev: &Event<Node>| {
+                idx.node_event(ev);
+                (idx.counts().nodes, PolicyUpdate::default())
             },
         )),
     ];

@@ -42,6 +42,16 @@
 //!   the direction is unknown and the candidates are the union.
 //! - `resolved` means exactly one candidate remains.
 //!
+//! # Beyond the pods
+//!
+//! The context also names what else an address is ([`index`]'s `peers` module has the rules):
+//! the node whose own address it is when it is no pod's ([`KubeContext::src_node`],
+//! [`KubeContext::dest_node`]: kubelet probes, hostNetwork pods), and the Services the client
+//! aimed at ([`KubeContext::dest_services`], [`ServiceHit`]): from conntrack's original
+//! destination when the daemon has it (ClusterIP or NodePort), from the packet itself when it
+//! still goes to a ClusterIP, else inferred from the EndpointSlices holding the destination.
+//! [`addr::AddrClass`] classifies any address (public, private, …) without the API.
+//!
 //! # Limits
 //!
 //! - At the commit linked, the `DROP by policy` rule follows *each* accept rule of the policy
@@ -57,6 +67,7 @@
 //! [policy.go]: https://github.com/k3s-io/kube-router/blob/a6292236c3fdbe726bf4e9c9ff8dccef62169650/pkg/controllers/netpol/policy.go
 //! [utils.go]: https://github.com/k3s-io/kube-router/blob/5f0697bb4c891f1b1218361f9ceb68dac1724253/pkg/controllers/netpol/utils.go
 
+pub mod addr;
 pub mod ifname;
 pub mod index;
 pub mod kube;
@@ -64,7 +75,7 @@ pub mod rules;
 pub mod selector;
 pub mod snapshot;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -151,6 +162,10 @@ pub struct Flow {
     pub dst: Option<IpAddr>,
     pub protocol: Option<u8>,
     pub dst_port: Option<u16>,
+    /// The destination the client sent the packet to, from the conntrack entry NFLOG attached
+    /// (its original tuple): a Service's ClusterIP:port or a NodePort before kube-proxy's DNAT.
+    /// `None` when the kernel attached no entry.
+    pub orig_dst: Option<SocketAddr>,
 }
 
 /// Traffic direction relative to the pod the policy protects.
@@ -191,6 +206,55 @@ pub struct KubeContext {
     pub direction: Option<Direction>,
     pub src: Option<Arc<PodMeta>>,
     pub dest: Option<Arc<PodMeta>>,
+    /// The node whose own address the source is (kubelet probes, hostNetwork pods), when it is
+    /// not a known pod.
+    pub src_node: Option<Arc<str>>,
+    /// The node whose own address the destination is, when it is not a known pod.
+    pub dest_node: Option<Arc<str>>,
+    /// The Services the client aimed at (see [`ServiceHit`]); sorted, empty when none.
+    pub dest_services: Vec<ServiceHit>,
+}
+
+/// How the index knows that the client aimed at a Service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServiceVia {
+    /// The conntrack entry's original destination was the Service's ClusterIP and port.
+    ClusterIp,
+    /// The conntrack entry's original destination port was the Service's NodePort (on any
+    /// address), and kube-proxy translated it.
+    NodePort,
+    /// The packet itself still goes to the ClusterIP: no DNAT happened before the filter.
+    Untranslated,
+    /// Inferred: the destination address and port are an endpoint of the Service (its
+    /// EndpointSlices, ready or not). The client may also have addressed the pod directly.
+    Endpoints,
+}
+
+impl ServiceVia {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceVia::ClusterIp => "cluster-ip",
+            ServiceVia::NodePort => "node-port",
+            ServiceVia::Untranslated => "untranslated",
+            ServiceVia::Endpoints => "endpoints",
+        }
+    }
+}
+
+/// A Service the destination belongs to. The strings are shared with the index.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServiceHit {
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
+    /// The Service port's name (`None` for the single unnamed port, or when no port matched).
+    pub port_name: Option<Arc<str>>,
+    /// The Service port the client aimed at (before translation to the target port), when the
+    /// Service object is known and one of its ports matches.
+    pub port: Option<u16>,
+    /// The NodePort the client aimed at, for [`ServiceVia::NodePort`].
+    pub node_port: Option<u16>,
+    pub via: ServiceVia,
 }
 
 #[cfg(test)]

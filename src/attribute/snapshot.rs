@@ -3,9 +3,8 @@
 //! In: what `kubectl get pods,networkpolicies,namespaces,services,endpointslices,nodes -A -o yaml`
 //! (or `-o json`) writes: a `List` whose `items` are objects of those kinds. A single object, a
 //! JSON array of objects, or several YAML documents (`---`) are read too. Out: an [`Index`] holding
-//! the Pods, NetworkPolicies and Namespaces, so a capture or a syslogemu file from a node can be
-//! attributed after the fact, with no API access. Services, EndpointSlices and Nodes are counted
-//! and otherwise not used yet.
+//! the Pods, NetworkPolicies, Namespaces, Services, EndpointSlices and Nodes, so a capture or a
+//! syslogemu file from a node can be attributed after the fact, with no API access.
 //!
 //! Every object is checked against its Kubernetes type: a bad one is an error naming the item,
 //! the object (`Pod shop/web-0`) and the field (`spec.containers[0].ports[0].containerPort`).
@@ -13,7 +12,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde_json::Value;
 
@@ -28,8 +28,9 @@ pub struct Loaded {
     pub pods: usize,
     pub policies: usize,
     pub namespaces: usize,
-    /// Services, EndpointSlices and Nodes: read, not used for attribution yet.
-    pub other: usize,
+    pub services: usize,
+    pub endpoint_slices: usize,
+    pub nodes: usize,
 }
 
 /// Why a snapshot could not be read; each names the file, and the object and field when known.
@@ -193,7 +194,20 @@ fn apply(
             index.apply_namespace(&typed::<Namespace>(value).map_err(|(f, p)| error(f, p))?);
             loaded.namespaces += 1;
         }
-        "Service" | "EndpointSlice" | "Node" => loaded.other += 1,
+        "Service" => {
+            index.apply_service(&typed::<Service>(value).map_err(|(f, p)| error(f, p))?);
+            loaded.services += 1;
+        }
+        "EndpointSlice" => {
+            index.apply_endpoint_slice(
+                &typed::<EndpointSlice>(value).map_err(|(f, p)| error(f, p))?,
+            );
+            loaded.endpoint_slices += 1;
+        }
+        "Node" => {
+            index.apply_node(&typed::<Node>(value).map_err(|(f, p)| error(f, p))?);
+            loaded.nodes += 1;
+        }
         "" => {
             return Err(error(
                 "kind".into(),
@@ -246,7 +260,18 @@ items:
 - apiVersion: v1
   kind: Service
   metadata: {name: db, namespace: shop}
-  spec: {clusterIP: 10.43.0.10}
+  spec: {clusterIP: 10.43.0.10, clusterIPs: [10.43.0.10], ports: [{name: pg, port: 5432, targetPort: 15432, protocol: TCP}]}
+- apiVersion: discovery.k8s.io/v1
+  kind: EndpointSlice
+  metadata: {name: db-x7k2p, namespace: shop, labels: {kubernetes.io/service-name: db}}
+  addressType: IPv4
+  endpoints: [{addresses: [10.42.0.20], conditions: {ready: true}, nodeName: node-1}]
+  ports: [{name: pg, port: 15432, protocol: TCP}]
+- apiVersion: v1
+  kind: Node
+  metadata: {name: node-1}
+  spec: {podCIDR: 10.42.0.0/24, podCIDRs: [10.42.0.0/24]}
+  status: {addresses: [{type: InternalIP, address: 192.168.1.10}, {type: Hostname, address: node-1}]}
 "#;
 
     fn load_text(text: &str) -> Result<(Index, Loaded), SnapshotError> {
@@ -271,7 +296,9 @@ items:
                 pods: 1,
                 policies: 1,
                 namespaces: 1,
-                other: 1
+                services: 1,
+                endpoint_slices: 1,
+                nodes: 1,
             }
         );
         let flow = Flow {
@@ -279,6 +306,7 @@ items:
             dst: "10.42.0.20".parse().ok(),
             protocol: Some(6),
             dst_port: Some(5432),
+            ..Flow::default()
         };
         let ctx = index
             .resolve_flow(
@@ -288,6 +316,32 @@ items:
             .unwrap();
         assert!(ctx.resolved);
         assert_eq!(ctx.dest.unwrap().pod, "db-0");
+        assert!(
+            ctx.dest_services.is_empty(),
+            "port 5432 is not the endpoint's"
+        );
+
+        // The kubelet's probe from the node's bridge address, to the Service's target port.
+        let flow = Flow {
+            src: "10.42.0.1".parse().ok(),
+            dst_port: Some(15432),
+            ..flow
+        };
+        let ctx = index
+            .resolve_flow(&Attribution::from_prefix(Some(b"")), &flow)
+            .unwrap();
+        assert_eq!(ctx.src_node.as_deref(), Some("node-1"));
+        let svc = &ctx.dest_services[..];
+        assert_eq!(svc.len(), 1, "{svc:?}");
+        assert_eq!((&*svc[0].namespace, &*svc[0].name), ("shop", "db"));
+        assert_eq!(
+            (svc[0].port_name.as_deref(), svc[0].port),
+            (Some("pg"), Some(5432))
+        );
+        assert_eq!(
+            index.node_by_ip("192.168.1.10".parse().unwrap()).as_deref(),
+            Some("node-1")
+        );
     }
 
     #[test]

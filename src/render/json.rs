@@ -5,7 +5,8 @@
 //! Written by hand rather than through serde: the per-message path must not allocate, and the
 //! field order is part of what log pipelines see.
 
-use crate::attribute::{Direction, PodMeta};
+use crate::attribute::addr::AddrClass;
+use crate::attribute::{Direction, PodMeta, ServiceHit};
 use crate::decode::{protocol_name, Network, Transport};
 use crate::event::Event;
 
@@ -379,28 +380,76 @@ fn policy(ev: &Event<'_>, o: &mut Obj<'_>) {
         Some(Direction::Egress) => o.str("direction", b"egress"),
         None => o.raw("direction", b"null"),
     }
-    if let Some(pod) = ctx.and_then(|c| c.src.as_deref()) {
-        pod_obj(o, "src", pod);
+    if let Some(c) = ctx {
+        side(o, "src", c.src.as_deref(), c.src_node.as_deref(), &[]);
+        side(
+            o,
+            "dest",
+            c.dest.as_deref(),
+            c.dest_node.as_deref(),
+            &c.dest_services,
+        );
     }
-    if let Some(pod) = ctx.and_then(|c| c.dest.as_deref()) {
-        pod_obj(o, "dest", pod);
+    if let Some((src, dst)) = ev.packet.addrs() {
+        o.str("src_class", AddrClass::of(src).as_str().as_bytes());
+        o.str("dest_class", AddrClass::of(dst).as_str().as_bytes());
     }
     o.num("count", ev.count.max(1) as u64);
 }
 
-fn pod_obj(o: &mut Obj<'_>, key: &str, pod: &PodMeta) {
+/// One end of the packet: a pod (`{pod, namespace, workload_kind, workload, node}`), else a
+/// node's own address (`{node}`), plus the Services the client aimed at (`services`, the
+/// destination only); nothing when the index knows none of these.
+fn side(
+    o: &mut Obj<'_>,
+    key: &str,
+    pod: Option<&PodMeta>,
+    node: Option<&str>,
+    services: &[ServiceHit],
+) {
+    if pod.is_none() && node.is_none() && services.is_empty() {
+        return;
+    }
     let out = o.key(key);
     let mut p = Obj::new(out);
-    p.str("pod", pod.pod.as_bytes());
-    p.str("namespace", pod.namespace.as_bytes());
-    if let Some(kind) = &pod.workload_kind {
-        p.str("workload_kind", kind.as_bytes());
-    }
-    if let Some(w) = &pod.workload {
-        p.str("workload", w.as_bytes());
-    }
-    if let Some(n) = &pod.node {
+    if let Some(pod) = pod {
+        p.str("pod", pod.pod.as_bytes());
+        p.str("namespace", pod.namespace.as_bytes());
+        if let Some(kind) = &pod.workload_kind {
+            p.str("workload_kind", kind.as_bytes());
+        }
+        if let Some(w) = &pod.workload {
+            p.str("workload", w.as_bytes());
+        }
+        if let Some(n) = &pod.node {
+            p.str("node", n.as_bytes());
+        }
+    } else if let Some(n) = node {
         p.str("node", n.as_bytes());
+    }
+    if !services.is_empty() {
+        let out = p.key("services");
+        out.push(b'[');
+        for (i, s) in services.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            let mut so = Obj::new(out);
+            so.str("namespace", s.namespace.as_bytes());
+            so.str("name", s.name.as_bytes());
+            if let Some(n) = &s.port_name {
+                so.str("port_name", n.as_bytes());
+            }
+            if let Some(port) = s.port {
+                so.num("port", u64::from(port));
+            }
+            if let Some(port) = s.node_port {
+                so.num("node_port", u64::from(port));
+            }
+            so.str("via", s.via.as_str().as_bytes());
+            so.end();
+        }
+        out.push(b']');
     }
     p.end();
 }

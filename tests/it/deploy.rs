@@ -312,7 +312,7 @@ fn daemonset_security_posture() {
 }
 
 #[test]
-fn clusterrole_is_read_only_on_exactly_three_resources() {
+fn clusterrole_is_read_only_on_exactly_the_watched_resources() {
     let resources = kustomization_resources();
     let role = find(&resources, "ClusterRole");
     let mut granted = BTreeSet::new();
@@ -334,6 +334,9 @@ fn clusterrole_is_read_only_on_exactly_three_resources() {
         ("networking.k8s.io", "networkpolicies"),
         ("", "pods"),
         ("", "namespaces"),
+        ("", "services"),
+        ("discovery.k8s.io", "endpointslices"),
+        ("", "nodes"),
     ]
     .iter()
     .map(|(g, r)| ((*g).to_owned(), (*r).to_owned()))

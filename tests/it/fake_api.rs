@@ -1,5 +1,6 @@
 //! A fake Kubernetes API server for the watcher tests: plain HTTP/1.1 on 127.0.0.1, speaking
-//! the list/watch protocol of the real one for NetworkPolicies, Pods and Namespaces.
+//! the list/watch protocol of the real one for NetworkPolicies, Pods, Namespaces, Services,
+//! EndpointSlices and Nodes.
 //!
 //! `GET <collection>` answers a `…List` with `metadata.resourceVersion`; with `watch=true` it
 //! streams (chunked) `{"type": …, "object": …}` lines for every change after the requested
@@ -20,6 +21,9 @@ use tokio::task::JoinHandle;
 pub const POLICIES: &str = "/apis/networking.k8s.io/v1/networkpolicies";
 pub const PODS: &str = "/api/v1/pods";
 pub const NAMESPACES: &str = "/api/v1/namespaces";
+pub const SERVICES: &str = "/api/v1/services";
+pub const ENDPOINT_SLICES: &str = "/apis/discovery.k8s.io/v1/endpointslices";
+pub const NODES: &str = "/api/v1/nodes";
 
 struct Collection {
     kind: &'static str,
@@ -70,6 +74,9 @@ impl FakeApi {
             (POLICIES, "NetworkPolicy", "networking.k8s.io/v1"),
             (PODS, "Pod", "v1"),
             (NAMESPACES, "Namespace", "v1"),
+            (SERVICES, "Service", "v1"),
+            (ENDPOINT_SLICES, "EndpointSlice", "discovery.k8s.io/v1"),
+            (NODES, "Node", "v1"),
         ] {
             st.collections.insert(
                 path,
@@ -438,5 +445,96 @@ pub fn namespace(name: &str) -> Value {
         },
         "spec": {"finalizers": ["kubernetes"]},
         "status": {"phase": "Active"}
+    })
+}
+
+/// A ClusterIP Service as the API server shows it: `ports` as `(name, port, targetPort,
+/// nodePort)`, TCP; a nodePort makes it of type NodePort.
+pub fn service(
+    ns: &str,
+    name: &str,
+    cluster_ip: &str,
+    ports: &[(&str, u16, u16, Option<u16>)],
+) -> Value {
+    let node_port = ports.iter().any(|p| p.3.is_some());
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": name, "namespace": ns, "uid": uid(&format!("svc/{ns}/{name}")), "resourceVersion": "1",
+            "creationTimestamp": "2025-06-02T09:14:03Z", "labels": {"app": name},
+            "managedFields": managed_fields("kubectl-client-side-apply"),
+        },
+        "spec": {
+            "type": if node_port { "NodePort" } else { "ClusterIP" },
+            "clusterIP": cluster_ip, "clusterIPs": [cluster_ip],
+            "ipFamilies": [if cluster_ip.contains(':') { "IPv6" } else { "IPv4" }], "ipFamilyPolicy": "SingleStack",
+            "internalTrafficPolicy": "Cluster", "sessionAffinity": "None", "selector": {"app": name},
+            "ports": ports.iter().map(|(n, port, target, np)| {
+                let mut p = json!({"name": n, "protocol": "TCP", "port": port, "targetPort": target});
+                if let Some(np) = np {
+                    p["nodePort"] = json!(np);
+                }
+                p
+            }).collect::<Vec<_>>(),
+        },
+        "status": {"loadBalancer": {}}
+    })
+}
+
+/// An EndpointSlice of a Service, as the EndpointSlice controller writes it: `endpoints` as
+/// `(address, pod name, ready)`, `ports` as `(name, port)`, TCP.
+pub fn endpoint_slice(
+    ns: &str,
+    name: &str,
+    service: &str,
+    endpoints: &[(&str, &str, bool)],
+    ports: &[(&str, u16)],
+) -> Value {
+    let v6 = endpoints.first().is_some_and(|e| e.0.contains(':'));
+    json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": name, "namespace": ns, "uid": uid(&format!("eps/{ns}/{name}")), "resourceVersion": "1",
+            "generateName": format!("{service}-"), "creationTimestamp": "2025-06-02T09:14:03Z",
+            "labels": {"kubernetes.io/service-name": service, "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"},
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Service", "name": service, "uid": uid(&format!("svc/{ns}/{service}")),
+                                 "controller": true, "blockOwnerDeletion": true}],
+            "managedFields": managed_fields("k3s"),
+        },
+        "addressType": if v6 { "IPv6" } else { "IPv4" },
+        "endpoints": endpoints.iter().map(|(addr, pod, ready)| json!({
+            "addresses": [addr],
+            "conditions": {"ready": ready, "serving": ready, "terminating": false},
+            "nodeName": "node-a",
+            "targetRef": {"kind": "Pod", "namespace": ns, "name": pod, "uid": uid(&format!("pod/{ns}/{pod}"))},
+        })).collect::<Vec<_>>(),
+        "ports": ports.iter().map(|(n, p)| json!({"name": n, "protocol": "TCP", "port": p})).collect::<Vec<_>>(),
+    })
+}
+
+/// A K3s node: InternalIP, Hostname, a pod CIDR, and the bulky status a real one carries.
+pub fn node(name: &str, internal_ip: &str, pod_cidr: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name, "uid": uid(&format!("node/{name}")), "resourceVersion": "1",
+            "creationTimestamp": "2025-06-02T09:00:00Z",
+            "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "node-role.kubernetes.io/control-plane": "true"},
+            "annotations": {"flannel.alpha.coreos.com/public-ip": internal_ip, "k3s.io/internal-ip": internal_ip},
+            "managedFields": managed_fields("k3s"),
+        },
+        "spec": {"podCIDR": pod_cidr, "podCIDRs": [pod_cidr], "providerID": format!("k3s://{name}")},
+        "status": {
+            "addresses": [{"type": "InternalIP", "address": internal_ip}, {"type": "Hostname", "address": name}],
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": "2025-06-02T09:14:03Z"}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "images": [{"names": ["docker.io/rancher/mirrored-pause:3.6"], "sizeBytes": 301463}],
+            "nodeInfo": {"kubeletVersion": "v1.33.1+k3s1", "containerRuntimeVersion": "containerd://2.0.5-k3s1",
+                         "architecture": "amd64", "operatingSystem": "linux", "osImage": "Debian GNU/Linux 12 (bookworm)",
+                         "kernelVersion": "6.1.0-37-amd64", "kubeProxyVersion": "v1.33.1+k3s1", "machineID": "x", "systemUUID": "x", "bootID": "x"},
+        }
     })
 }

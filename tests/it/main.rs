@@ -11,6 +11,7 @@ mod kube;
 mod metrics;
 mod overload;
 mod privilege;
+mod services;
 mod snapshot;
 mod support;
 mod syslog;

@@ -542,6 +542,7 @@ fn render_chunk(
                 direction: Some(Direction::Egress),
                 src: pod("web-1", ns),
                 dest: pod("db-0", "data"),
+                ..KubeContext::default()
             })
         });
         let ev = Event {

@@ -769,6 +769,7 @@ fn tcp(src: &str, dst: &str, port: u16) -> Flow {
         dst: ip(dst),
         protocol: Some(rules::TCP),
         dst_port: Some(port),
+        ..Flow::default()
     }
 }
 
@@ -1195,4 +1196,584 @@ fn named_ports_are_interned_and_swept() {
     idx.delete_pod(&p);
     idx.strings.gc();
     assert!(!idx.strings.0.contains("pg"));
+}
+
+// ---- Services, EndpointSlices, Nodes ------------------------------------------------------------
+
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use crate::attribute::ServiceHit;
+
+/// A Service as the API server returns it; `ports` as in `spec.ports`.
+fn service(ns: &str, name: &str, cluster_ips: &[&str], ports: serde_json::Value) -> Service {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": ns, "uid": uid_for(ns, &format!("svc/{name}")), "resourceVersion": "7"},
+        "spec": {
+            "clusterIP": cluster_ips.first().copied().unwrap_or("None"),
+            "clusterIPs": if cluster_ips.is_empty() { json!(["None"]) } else { json!(cluster_ips) },
+            "type": "ClusterIP", "selector": {"app": name}, "ports": ports,
+        },
+    }))
+    .unwrap()
+}
+
+/// An EndpointSlice of a Service: `(address, ready)` endpoints, `ports` as in the object.
+fn slice(
+    ns: &str,
+    name: &str,
+    svc: &str,
+    endpoints: &[(&str, bool)],
+    ports: serde_json::Value,
+) -> EndpointSlice {
+    let eps: Vec<_> = endpoints
+        .iter()
+        .map(|(a, ready)| json!({"addresses": [a], "conditions": {"ready": ready, "serving": ready, "terminating": false}, "nodeName": "node-a"}))
+        .collect();
+    serde_json::from_value(json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": name, "namespace": ns, "uid": uid_for(ns, &format!("eps/{name}")), "resourceVersion": "8",
+                     "labels": {"kubernetes.io/service-name": svc, "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}},
+        "addressType": if endpoints.first().is_some_and(|(a, _)| a.contains(':')) { "IPv6" } else { "IPv4" },
+        "endpoints": eps,
+        "ports": ports,
+    }))
+    .unwrap()
+}
+
+fn node(name: &str, addresses: &[&str], pod_cidrs: &[&str]) -> Node {
+    let addrs: Vec<_> = addresses
+        .iter()
+        .map(|a| json!({"type": "InternalIP", "address": a}))
+        .chain([json!({"type": "Hostname", "address": name})])
+        .collect();
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "uid": uid_for("", &format!("node/{name}")), "resourceVersion": "9",
+                     "labels": {"kubernetes.io/hostname": name}},
+        "spec": {"podCIDR": pod_cidrs.first(), "podCIDRs": pod_cidrs, "providerID": format!("k3s://{name}")},
+        "status": {"addresses": addrs, "conditions": [{"type": "Ready", "status": "True"}],
+                   "images": [{"names": ["docker.io/rancher/mirrored-pause:3.6"], "sizeBytes": 301463}]},
+    }))
+    .unwrap()
+}
+
+fn with_orig(flow: Flow, orig: &str) -> Flow {
+    Flow {
+        orig_dst: Some(orig.parse().unwrap()),
+        ..flow
+    }
+}
+
+/// `ns/name:port_name/port via`, for compact assertions.
+fn hits(v: &[ServiceHit]) -> Vec<String> {
+    v.iter()
+        .map(|h| {
+            let mut s = format!("{}/{}", h.namespace, h.name);
+            if let Some(n) = &h.port_name {
+                s += &format!(":{n}");
+            }
+            if let Some(p) = h.port {
+                s += &format!("/{p}");
+            }
+            if let Some(p) = h.node_port {
+                s += &format!(" node-port {p}");
+            }
+            s + " " + h.via.as_str()
+        })
+        .collect()
+}
+
+fn services_of(idx: &Index, flow: &Flow) -> Vec<String> {
+    hits(&idx.dest_services(flow))
+}
+
+/// shop/db (ClusterIP 10.43.0.10 and fd00:43::10, port pg 5432 → 15432, NodePort 30432) and
+/// shop/db-headless (no ClusterIP, pg 15432), both backed by db-0 (10.42.0.7 and fd00:42::7,
+/// ready) and db-1 (10.42.0.9, not ready yet); a web pod, and node-a.
+fn service_index() -> Index {
+    let mut idx = Index::new();
+    idx.apply_pod(&pod(
+        "shop",
+        "db-0",
+        &["10.42.0.7", "fd00:42::7"],
+        json!({"app": "db"}),
+        None,
+    ));
+    idx.apply_pod(&pod(
+        "shop",
+        "web-1",
+        &["10.42.0.8"],
+        json!({"app": "web"}),
+        None,
+    ));
+    idx.apply_service(&service(
+        "shop",
+        "db",
+        &["10.43.0.10", "fd00:43::10"],
+        json!([{"name": "pg", "protocol": "TCP", "port": 5432, "targetPort": 15432, "nodePort": 30432},
+               {"name": "metrics", "protocol": "TCP", "port": 9187, "targetPort": "metrics"}]),
+    ));
+    idx.apply_service(&service(
+        "shop",
+        "db-headless",
+        &[],
+        json!([{"name": "pg", "protocol": "TCP", "port": 15432, "targetPort": 15432}]),
+    ));
+    let ports = json!([{"name": "pg", "protocol": "TCP", "port": 15432}, {"name": "metrics", "protocol": "TCP", "port": 9187}]);
+    idx.apply_endpoint_slice(&slice(
+        "shop",
+        "db-v4",
+        "db",
+        &[("10.42.0.7", true), ("10.42.0.9", false)],
+        ports.clone(),
+    ));
+    idx.apply_endpoint_slice(&slice(
+        "shop",
+        "db-v6",
+        "db",
+        &[("fd00:42::7", true)],
+        ports,
+    ));
+    idx.apply_endpoint_slice(&slice(
+        "shop",
+        "db-headless-x1",
+        "db-headless",
+        &[("10.42.0.7", true), ("10.42.0.9", false)],
+        json!([{"name": "pg", "protocol": "TCP", "port": 15432}]),
+    ));
+    idx.apply_node(&node(
+        "node-a",
+        &["192.168.1.10", "2001:db8:1::10"],
+        &["10.42.0.0/24", "fd00:42::/64"],
+    ));
+    idx
+}
+
+#[test]
+fn services_by_endpoints_with_port_and_protocol() {
+    let idx = service_index();
+    let flow = tcp("10.42.0.8", "10.42.0.7", 15432);
+    assert_eq!(
+        services_of(&idx, &flow),
+        [
+            "shop/db:pg/5432 endpoints",
+            "shop/db-headless:pg/15432 endpoints"
+        ]
+    );
+    // The other port names the other Service port; a port no slice has names nothing.
+    assert_eq!(
+        services_of(&idx, &tcp("10.42.0.8", "10.42.0.7", 9187)),
+        ["shop/db:metrics/9187 endpoints"]
+    );
+    assert!(services_of(&idx, &tcp("10.42.0.8", "10.42.0.7", 80)).is_empty());
+    let udp = Flow {
+        protocol: Some(rules::UDP),
+        ..flow
+    };
+    assert!(services_of(&idx, &udp).is_empty(), "TCP ports only");
+    // Without a port (a later fragment) there is no evidence.
+    let fragment = Flow {
+        dst_port: None,
+        ..flow
+    };
+    assert!(services_of(&idx, &fragment).is_empty());
+    // An endpoint that is not ready yet counts; so does IPv6.
+    assert_eq!(
+        services_of(&idx, &tcp("10.42.0.8", "10.42.0.9", 15432)).len(),
+        2
+    );
+    assert_eq!(
+        services_of(&idx, &tcp("fd00:42::8", "fd00:42::7", 15432)),
+        ["shop/db:pg/5432 endpoints"]
+    );
+    // The context carries them, next to the pods.
+    let ctx = idx.resolve_flow(&prefix(""), &flow).unwrap();
+    assert_eq!(ctx.dest.as_deref().map(|p| p.pod.as_str()), Some("db-0"));
+    assert_eq!(hits(&ctx.dest_services).len(), 2);
+    assert_eq!((ctx.src_node.clone(), ctx.dest_node.clone()), (None, None));
+}
+
+#[test]
+fn services_by_untranslated_cluster_ip() {
+    let idx = service_index();
+    let flow = tcp("10.42.0.8", "10.43.0.10", 5432);
+    assert_eq!(services_of(&idx, &flow), ["shop/db:pg/5432 untranslated"]);
+    assert_eq!(
+        services_of(&idx, &tcp("fd00:42::8", "fd00:43::10", 9187)),
+        ["shop/db:metrics/9187 untranslated"]
+    );
+    // A port the Service does not have: still its ClusterIP.
+    assert_eq!(
+        services_of(&idx, &tcp("10.42.0.8", "10.43.0.10", 22)),
+        ["shop/db untranslated"]
+    );
+    // No pod is known at that address, but the pod chain's message still gets a context.
+    let ctx = idx.resolve_flow(&prefix(""), &flow).unwrap();
+    assert!(ctx.dest.is_none());
+    assert_eq!(hits(&ctx.dest_services), ["shop/db:pg/5432 untranslated"]);
+    // So does a custom prefix, which is attributed to no policy.
+    let ctx = idx.resolve_flow(&prefix("REF-OUT4"), &flow).unwrap();
+    assert!(ctx.policies.is_empty());
+    assert_eq!(ctx.dest_services.len(), 1);
+    // A conntrack entry without translation says the same.
+    assert_eq!(
+        services_of(&idx, &with_orig(flow, "10.43.0.10:5432")),
+        ["shop/db:pg/5432 untranslated"]
+    );
+}
+
+#[test]
+fn services_by_original_destination() {
+    let idx = service_index();
+    let flow = tcp("10.42.0.8", "10.42.0.7", 15432);
+    // The ClusterIP and port the client used: exactly that Service, not the headless one.
+    assert_eq!(
+        services_of(&idx, &with_orig(flow, "10.43.0.10:5432")),
+        ["shop/db:pg/5432 cluster-ip"]
+    );
+    assert_eq!(
+        services_of(
+            &idx,
+            &with_orig(tcp("fd00:42::8", "fd00:42::7", 15432), "[fd00:43::10]:5432")
+        ),
+        ["shop/db:pg/5432 cluster-ip"]
+    );
+    // A NodePort, on the node's address or any other.
+    for orig in ["192.168.1.10:30432", "203.0.113.9:30432", "127.0.0.1:30432"] {
+        assert_eq!(
+            services_of(&idx, &with_orig(flow, orig)),
+            ["shop/db:pg/5432 node-port 30432 node-port"],
+            "{orig}"
+        );
+    }
+    // The same NodePort number for UDP is another Service's (none here).
+    let udp = Flow {
+        protocol: Some(rules::UDP),
+        ..flow
+    };
+    assert!(services_of(&idx, &with_orig(udp, "192.168.1.10:30432")).is_empty());
+    // No translation at all: the client addressed the pod itself, no Service is named.
+    assert!(services_of(&idx, &with_orig(flow, "10.42.0.7:15432")).is_empty());
+    // Translated from an address the index does not know (a load-balancer IP): inferred.
+    assert_eq!(
+        services_of(&idx, &with_orig(flow, "198.51.100.20:443")).len(),
+        2
+    );
+}
+
+#[test]
+fn nodes_by_address_and_pod_network() {
+    let mut idx = service_index();
+    for (addr, want) in [
+        ("192.168.1.10", Some("node-a")),
+        ("2001:db8:1::10", Some("node-a")),
+        // flannel.1 and cni0 on node-a's pod CIDRs.
+        ("10.42.0.0", Some("node-a")),
+        ("10.42.0.1", Some("node-a")),
+        ("fd00:42::", Some("node-a")),
+        ("fd00:42::1", Some("node-a")),
+        ("10.42.0.2", None),
+        ("192.168.1.11", None),
+    ] {
+        assert_eq!(
+            idx.node_by_ip(addr.parse().unwrap()).as_deref(),
+            want,
+            "{addr}"
+        );
+    }
+    // The kubelet's probe from cni0 to db-0: the source is the node.
+    let ctx = idx
+        .resolve_flow(&prefix(""), &tcp("10.42.0.1", "10.42.0.7", 15432))
+        .unwrap();
+    assert_eq!(ctx.src_node.as_deref(), Some("node-a"));
+    assert!(ctx.src.is_none() && ctx.dest_node.is_none());
+    // A hostNetwork destination, no pod known at either end: still a context.
+    let ctx = idx
+        .resolve_flow(&prefix(""), &tcp("203.0.113.7", "192.168.1.10", 10250))
+        .unwrap();
+    assert_eq!(ctx.dest_node.as_deref(), Some("node-a"));
+    assert!(ctx.src_node.is_none() && ctx.dest_services.is_empty());
+    // Nothing known: no context, as before.
+    assert!(idx
+        .resolve_flow(&prefix(""), &tcp("203.0.113.7", "198.51.100.1", 443))
+        .is_none());
+    // A pod's address is the pod's, not the node's.
+    idx.apply_pod(&pod("shop", "odd", &["10.42.0.1"], json!({}), None));
+    let ctx = idx
+        .resolve_flow(&prefix(""), &tcp("10.42.0.1", "10.42.0.7", 15432))
+        .unwrap();
+    assert_eq!(ctx.src.as_deref().map(|p| p.pod.as_str()), Some("odd"));
+    assert!(ctx.src_node.is_none());
+
+    // A status update that leaves the addresses alone does not disturb the index (caches).
+    let generation = idx.generation();
+    let mut n = node(
+        "node-a",
+        &["192.168.1.10", "2001:db8:1::10"],
+        &["10.42.0.0/24", "fd00:42::/64"],
+    );
+    n.metadata.resource_version = Some("10".into());
+    idx.node_event(&Event::Apply(n));
+    assert_eq!(idx.generation(), generation);
+    // A new address replaces the old ones.
+    idx.node_event(&Event::Apply(node("node-a", &["192.168.1.20"], &[])));
+    assert!(idx.generation() > generation);
+    assert_eq!(
+        idx.node_by_ip("192.168.1.20".parse().unwrap()).as_deref(),
+        Some("node-a")
+    );
+    assert!(idx.node_by_ip("192.168.1.10".parse().unwrap()).is_none());
+    assert!(idx.node_by_ip("10.42.0.0".parse().unwrap()).is_none());
+}
+
+#[test]
+fn deletes_and_relists_remove_services_slices_and_nodes() {
+    let mut idx = service_index();
+    let flow = tcp("10.42.0.8", "10.42.0.7", 15432);
+    let counts = idx.counts();
+    assert_eq!(
+        (
+            counts.services,
+            counts.endpoint_slices,
+            counts.endpoint_addresses,
+            counts.nodes
+        ),
+        (2, 3, 5, 1)
+    );
+
+    // The Service goes, its slice stays a moment: still named, without the Service port.
+    idx.service_event(&Event::Delete(service(
+        "shop",
+        "db",
+        &["10.43.0.10"],
+        json!([]),
+    )));
+    assert_eq!(
+        services_of(&idx, &flow),
+        [
+            "shop/db:pg endpoints",
+            "shop/db-headless:pg/15432 endpoints"
+        ]
+    );
+    assert!(services_of(&idx, &tcp("10.42.0.8", "10.43.0.10", 5432)).is_empty());
+    assert!(
+        services_of(&idx, &with_orig(flow, "192.168.1.10:30432")).len() == 2,
+        "inferred"
+    );
+    idx.endpoint_slice_event(&Event::Delete(slice("shop", "db-v4", "db", &[], json!([]))));
+    // The address is also in the headless Service's slice: it stays, alone.
+    assert_eq!(
+        services_of(&idx, &flow),
+        ["shop/db-headless:pg/15432 endpoints"]
+    );
+
+    // A slice that loses its Service label or its addresses is dropped.
+    idx.apply_endpoint_slice(&slice(
+        "shop",
+        "db-headless-x1",
+        "db-headless",
+        &[],
+        json!([]),
+    ));
+    assert!(services_of(&idx, &flow).is_empty());
+    assert_eq!(idx.counts().endpoint_addresses, 1, "only db-v6 is left");
+
+    // Relists: what is not listed again is swept, what is listed stays.
+    idx.service_event(&Event::Init);
+    idx.service_event(&Event::InitApply(service(
+        "shop",
+        "cache",
+        &["10.43.0.20"],
+        json!([{"name": "redis", "protocol": "TCP", "port": 6379}]),
+    )));
+    assert_eq!(idx.counts().services, 2, "answers during the relist");
+    idx.service_event(&Event::InitDone);
+    assert_eq!(idx.counts().services, 1);
+    assert_eq!(
+        services_of(&idx, &tcp("10.42.0.8", "10.43.0.20", 6379)),
+        ["shop/cache:redis/6379 untranslated"]
+    );
+    idx.endpoint_slice_event(&Event::Init);
+    idx.endpoint_slice_event(&Event::InitApply(slice(
+        "shop",
+        "cache-1",
+        "cache",
+        &[("10.42.0.30", true)],
+        json!([{"name": "redis", "protocol": "TCP", "port": 6379}]),
+    )));
+    idx.endpoint_slice_event(&Event::InitDone);
+    assert_eq!(idx.counts().endpoint_slices, 1);
+    assert!(services_of(&idx, &tcp("fd00:42::8", "fd00:42::7", 15432)).is_empty());
+    assert_eq!(
+        services_of(&idx, &tcp("10.42.0.8", "10.42.0.30", 6379)),
+        ["shop/cache:redis/6379 endpoints"]
+    );
+    idx.node_event(&Event::Init);
+    idx.node_event(&Event::InitDone);
+    assert!(idx.node_by_ip("192.168.1.10".parse().unwrap()).is_none());
+    idx.apply_node(&node("node-b", &["192.168.1.11"], &[]));
+    idx.node_event(&Event::Delete(node("node-b", &[], &[])));
+    assert_eq!(idx.counts().nodes, 0);
+
+    // Everything gone: the interned strings go too.
+    idx.service_event(&Event::Init);
+    idx.service_event(&Event::InitDone);
+    idx.endpoint_slice_event(&Event::Init);
+    idx.endpoint_slice_event(&Event::InitDone);
+    for s in ["db-headless", "cache", "redis", "pg", "node-a"] {
+        assert!(!idx.strings.0.contains(s), "{s} still interned");
+    }
+}
+
+#[test]
+fn slices_sharing_an_address_hand_it_over() {
+    let mut idx = Index::new();
+    let ports = json!([{"name": "http", "protocol": "TCP", "port": 8080}]);
+    for svc in ["a", "b", "c"] {
+        idx.apply_endpoint_slice(&slice(
+            "web",
+            &format!("{svc}-1"),
+            svc,
+            &[("10.42.0.5", true)],
+            ports.clone(),
+        ));
+    }
+    let flow = tcp("10.42.0.8", "10.42.0.5", 8080);
+    assert_eq!(
+        services_of(&idx, &flow),
+        [
+            "web/a:http endpoints",
+            "web/b:http endpoints",
+            "web/c:http endpoints"
+        ]
+    );
+    // Whichever slice held the address first, removing any keeps the others.
+    for (gone, left) in [
+        ("a", vec!["web/b:http endpoints", "web/c:http endpoints"]),
+        ("c", vec!["web/b:http endpoints"]),
+        ("b", vec![]),
+    ] {
+        idx.delete_endpoint_slice(&slice("web", &format!("{gone}-1"), gone, &[], json!([])));
+        assert_eq!(services_of(&idx, &flow), left, "after {gone}");
+    }
+    assert_eq!(idx.counts().endpoint_addresses, 0);
+    assert!(idx.peers.more_endpoints_is_empty());
+}
+
+/// The JSON the renderer writes for what the index resolved.
+fn json_of(ctx: Option<KubeContext>, src: [u8; 4], dst: [u8; 4], dport: u16) -> serde_json::Value {
+    use crate::decode::build::{ipv4, tcp as tcp_segment};
+    use crate::event::{IfName, Timestamp};
+    use crate::source::nflog::{build::Packet, NflogMsg};
+    let payload = ipv4(
+        6,
+        1,
+        0x4000,
+        0,
+        src,
+        dst,
+        &tcp_segment(40000, dport, 7, 0, 0x02, 64240, 0),
+    );
+    let mut buf = Vec::new();
+    Packet {
+        prefix: b"",
+        payload: &payload,
+        ..Default::default()
+    }
+    .encode(&mut buf);
+    let msg = NflogMsg::parse(&buf[16..]).unwrap();
+    let ev = crate::event::Event {
+        packet: crate::decode::decode(msg.family, msg.hw_protocol, msg.payload),
+        time: Timestamp {
+            sec: 1_794_042_303,
+            usec: 42,
+        },
+        indev: IfName::default(),
+        outdev: IfName::new(b"lo"),
+        attribution: Attribution::from_prefix(msg.prefix),
+        msg,
+        context: ctx.map(Arc::new),
+        count: 1,
+    };
+    let mut out = Vec::new();
+    crate::render::json::render(
+        &ev,
+        b"h",
+        b"node-a",
+        &mut crate::render::time::LocalClock::new(),
+        &mut out,
+    );
+    serde_json::from_slice(&out).unwrap()
+}
+
+#[test]
+fn json_names_nodes_services_and_address_classes() {
+    let idx = service_index();
+    let resolve = |flow: &Flow| idx.resolve_flow(&prefix(""), flow);
+
+    // A kubelet probe (node → pod) to a Service's endpoint, through the ClusterIP.
+    let flow = with_orig(tcp("10.42.0.1", "10.42.0.7", 15432), "10.43.0.10:5432");
+    let v = json_of(resolve(&flow), [10, 42, 0, 1], [10, 42, 0, 7], 15432);
+    assert_eq!(v["src"], json!({"node": "node-a"}), "{v}");
+    assert_eq!(
+        v["dest"],
+        json!({"pod": "db-0", "namespace": "shop", "workload_kind": "Pod", "workload": "db-0", "node": "node-a",
+               "services": [{"namespace": "shop", "name": "db", "port_name": "pg", "port": 5432, "via": "cluster-ip"}]}),
+        "{v}"
+    );
+    assert_eq!(
+        (&v["src_class"], &v["dest_class"]),
+        (&json!("private"), &json!("private"))
+    );
+
+    // From the internet to a NodePort on the node.
+    let flow = with_orig(tcp("203.0.113.7", "10.42.0.7", 15432), "192.168.1.10:30432");
+    let v = json_of(resolve(&flow), [203, 0, 113, 7], [10, 42, 0, 7], 15432);
+    assert!(v.get("src").is_none(), "{v}");
+    assert_eq!(v["src_class"], "documentation");
+    assert_eq!(
+        v["dest"]["services"],
+        json!([{"namespace": "shop", "name": "db", "port_name": "pg", "port": 5432, "node_port": 30432, "via": "node-port"}])
+    );
+
+    // An untranslated ClusterIP: no pod, the Service alone; a node destination alone.
+    let v = json_of(
+        resolve(&tcp("8.8.8.8", "10.43.0.10", 5432)),
+        [8, 8, 8, 8],
+        [10, 43, 0, 10],
+        5432,
+    );
+    assert_eq!(
+        v["dest"],
+        json!({"services": [{"namespace": "shop", "name": "db", "port_name": "pg", "port": 5432, "via": "untranslated"}]})
+    );
+    assert_eq!(v["src_class"], "public");
+    let v = json_of(
+        resolve(&tcp("100.64.0.9", "192.168.1.10", 10250)),
+        [100, 64, 0, 9],
+        [192, 168, 1, 10],
+        10250,
+    );
+    assert_eq!(v["dest"], json!({"node": "node-a"}));
+    assert_eq!(v["src_class"], "cgnat");
+
+    // Without a context (standalone): no src/dest, the classes still.
+    let v = json_of(None, [10, 42, 0, 8], [1, 1, 1, 1], 443);
+    assert!(v.get("src").is_none() && v.get("dest").is_none(), "{v}");
+    assert_eq!(
+        (&v["src_class"], &v["dest_class"]),
+        (&json!("private"), &json!("public"))
+    );
+    // The order of the keys: the classes between the pods and `count`.
+    let flow = tcp("10.42.0.8", "10.42.0.7", 15432);
+    let text = serde_json::to_string(&json_of(
+        resolve(&flow),
+        [10, 42, 0, 8],
+        [10, 42, 0, 7],
+        15432,
+    ))
+    .unwrap();
+    assert!(text.contains("\"count\":1"), "{text}");
 }
