@@ -1,6 +1,6 @@
 //! Packet builders for tests, benches and fuzz seeds: IPv4/IPv6 headers with chosen fields.
 
-/// An IPv4 header (no options unless `options` is given) followed by `l4`.
+/// An IPv4 header (TTL 64, no options) followed by `l4`.
 pub fn ipv4(
     proto: u8,
     id: u16,
@@ -10,33 +10,29 @@ pub fn ipv4(
     dst: [u8; 4],
     l4: &[u8],
 ) -> Vec<u8> {
-    ipv4_with_options(proto, id, frag, tos, src, dst, &[], l4)
-}
-
-#[allow(clippy::too_many_arguments)]
-pub fn ipv4_with_options(
-    proto: u8,
-    id: u16,
-    frag: u16,
-    tos: u8,
-    src: [u8; 4],
-    dst: [u8; 4],
-    options: &[u8],
-    l4: &[u8],
-) -> Vec<u8> {
-    let ihl = 5 + options.len().div_ceil(4);
-    let total = ihl * 4 + l4.len();
-    let mut p = vec![0x40 | ihl as u8, tos];
+    let total = 20 + l4.len();
+    let mut p = vec![0x45, tos];
     p.extend_from_slice(&(total as u16).to_be_bytes());
     p.extend_from_slice(&id.to_be_bytes());
     p.extend_from_slice(&frag.to_be_bytes());
     p.extend_from_slice(&[64, proto, 0, 0]);
     p.extend_from_slice(&src);
     p.extend_from_slice(&dst);
-    p.extend_from_slice(options);
-    p.resize(ihl * 4, 0);
     p.extend_from_slice(l4);
     p
+}
+
+/// `packet` (an [`ipv4`] packet without options) with `options` inserted after its header,
+/// padded to 4 bytes; the header length and total length follow.
+pub fn with_ipv4_options(mut packet: Vec<u8>, options: &[u8]) -> Vec<u8> {
+    let padded = options.len().div_ceil(4) * 4;
+    let mut opts = options.to_vec();
+    opts.resize(padded, 0);
+    packet.splice(20..20, opts);
+    packet[0] = 0x40 | (5 + padded / 4) as u8;
+    let total = packet.len() as u16;
+    packet[2..4].copy_from_slice(&total.to_be_bytes());
+    packet
 }
 
 /// An IPv6 header with `next` as next header, followed by `rest` (extension headers + L4).

@@ -73,7 +73,7 @@ fn later_ipv4_fragment_has_no_ports_but_ulogd_view_keeps_bytes() {
 
 #[test]
 fn ipv4_options_are_skipped() {
-    let p = ipv4_with_options(17, 9, 0, 0, A, B, &[0x94, 4, 0, 0], &udp(5, 6, b""));
+    let p = with_ipv4_options(ipv4(17, 9, 0, 0, A, B, &udp(5, 6, b"")), &[0x94, 4, 0, 0]);
     let d = decode(NFPROTO_IPV4, ETH_P_IP, &p);
     assert_eq!(d.ports(), Some((5, 6)));
 }

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::pcap::event;
-use super::record::{Item, Record};
+use super::record::Item;
 use super::{Error, Source};
 use crate::attribute::ifname::IfNames;
 use crate::event::Timestamp;
@@ -84,11 +84,13 @@ impl Direct {
                 Ok(msg) => {
                     let (indev, outdev) =
                         (self.ifnames.name(msg.indev), self.ifnames.name(msg.outdev));
-                    let mut ev = event(msg, received, indev, outdev);
-                    if let Some(index) = &self.snapshot {
-                        crate::pipeline::attribute(index, &mut ev);
-                    }
-                    let rec = Record::from_event(&ev, &mut self.renderer, body);
+                    let ev = event(msg, received, indev, outdev);
+                    let rec = super::pcap::decoded_record(
+                        ev,
+                        self.snapshot.as_deref(),
+                        &mut self.renderer,
+                        body,
+                    );
                     self.ready.push_back(Item::Event(Box::new(rec)));
                 }
                 Err(e) => self.ready.push_back(Item::Notice(format!(

@@ -270,13 +270,24 @@ impl<R: Read + Send> Source for PcapSource<R> {
             offset: start,
             what: format!("not a valid NFLOG message: {e}"),
         })?;
-        let mut ev = event(msg, rec.time, if_label(msg.indev), if_label(msg.outdev));
-        if let Some(index) = &self.snapshot {
-            crate::pipeline::attribute(index, &mut ev);
-        }
-        let record = Record::from_event(&ev, &mut self.renderer, &rec.data);
+        let ev = event(msg, rec.time, if_label(msg.indev), if_label(msg.outdev));
+        let record = decoded_record(ev, self.snapshot.as_deref(), &mut self.renderer, &rec.data);
         Ok(Some(Item::Event(Box::new(record))))
     }
+}
+
+/// The record of an event decoded here (pcap replay, direct mode), attributed with a cluster
+/// snapshot when there is one.
+pub fn decoded_record(
+    mut ev: Event<'_>,
+    snapshot: Option<&crate::attribute::index::Index>,
+    renderer: &mut Renderer,
+    body: &[u8],
+) -> Record {
+    if let Some(index) = snapshot {
+        crate::pipeline::attribute(index, &mut ev);
+    }
+    Record::from_event(&ev, renderer, body)
 }
 
 /// A pcap carries interface indexes, not names; `if3` is what can be known.

@@ -117,6 +117,14 @@ fn config_defaults_and_embedding() {
     assert_eq!((c.rfc(), c.validate()), (RfcChoice::Rfc5424, vec![]));
 }
 
+/// Every problem as `key: problem`.
+fn problems(c: &SyslogSinkConfig) -> Vec<String> {
+    c.validate()
+        .into_iter()
+        .map(|(k, p)| format!("{k}: {p}"))
+        .collect()
+}
+
 #[test]
 fn every_problem_is_named() {
     let c: SyslogSinkConfig = toml::from_str(
@@ -124,13 +132,8 @@ fn every_problem_is_named() {
          app_name = \"a b\"\nhostname = \"x y\"\nbuffer_messages = 0\ntls_server_name = \"logs\"\n",
     )
     .unwrap();
-    let problems: Vec<String> = c
-        .validate()
-        .into_iter()
-        .map(|(k, p)| format!("{k}: {p}"))
-        .collect();
     assert_eq!(
-        problems,
+        problems(&c),
         [
             "address: \"logs.example\" is not host:port",
             "facility: \"local9\" is not a facility name (kern, user, daemon, local0 … local7, …) or 0-23",
@@ -165,13 +168,8 @@ fn every_problem_is_named() {
         app_name: "tag:x".into(),
         ..Default::default()
     };
-    let problems: Vec<String> = c
-        .validate()
-        .into_iter()
-        .map(|(k, p)| format!("{k}: {p}"))
-        .collect();
     assert_eq!(
-        problems,
+        problems(&c),
         [
             "address: \"dev/log\" is not an absolute socket path",
             "app_name: \"tag:x\": an RFC 3164 tag cannot contain ':', '[' or ']'",
