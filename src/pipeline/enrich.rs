@@ -35,6 +35,19 @@ struct Entry {
     context: Option<Arc<KubeContext>>,
 }
 
+/// What attribution reads of a message: the addresses, the protocol and destination port that
+/// policy rules match on, and the destination before DNAT from the conntrack entry the kernel
+/// attached (when it did; a malformed entry is ignored: the endpoints still name the Service).
+pub fn flow_of_message(packet: &Packet, conntrack: Option<&[u8]>) -> Flow {
+    let orig_dst = conntrack
+        .and_then(|ct| crate::source::conntrack::original_tuple(ct).ok().flatten())
+        .map(|t| std::net::SocketAddr::new(t.dst, t.dst_port.unwrap_or(0)));
+    Flow {
+        orig_dst,
+        ..flow_of(packet)
+    }
+}
+
 /// What attribution reads of a packet: the addresses, and the protocol and destination port
 /// that policy rules match on.
 pub fn flow_of(packet: &Packet) -> Flow {
@@ -68,10 +81,9 @@ impl Enricher {
     pub fn resolve(
         &mut self,
         attribution: &Attribution<'_>,
-        packet: &Packet,
+        flow: Flow,
     ) -> Option<Arc<KubeContext>> {
         let index = self.index.as_ref()?;
-        let flow = flow_of(packet);
         // A poisoned lock only means a watcher panicked mid-update; the index is still the
         // best knowledge there is.
         let index = index.read().unwrap_or_else(|p| p.into_inner());
@@ -109,14 +121,14 @@ impl Enricher {
     pub fn merge<'p>(
         &mut self,
         first: Option<Arc<KubeContext>>,
-        packet: &Packet,
+        flow: Flow,
         mut prefixes: impl Iterator<Item = &'p [u8]>,
     ) -> Option<Arc<KubeContext>> {
         let first_prefix = prefixes.next().unwrap_or_default();
         let mut merged = first;
         for prefix in prefixes {
             let other = Attribution::from_prefix(Some(prefix));
-            let resolved = self.resolve(&other, packet);
+            let resolved = self.resolve(&other, flow);
             let direction: Option<Direction> = resolved.as_deref().and_then(|c| c.direction);
             let known = merged.as_deref();
             let adds_policy = adds_policy(known, &other, resolved.as_deref());
@@ -206,7 +218,10 @@ fn named_policies(a: &Attribution<'_>, resolved: Option<&KubeContext>) -> Vec<Po
 /// `nflog-tail` replaying a capture with a cluster snapshot).
 pub fn attribute(index: &Index, ev: &mut crate::event::Event<'_>) {
     ev.context = index
-        .resolve_flow(&ev.attribution, &flow_of(&ev.packet))
+        .resolve_flow(
+            &ev.attribution,
+            &flow_of_message(&ev.packet, ev.msg.conntrack),
+        )
         .map(Arc::new);
 }
 

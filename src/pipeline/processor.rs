@@ -144,7 +144,8 @@ impl Processor {
         self.accounting.received(&msg);
         let attribution = Attribution::from_prefix(msg.prefix);
         let packet = decode::decode(msg.family, msg.hw_protocol, msg.payload);
-        let context = self.enricher.resolve(&attribution, &packet);
+        let flow = super::enrich::flow_of_message(&packet, msg.conntrack);
+        let context = self.enricher.resolve(&attribution, flow);
         limit::key_into(
             &mut self.limit_key,
             &attribution,
@@ -271,7 +272,8 @@ fn emit(outputs: &mut Outputs, enricher: &mut Enricher, open: &Open) {
         return;
     };
     let first = &open.first;
-    let context = enricher.merge(first.context.clone(), &first.packet, open.prefixes());
+    let flow = super::enrich::flow_of_message(&first.packet, msg.conntrack);
+    let context = enricher.merge(first.context.clone(), flow, open.prefixes());
     let ev = Event {
         attribution: Attribution::from_prefix(msg.prefix),
         msg,

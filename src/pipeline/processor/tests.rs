@@ -394,3 +394,52 @@ fn the_node_cap_is_counted_per_rule_and_in_total() {
         "each suppressed message is counted under its rule"
     );
 }
+
+/// The conntrack entry's original destination (the ClusterIP before kube-proxy's DNAT) names
+/// the exact Service the client aimed at.
+#[test]
+fn conntrack_names_the_service_the_client_aimed_at() {
+    use crate::source::conntrack::{build::entry, Tuple};
+    let index = pod_index(&[("web-0", "10.42.0.10"), ("db-0", "10.42.0.20")]);
+    let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "db", "namespace": "shop", "uid": "svc-db"},
+        "spec": {"clusterIP": "10.43.0.10", "clusterIPs": ["10.43.0.10"],
+                 "ports": [{"name": "pg", "port": 5432, "protocol": "TCP", "targetPort": 5432}]}
+    }))
+    .unwrap();
+    index.write().unwrap().apply_service(&svc);
+    let (p, _) = processor(&[Format::Json], false);
+    let mut p = p.with_kube(index);
+    let syn = ipv4(
+        6,
+        5,
+        0x4000,
+        0,
+        A,
+        B,
+        &tcp(40000, 5432, 9, 0, 0x02, 1024, 0),
+    );
+    let ct = entry(&Tuple {
+        src: "10.42.0.10".parse().unwrap(),
+        dst: "10.43.0.10".parse().unwrap(),
+        protocol: 6,
+        src_port: Some(40000),
+        dst_port: Some(5432),
+    });
+    let mut buf = Vec::new();
+    Packet {
+        prefix: b"DROP by policy shop/deny-db",
+        seq: Some(0),
+        payload: &syn,
+        conntrack: Some(&ct),
+        ..Default::default()
+    }
+    .encode(&mut buf);
+    p.handle_batch(&buf, Timestamp::default(), &mut Vec::new());
+    let out = lines(&mut p);
+    let ev: serde_json::Value = serde_json::from_str(&out[0]).unwrap();
+    let services = &ev["dest"]["services"];
+    assert_eq!(services[0]["name"], "db", "{ev}");
+    assert_eq!(services[0]["via"], "cluster-ip", "{ev}");
+    assert_eq!(services.as_array().map(Vec::len), Some(1), "{ev}");
+}
