@@ -631,9 +631,9 @@ impl Config {
     }
 
     /// The NFLOG socket's settings.
-    pub fn socket_tuning(&self) -> crate::source::socket::Tuning {
+    pub fn socket_tuning(&self) -> crate::source::socket::SocketTuning {
         let s = &self.source;
-        crate::source::socket::Tuning {
+        crate::source::socket::SocketTuning {
             copy_range: s.copy_range,
             nlbufsiz: s.kernel_buffer,
             qthreshold: s.queue_threshold,

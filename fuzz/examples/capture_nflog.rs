@@ -10,7 +10,7 @@ use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use netpol_nflog::source::socket::{NflogSocket, Recv, Tuning};
+use netpol_nflog::source::socket::{NflogSocket, Recv, SocketTuning};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -21,7 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&dir)?;
 
     // Small kernel batches (threshold 4, 10 ms) so the corpus holds batches of several sizes.
-    let tuning = Tuning {
+    let tuning = SocketTuning {
         copy_range: 0xffff,
         nlbufsiz: 16384,
         qthreshold: 4,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use netpol_nflog::tail::filter::{Direction, IpNet};
+use netpol_nflog::tail::filter::{FilterDirection, IpNet};
 use netpol_nflog::tail::{
     self, client, ColorChoice, Error, Filter, Options, OutputFormat, SourceSpec,
 };
@@ -146,9 +146,9 @@ struct Cli {
     #[arg(long = "protocol", visible_alias = "proto", value_name = "PROTO", value_parser = tail::filter::parse_protocol, help_heading = "Filters")]
     protocols: Vec<String>,
 
-    /// Direction relative to the pod the policy protects (needs the daemon's Kubernetes context).
+    /// FilterDirection relative to the pod the policy protects (needs the daemon's Kubernetes context).
     #[arg(long = "direction", value_enum, help_heading = "Filters")]
-    directions: Vec<Direction>,
+    directions: Vec<FilterDirection>,
 
     /// NFLOG prefix contains this text.
     #[arg(long = "prefix", value_name = "TEXT", help_heading = "Filters")]

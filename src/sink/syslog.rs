@@ -26,7 +26,7 @@
 mod config;
 mod conn;
 
-pub use config::{Framing, RfcChoice, SyslogSinkConfig, Transport};
+pub use config::{Framing, RfcChoice, SyslogSinkConfig, SyslogTransport};
 
 use std::collections::VecDeque;
 use std::io;
@@ -72,7 +72,7 @@ impl SyslogError {
 
 /// Timings, fixed in the daemon; tests shorten them.
 #[derive(Debug, Clone, Copy)]
-pub struct Tuning {
+pub struct SyslogTuning {
     pub backoff_min: Duration,
     pub backoff_max: Duration,
     /// Bounds connecting, the TLS handshake and each write.
@@ -81,9 +81,9 @@ pub struct Tuning {
     pub shutdown_grace: Duration,
 }
 
-impl Default for Tuning {
+impl Default for SyslogTuning {
     fn default() -> Self {
-        Tuning {
+        SyslogTuning {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
             io_timeout: Duration::from_secs(5),
@@ -95,14 +95,14 @@ impl Default for Tuning {
 /// Starts the sink (the configuration must have passed [`SyslogSinkConfig::validate`]). Fails
 /// only on a TLS setup it cannot use; the receiver being away is not an error.
 pub fn spawn(cfg: &SyslogSinkConfig, stats: Arc<SinkStats>) -> Result<SinkHandle, SyslogError> {
-    spawn_tuned(cfg, stats, Tuning::default())
+    spawn_tuned(cfg, stats, SyslogTuning::default())
 }
 
 /// [`spawn`] with chosen timings.
 pub fn spawn_tuned(
     cfg: &SyslogSinkConfig,
     stats: Arc<SinkStats>,
-    tuning: Tuning,
+    tuning: SyslogTuning,
 ) -> Result<SinkHandle, SyslogError> {
     let target = target(cfg)?;
     let shared = Arc::new(Shared {
@@ -132,10 +132,10 @@ pub fn spawn_tuned(
 fn target(cfg: &SyslogSinkConfig) -> Result<Target, SyslogError> {
     let address = cfg.address().to_string();
     Ok(match cfg.transport {
-        Transport::Unix => Target::Unix(address.into()),
-        Transport::Udp => Target::Udp(address),
-        Transport::Tcp => Target::Tcp(address),
-        Transport::Tls => {
+        SyslogTransport::Unix => Target::Unix(address.into()),
+        SyslogTransport::Udp => Target::Udp(address),
+        SyslogTransport::Tcp => Target::Tcp(address),
+        SyslogTransport::Tls => {
             let name = cfg.server_name().unwrap_or_default();
             let server_name = parse_server_name(&name).ok_or(SyslogError::ServerName(name))?;
             Target::Tls {
@@ -190,7 +190,7 @@ struct Shared {
     capacity: u64,
     framing: Framing,
     stats: Arc<SinkStats>,
-    tuning: Tuning,
+    tuning: SyslogTuning,
 }
 
 #[derive(Default)]

@@ -32,7 +32,7 @@ const AF_UNSPEC: u8 = 0;
 
 /// Kernel-side settings of one NFLOG instance (see `nfnetlink_log.c`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tuning {
+pub struct SocketTuning {
     /// Bytes of each packet copied to us (`NFULA_CFG_MODE`); the kernel caps it at 65531.
     pub copy_range: u32,
     /// Size of the kernel's batch buffer per instance (`NFULA_CFG_NLBUFSIZ`).
@@ -123,7 +123,7 @@ pub enum Recv {
 
 impl NflogSocket {
     /// Opens the socket and binds every group with the given tuning.
-    pub fn open(groups: &[u16], tuning: &Tuning) -> Result<Self, SocketError> {
+    pub fn open(groups: &[u16], tuning: &SocketTuning) -> Result<Self, SocketError> {
         let fd = rustix::net::socket_with(
             AddressFamily::NETLINK,
             SocketType::RAW,
@@ -161,7 +161,7 @@ impl NflogSocket {
         sockopt::socket_recv_buffer_size(&self.fd)
     }
 
-    fn configure(&mut self, group: u16, t: &Tuning) -> Result<(), SocketError> {
+    fn configure(&mut self, group: u16, t: &SocketTuning) -> Result<(), SocketError> {
         self.bind_group(group)?;
         let mut mode = t.copy_range.to_be_bytes().to_vec();
         mode.extend_from_slice(&[NFULNL_COPY_PACKET, 0]);

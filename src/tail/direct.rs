@@ -16,9 +16,9 @@ use crate::attribute::ifname::IfNames;
 use crate::event::Timestamp;
 use crate::render::Renderer;
 use crate::source::nflog::{Messages, Netlink, NflogMsg};
-use crate::source::socket::{NflogSocket, Recv, SocketError, Tuning};
+use crate::source::socket::{NflogSocket, Recv, SocketError, SocketTuning};
 
-const TUNING: Tuning = Tuning {
+const TUNING: SocketTuning = SocketTuning {
     copy_range: 65535,
     nlbufsiz: 131_072,
     qthreshold: 64,

@@ -79,28 +79,28 @@ impl IpNet {
 
 /// Traffic direction relative to the pod the policy protects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Direction {
+pub enum FilterDirection {
     Ingress,
     Egress,
 }
 
-impl FromStr for Direction {
+impl FromStr for FilterDirection {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
         match s.to_ascii_lowercase().as_str() {
-            "ingress" | "in" => Ok(Direction::Ingress),
-            "egress" | "out" => Ok(Direction::Egress),
+            "ingress" | "in" => Ok(FilterDirection::Ingress),
+            "egress" | "out" => Ok(FilterDirection::Egress),
             _ => Err(format!("{s:?} is not a direction (ingress or egress)")),
         }
     }
 }
 
-impl Direction {
+impl FilterDirection {
     fn as_str(self) -> &'static str {
         match self {
-            Direction::Ingress => "ingress",
-            Direction::Egress => "egress",
+            FilterDirection::Ingress => "ingress",
+            FilterDirection::Egress => "egress",
         }
     }
 }
@@ -134,7 +134,7 @@ pub struct Filter {
     pub to_ips: Vec<IpNet>,
     pub ports: Vec<u16>,
     pub protocols: Vec<String>,
-    pub directions: Vec<Direction>,
+    pub directions: Vec<FilterDirection>,
     pub prefixes: Vec<String>,
 }
 

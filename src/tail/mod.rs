@@ -172,7 +172,7 @@ pub fn run(opts: Options) -> Result<()> {
         Some(path) => Some(pcap::Writer::create(path)?),
         None => None,
     };
-    let mut sink = Sink {
+    let mut sink = Printer {
         printer,
         writer,
         written: 0,
@@ -188,7 +188,7 @@ pub fn run(opts: Options) -> Result<()> {
 }
 
 /// Where matching events go in line mode.
-struct Sink<W: Write> {
+struct Printer<W: Write> {
     printer: Option<output::Printer<W>>,
     writer: Option<pcap::Writer>,
     /// pcap records written: one per NFLOG message.
@@ -198,7 +198,7 @@ struct Sink<W: Write> {
     without_bytes: u64,
 }
 
-impl<W: Write> Sink<W> {
+impl<W: Write> Printer<W> {
     /// Writes the pcap record first: once a line is printed, its packet is on disk.
     fn event(&mut self, rec: &Record) -> Result<()> {
         if let Some(w) = &mut self.writer {
@@ -251,7 +251,11 @@ impl<W: Write> Sink<W> {
     }
 }
 
-fn pump<W: Write>(mut source: Box<dyn Source>, opts: &Options, sink: &mut Sink<W>) -> Result<()> {
+fn pump<W: Write>(
+    mut source: Box<dyn Source>,
+    opts: &Options,
+    sink: &mut Printer<W>,
+) -> Result<()> {
     let is_file = matches!(opts.source, SourceSpec::File(_));
     let mut tail: VecDeque<Record> = VecDeque::new();
     let mut matched = 0u64;

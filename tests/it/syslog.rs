@@ -35,7 +35,7 @@ use netpol_nflog::event::{Event, IfName, Timestamp};
 use netpol_nflog::render::syslog::{render, MsgFormat, SyslogFormat};
 use netpol_nflog::render::time::LocalClock;
 use netpol_nflog::sink::syslog::{
-    spawn_tuned, Framing, RfcChoice, SyslogSinkConfig, Transport, Tuning,
+    spawn_tuned, Framing, RfcChoice, SyslogSinkConfig, SyslogTransport, SyslogTuning,
 };
 use netpol_nflog::sink::{Chunk, SinkHandle};
 use netpol_nflog::source::nflog::{build::Packet, NflogMsg};
@@ -53,8 +53,8 @@ const HOSTNAME: &str = "node-1";
 /// The fields rsyslog parsed, one message per line (see the module comment).
 const TEMPLATE: &str = "%syslogfacility-text%|%syslogseverity-text%|%hostname%|%app-name%|%procid%|%msgid%|%structured-data%|%$!rfc5424-sd%|%msg%\\n";
 
-fn fast() -> Tuning {
-    Tuning {
+fn fast() -> SyslogTuning {
+    SyslogTuning {
         backoff_min: Duration::from_millis(50),
         backoff_max: Duration::from_millis(400),
         io_timeout: Duration::from_secs(3),
@@ -90,7 +90,7 @@ input(type="imtcp" address="127.0.0.1" port="{tcp_port}")
 
     struct Case {
         ns: &'static str,
-        transport: Transport,
+        transport: SyslogTransport,
         address: String,
         rfc: RfcChoice,
         framing: Framing,
@@ -109,56 +109,56 @@ input(type="imtcp" address="127.0.0.1" port="{tcp_port}")
     let mut cases = vec![
         case(
             "unix-3164",
-            Transport::Unix,
+            SyslogTransport::Unix,
             local.display().to_string(),
             RfcChoice::Rfc3164,
             Framing::OctetCounting,
         ),
         case(
             "unix-5424",
-            Transport::Unix,
+            SyslogTransport::Unix,
             local5424.display().to_string(),
             RfcChoice::Rfc5424,
             Framing::OctetCounting,
         ),
         case(
             "udp-3164",
-            Transport::Udp,
+            SyslogTransport::Udp,
             udp.clone(),
             RfcChoice::Rfc3164,
             Framing::OctetCounting,
         ),
         case(
             "udp-5424",
-            Transport::Udp,
+            SyslogTransport::Udp,
             udp.clone(),
             RfcChoice::Rfc5424,
             Framing::OctetCounting,
         ),
         case(
             "tcp-octet-3164",
-            Transport::Tcp,
+            SyslogTransport::Tcp,
             tcp_addr.clone(),
             RfcChoice::Rfc3164,
             Framing::OctetCounting,
         ),
         case(
             "tcp-octet-5424",
-            Transport::Tcp,
+            SyslogTransport::Tcp,
             tcp_addr.clone(),
             RfcChoice::Rfc5424,
             Framing::OctetCounting,
         ),
         case(
             "tcp-newline-3164",
-            Transport::Tcp,
+            SyslogTransport::Tcp,
             tcp_addr.clone(),
             RfcChoice::Rfc3164,
             Framing::Newline,
         ),
         case(
             "tcp-newline-5424",
-            Transport::Tcp,
+            SyslogTransport::Tcp,
             tcp_addr.clone(),
             RfcChoice::Rfc5424,
             Framing::Newline,
@@ -168,7 +168,7 @@ input(type="imtcp" address="127.0.0.1" port="{tcp_port}")
         message: MsgFormat::Json,
         ..case(
             "tcp-json-5424",
-            Transport::Tcp,
+            SyslogTransport::Tcp,
             tcp_addr.clone(),
             RfcChoice::Rfc5424,
             Framing::OctetCounting,
@@ -178,7 +178,7 @@ input(type="imtcp" address="127.0.0.1" port="{tcp_port}")
         message: MsgFormat::Json,
         ..case(
             "udp-json-3164",
-            Transport::Udp,
+            SyslogTransport::Udp,
             udp,
             RfcChoice::Rfc3164,
             Framing::OctetCounting,
@@ -297,7 +297,7 @@ fn syslog_structured_data_escaping() {
     let rsyslog = Rsyslog::start(&dir, "rsyslog", &inputs, "");
     rsyslog.wait_ready(None, Some(tcp_port), &[]);
     let cfg = SyslogSinkConfig {
-        transport: Transport::Tcp,
+        transport: SyslogTransport::Tcp,
         address: format!("127.0.0.1:{tcp_port}"),
         ..Default::default()
     };
@@ -340,7 +340,7 @@ fn syslog_survives_a_receiver_restart() {
     rsyslog.wait_ready(None, Some(tcp_port), &[]);
     const BUFFER: usize = 50;
     let cfg = SyslogSinkConfig {
-        transport: Transport::Tcp,
+        transport: SyslogTransport::Tcp,
         address: format!("127.0.0.1:{tcp_port}"),
         buffer_messages: BUFFER,
         ..Default::default()
@@ -421,7 +421,7 @@ fn syslog_tls() {
         ("tls-newline", Framing::Newline, None),
     ] {
         let cfg = SyslogSinkConfig {
-            transport: Transport::Tls,
+            transport: SyslogTransport::Tls,
             address: format!("127.0.0.1:{tls_port}"),
             framing,
             tls_ca_file: Some(dir.path("ca.pem")),
@@ -456,7 +456,7 @@ fn syslog_tls() {
     // A CA that did not sign the server's certificate: the handshake fails every time, and
     // nothing is counted as written.
     let cfg = SyslogSinkConfig {
-        transport: Transport::Tls,
+        transport: SyslogTransport::Tls,
         address: format!("127.0.0.1:{tls_port}"),
         tls_ca_file: Some(dir.path("other-ca.pem")),
         tls_server_name: Some("localhost".into()),

@@ -10,7 +10,7 @@ use crate::render::syslog::{facility_code, severity_code, MsgFormat, Rfc, Syslog
 /// How messages leave the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Transport {
+pub enum SyslogTransport {
     /// A local datagram socket such as `/dev/log`.
     #[default]
     Unix,
@@ -67,7 +67,7 @@ impl<'de> Deserialize<'de> for RfcChoice {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SyslogSinkConfig {
-    pub transport: Transport,
+    pub transport: SyslogTransport,
     /// A socket path for `unix` (empty: `/dev/log`); `host:port` otherwise (`[v6]:port` for
     /// IPv6 literals), resolved again at every connection.
     pub address: String,
@@ -98,7 +98,7 @@ pub struct SyslogSinkConfig {
 impl Default for SyslogSinkConfig {
     fn default() -> Self {
         SyslogSinkConfig {
-            transport: Transport::Unix,
+            transport: SyslogTransport::Unix,
             address: String::new(),
             rfc: None,
             framing: Framing::OctetCounting,
@@ -127,7 +127,7 @@ impl SyslogSinkConfig {
         let mut p = Vec::new();
         let mut bad = |key: &str, problem: String| p.push((key.to_string(), problem));
         match self.transport {
-            Transport::Unix => {
+            SyslogTransport::Unix => {
                 if !self.address.is_empty() && !self.address.starts_with('/') {
                     bad(
                         "address",
@@ -188,7 +188,7 @@ impl SyslogSinkConfig {
                 format!("{} is not between 1 and {MAX_BUFFER}", self.buffer_messages),
             );
         }
-        if self.transport != Transport::Tls {
+        if self.transport != SyslogTransport::Tls {
             if self.tls_ca_file.is_some() {
                 bad("tls_ca_file", "only applies to transport = \"tls\"".into());
             }
@@ -219,14 +219,14 @@ impl SyslogSinkConfig {
     /// The layout in effect (see [`SyslogSinkConfig::rfc`] field).
     pub fn rfc(&self) -> RfcChoice {
         self.rfc.unwrap_or(match self.transport {
-            Transport::Unix => RfcChoice::Rfc3164,
+            SyslogTransport::Unix => RfcChoice::Rfc3164,
             _ => RfcChoice::Rfc5424,
         })
     }
 
     /// The socket path or `host:port` in effect.
     pub fn address(&self) -> &str {
-        if self.transport == Transport::Unix && self.address.is_empty() {
+        if self.transport == SyslogTransport::Unix && self.address.is_empty() {
             DEFAULT_UNIX_PATH
         } else {
             &self.address
@@ -236,10 +236,10 @@ impl SyslogSinkConfig {
     /// The sink's name in counters and logs, e.g. `syslog+tcp:logs.example:6514`.
     pub fn name(&self) -> String {
         let t = match self.transport {
-            Transport::Unix => "unix",
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
-            Transport::Tls => "tls",
+            SyslogTransport::Unix => "unix",
+            SyslogTransport::Udp => "udp",
+            SyslogTransport::Tcp => "tcp",
+            SyslogTransport::Tls => "tls",
         };
         format!("syslog+{t}:{}", self.address())
     }
@@ -250,7 +250,7 @@ impl SyslogSinkConfig {
     pub fn format(&self, hostname: &str, node_name: &str) -> SyslogFormat {
         SyslogFormat {
             rfc: match (self.rfc(), self.transport) {
-                (RfcChoice::Rfc3164, Transport::Unix) => Rfc::Rfc3164Local,
+                (RfcChoice::Rfc3164, SyslogTransport::Unix) => Rfc::Rfc3164Local,
                 (RfcChoice::Rfc3164, _) => Rfc::Rfc3164,
                 (RfcChoice::Rfc5424, _) => Rfc::Rfc5424,
             },

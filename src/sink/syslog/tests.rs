@@ -13,8 +13,8 @@ use serde::Deserialize;
 use super::*;
 use crate::render::syslog::{MsgFormat, Rfc};
 
-fn fast() -> Tuning {
-    Tuning {
+fn fast() -> SyslogTuning {
+    SyslogTuning {
         backoff_min: Duration::from_millis(10),
         backoff_max: Duration::from_millis(50),
         io_timeout: Duration::from_secs(2),
@@ -85,7 +85,7 @@ fn config_defaults_and_embedding() {
     assert_eq!(
         (b.transport, b.framing, b.rfc(), b.message),
         (
-            Transport::Tls,
+            SyslogTransport::Tls,
             Framing::Newline,
             RfcChoice::Rfc3164,
             MsgFormat::Json
@@ -154,7 +154,7 @@ fn every_problem_is_named() {
         ("[::1:514", "\"[::1:514\": unclosed '['"),
     ] {
         let c = SyslogSinkConfig {
-            transport: Transport::Udp,
+            transport: SyslogTransport::Udp,
             address: address.into(),
             ..Default::default()
         };
@@ -285,7 +285,7 @@ fn unreachable_at_start_is_tried_at_once_and_counted_at_shutdown() {
         };
         assert!(err.starts_with(&want), "{address}: {err}");
         let cfg = SyslogSinkConfig {
-            transport: Transport::Tcp,
+            transport: SyslogTransport::Tcp,
             address: address.clone(),
             ..Default::default()
         };
@@ -310,7 +310,7 @@ fn unreachable_at_start_is_tried_at_once_and_counted_at_shutdown() {
 fn connects_before_the_first_message() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let cfg = SyslogSinkConfig {
-        transport: Transport::Tcp,
+        transport: SyslogTransport::Tcp,
         address: listener.local_addr().unwrap().to_string(),
         ..Default::default()
     };
@@ -348,7 +348,7 @@ fn tcp_framings() {
     ] {
         let (address, rx) = tcp_receiver();
         let cfg = SyslogSinkConfig {
-            transport: Transport::Tcp,
+            transport: SyslogTransport::Tcp,
             address,
             framing,
             ..Default::default()
