@@ -356,8 +356,15 @@ impl ConfigFile {
                 format!("{} is not between 8192 and 131072 bytes", s.kernel_buffer),
             );
         }
-        if s.queue_threshold == 0 {
-            bad("source.queue_threshold", "must be at least 1".into());
+        // The kernel queues at most what fits its buffer anyway; more is a typo.
+        if !(1..=QUEUE_THRESHOLD_MAX).contains(&s.queue_threshold) {
+            bad(
+                "source.queue_threshold",
+                format!(
+                    "{} is not between 1 and {QUEUE_THRESHOLD_MAX}",
+                    s.queue_threshold
+                ),
+            );
         }
         if s.flush_timeout_ms < 10 || s.flush_timeout_ms > 10_000 {
             bad(
@@ -368,10 +375,13 @@ impl ConfigFile {
                 ),
             );
         }
-        if s.socket_receive_buffer < 4096 {
+        if !(4096..=RECEIVE_BUFFER_MAX).contains(&s.socket_receive_buffer) {
             bad(
                 "source.socket_receive_buffer",
-                format!("{} is below 4096 bytes", s.socket_receive_buffer),
+                format!(
+                    "{} is not between 4096 and {RECEIVE_BUFFER_MAX} bytes (the kernel doubles it, and it counts against the pod's memory)",
+                    s.socket_receive_buffer
+                ),
             );
         }
         for (i, sink) in self.sinks.iter().enumerate() {
@@ -423,8 +433,11 @@ impl ConfigFile {
                 format!("{} is not between 1 and {NODE_LIMIT_MAX}", l.node_burst),
             );
         }
-        if l.summary_interval_s == 0 {
-            bad("limits.summary_interval_s", "must be at least 1".into());
+        if !(1..=86_400).contains(&l.summary_interval_s) {
+            bad(
+                "limits.summary_interval_s",
+                format!("{} is not between 1 and 86400", l.summary_interval_s),
+            );
         }
         if self.output.correlation_window_ms > 10_000 {
             bad(
@@ -516,6 +529,11 @@ impl ConfigFile {
 
 /// The node-wide cap's ceiling, messages per second.
 pub const NODE_LIMIT_MAX: f64 = 1_000_000.0;
+
+/// `source.queue_threshold` at most: a batch larger than the kernel's buffer is never sent whole.
+pub const QUEUE_THRESHOLD_MAX: u32 = 100_000;
+/// `source.socket_receive_buffer` at most (1 GiB; the kernel doubles it).
+pub const RECEIVE_BUFFER_MAX: usize = 1 << 30;
 
 /// Records kept for new `nflog-tail` clients at most (each is about 1 KiB).
 pub const TAIL_RING_MAX: usize = 100_000;
@@ -764,6 +782,25 @@ mod tests {
         };
         let c = Config::load(None, &stdout_json).unwrap();
         assert_eq!(c.sinks, vec![Sink::stdout(Format::Json)]);
+    }
+
+    #[test]
+    fn every_size_has_a_stated_maximum() {
+        let err = ConfigFile::parse(
+            "[source]\nqueue_threshold = 4000000000\nsocket_receive_buffer = 99999999999\n[limits]\nsummary_interval_s = 999999\n",
+            "t",
+        )
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+        for key in [
+            "source.queue_threshold",
+            "source.socket_receive_buffer",
+            "limits.summary_interval_s",
+        ] {
+            assert!(err.contains(key), "{key} missing from {err}");
+        }
     }
 
     #[test]

@@ -1318,9 +1318,9 @@ fn faults_syslog_receiver_restart() {
 fn shipped_logrotate(dir: &Path, pid: u32) -> String {
     let text = fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/deploy/logrotate/netpol-nflog"
+        "/config/logrotate-netpol-nflog"
     ))
-    .expect("read deploy/logrotate/netpol-nflog");
+    .expect("read config/logrotate-netpol-nflog");
     for needle in ["/var/log/ulog/", "pkill -HUP -x netpol-nflogd"] {
         assert!(text.contains(needle), "no {needle:?} in the shipped config");
     }
@@ -1345,7 +1345,7 @@ fn gunzipped(path: &Path) -> PathBuf {
 /// 1. the Debian rotation + SIGHUP: the reopen fails, is logged once per sink with owner, mode
 ///    and fix, and the lines go on to the rotated file (none counted failed);
 /// 2. the operator follows the message (`chown root`): the retry reopens without a signal;
-/// 3. a rotation by the real logrotate with the shipped deploy/logrotate/netpol-nflog: the new
+/// 3. a rotation by the real logrotate with the shipped config/logrotate-netpol-nflog: the new
 ///    files are root:adm 0640 and get the new lines.
 ///
 /// At the end every message is in exactly one generation of each file, in order.
