@@ -10,8 +10,8 @@ use crate::attribute::{Direction, PodMeta, ServiceHit};
 use crate::decode::{protocol_name, Network, Transport};
 use crate::event::Event;
 
-use super::push_u64;
 use super::time::LocalClock;
+use super::{json_plain, push_u64, with_cursor, Cursor, HEX};
 
 /// Builds a JSON object field by field.
 struct Obj<'o> {
@@ -20,85 +20,161 @@ struct Obj<'o> {
 }
 
 impl<'o> Obj<'o> {
+    #[inline]
     fn new(out: &'o mut Vec<u8>) -> Self {
         out.push(b'{');
         Obj { out, first: true }
     }
 
+    #[inline]
     fn key(&mut self, k: &str) -> &mut Vec<u8> {
-        if !self.first {
-            self.out.push(b',');
-        }
+        // `,"` (or `"`), the key and `":` in one write: inlined, `k` is a constant.
+        let sep: &[u8] = if self.first { b"\"" } else { b",\"" };
         self.first = false;
-        self.out.push(b'"');
-        self.out.extend_from_slice(k.as_bytes());
-        self.out.extend_from_slice(b"\":");
+        with_cursor(self.out, k.len() + 4, |c| {
+            c.bytes(sep);
+            c.var(k.as_bytes());
+            c.bytes(b"\":");
+        });
         self.out
     }
 
+    #[inline]
     fn num(&mut self, k: &str, v: u64) {
         let out = self.key(k);
         push_u64(out, v);
     }
 
+    #[inline]
     fn str(&mut self, k: &str, v: &[u8]) {
         let out = self.key(k);
         push_json_str(out, v);
     }
 
-    fn ip(&mut self, k: &str, v: std::net::IpAddr) {
-        let out = self.key(k);
-        out.push(b'"');
-        match v {
-            std::net::IpAddr::V4(a) => super::push_ipv4(out, a),
-            std::net::IpAddr::V6(a) => super::push_ipv6(out, a),
-        }
-        out.push(b'"');
-    }
-
+    #[inline]
     fn raw(&mut self, k: &str, v: &[u8]) {
         self.key(k).extend_from_slice(v);
     }
 
+    #[inline]
     fn end(self) {
         self.out.push(b'}');
     }
 }
 
+/// Where escaped JSON text goes: a line buffer or a cursor in one.
+trait Put {
+    fn put(&mut self, b: &[u8]);
+}
+
+impl Put for Vec<u8> {
+    #[inline]
+    fn put(&mut self, b: &[u8]) {
+        self.extend_from_slice(b);
+    }
+}
+
+impl Put for Cursor<'_> {
+    #[inline]
+    fn put(&mut self, b: &[u8]) {
+        self.var(b);
+    }
+}
+
 /// A JSON string; bytes that are not UTF-8 become U+FFFD, control characters `\u00XX`.
 pub fn push_json_str(out: &mut Vec<u8>, v: &[u8]) {
-    out.push(b'"');
     // Nearly every value is plain printable ASCII: copy it in one go.
-    if v.iter()
-        .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
-    {
-        out.extend_from_slice(v);
-        out.push(b'"');
+    if json_plain(v) {
+        with_cursor(out, v.len() + 2, |c| {
+            c.byte(b'"');
+            c.var(v);
+            c.byte(b'"');
+        });
         return;
     }
+    json_escaped(out, v);
+}
+
+/// [`push_json_str`] for values that are not plain printable ASCII.
+fn json_escaped(out: &mut impl Put, v: &[u8]) {
+    out.put(b"\"");
     for chunk in v.utf8_chunks() {
         for c in chunk.valid().chars() {
             match c {
-                '"' => out.extend_from_slice(b"\\\""),
-                '\\' => out.extend_from_slice(b"\\\\"),
-                '\n' => out.extend_from_slice(b"\\n"),
-                '\r' => out.extend_from_slice(b"\\r"),
-                '\t' => out.extend_from_slice(b"\\t"),
+                '"' => out.put(b"\\\""),
+                '\\' => out.put(b"\\\\"),
+                '\n' => out.put(b"\\n"),
+                '\r' => out.put(b"\\r"),
+                '\t' => out.put(b"\\t"),
                 c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                    out.extend_from_slice(b"\\u00");
-                    super::push_hex2(out, c as u8, false);
+                    let [hi, lo] = [HEX[(c as usize) >> 4], HEX[(c as usize) & 15]];
+                    out.put(&[b'\\', b'u', b'0', b'0', hi, lo]);
                 }
                 c => {
                     let mut b = [0u8; 4];
-                    out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
+                    out.put(c.encode_utf8(&mut b).as_bytes());
                 }
             }
         }
         if !chunk.invalid().is_empty() {
-            out.extend_from_slice("\u{fffd}".as_bytes());
+            out.put("\u{fffd}".as_bytes());
         }
     }
-    out.push(b'"');
+    out.put(b"\"");
+}
+
+/// A JSON string written through a cursor, checked once to bound its space.
+struct JsonStr<'v> {
+    v: &'v [u8],
+    plain: bool,
+}
+
+impl<'v> JsonStr<'v> {
+    #[inline]
+    fn new(v: &'v [u8]) -> Self {
+        JsonStr {
+            v,
+            plain: json_plain(v),
+        }
+    }
+
+    /// The most it writes: quotes, and six bytes for a byte at worst (`\u00XX`).
+    #[inline]
+    fn max(&self) -> usize {
+        if self.plain {
+            self.v.len() + 2
+        } else {
+            6 * self.v.len() + 2
+        }
+    }
+
+    #[inline]
+    fn write(&self, c: &mut Cursor<'_>) {
+        if self.plain {
+            c.byte(b'"');
+            c.var(self.v);
+            c.byte(b'"');
+        } else {
+            json_escaped(c, self.v);
+        }
+    }
+}
+
+#[inline]
+fn quoted_ip(c: &mut Cursor<'_>, v: std::net::IpAddr) {
+    c.byte(b'"');
+    match v {
+        std::net::IpAddr::V4(a) => c.ipv4(a),
+        std::net::IpAddr::V6(a) => c.ipv6(a),
+    }
+    c.byte(b'"');
+}
+
+/// `,"key":` as one constant.
+macro_rules! key {
+    ($k:literal) => {
+        concat!(",\"", $k, "\":").as_bytes()
+    };
 }
 
 pub fn render(
@@ -180,6 +256,11 @@ pub fn render_suppressed(
     out.push(b'\n');
 }
 
+/// The most [`render_with`] writes through its cursor besides the strings and the MAC header:
+/// the `oob.*`/`raw.*` fields (about 370 bytes at most) and [`network`] (about 500, IPv6 with
+/// a fragment header and TCP), with room to spare (`syslogemu::tests::longest_lines`).
+const FIXED_MAX: usize = 1024;
+
 fn render_with(
     ev: &Event<'_>,
     hostname: &[u8],
@@ -188,157 +269,216 @@ fn render_with(
     out: &mut Vec<u8>,
     extra: impl FnOnce(&mut Obj<'_>),
 ) {
-    let mut o = Obj::new(out);
-    let ts = o.key("timestamp");
-    ts.push(b'"');
-    clock.push_rfc3339(ev.time, ts);
-    ts.push(b'"');
-    o.str("hostname", hostname);
-    o.str("node_name", node_name);
-    o.str("action", b"drop");
-    o.num("oob.group", ev.msg.group as u64);
-    o.str("oob.prefix", ev.msg.prefix.unwrap_or_default());
-    o.num("oob.hook", ev.msg.hook as u64);
-    o.num("oob.family", ev.msg.family as u64);
-    o.num("oob.protocol", ev.msg.hw_protocol as u64);
-    o.str("oob.in", ev.indev.as_bytes());
-    o.str("oob.out", ev.outdev.as_bytes());
-    o.num("oob.mark", ev.msg.mark.unwrap_or(0) as u64);
-    if let Some(uid) = ev.msg.uid {
-        o.num("oob.uid", uid as u64);
-    }
-    if let Some(gid) = ev.msg.gid {
-        o.num("oob.gid", gid as u64);
-    }
-    if let Some(seq) = ev.msg.seq {
-        o.num("oob.seq.local", seq as u64);
-    }
-    o.num("raw.pktlen", ev.msg.payload.len() as u64);
-    if let Some(mac) = ev.msg.mac_header() {
-        let out = o.key("mac.str");
-        out.push(b'"');
-        for (i, b) in mac.iter().enumerate() {
-            if i > 0 {
-                out.push(b':');
-            }
-            super::push_hex2(out, *b, false);
+    let strs = [
+        JsonStr::new(hostname),
+        JsonStr::new(node_name),
+        JsonStr::new(ev.msg.prefix.unwrap_or_default()),
+        JsonStr::new(ev.indev.as_bytes()),
+        JsonStr::new(ev.outdev.as_bytes()),
+    ];
+    let [host, node, prefix, indev, outdev] = &strs;
+    let mac = ev.msg.mac_header();
+    let max =
+        strs.iter().map(JsonStr::max).sum::<usize>() + 3 * mac.map_or(0, <[u8]>::len) + FIXED_MAX;
+    with_cursor(out, max, |c| {
+        c.bytes(b"{\"timestamp\":\"");
+        clock.write_rfc3339(ev.time, c);
+        c.bytes(b"\",\"hostname\":");
+        host.write(c);
+        c.bytes(key!("node_name"));
+        node.write(c);
+        c.bytes(b",\"action\":\"drop\",\"oob.group\":");
+        c.dec(ev.msg.group as u32);
+        c.bytes(key!("oob.prefix"));
+        prefix.write(c);
+        c.bytes(key!("oob.hook"));
+        c.dec8(ev.msg.hook);
+        c.bytes(key!("oob.family"));
+        c.dec8(ev.msg.family);
+        c.bytes(key!("oob.protocol"));
+        c.dec(ev.msg.hw_protocol as u32);
+        c.bytes(key!("oob.in"));
+        indev.write(c);
+        c.bytes(key!("oob.out"));
+        outdev.write(c);
+        c.bytes(key!("oob.mark"));
+        c.dec(ev.msg.mark.unwrap_or(0));
+        if let Some(uid) = ev.msg.uid {
+            c.bytes(key!("oob.uid"));
+            c.dec(uid);
         }
-        out.push(b'"');
-    }
-    network(ev, &mut o);
+        if let Some(gid) = ev.msg.gid {
+            c.bytes(key!("oob.gid"));
+            c.dec(gid);
+        }
+        if let Some(seq) = ev.msg.seq {
+            c.bytes(key!("oob.seq.local"));
+            c.dec(seq);
+        }
+        c.bytes(key!("raw.pktlen"));
+        c.dec64(ev.msg.payload.len() as u64);
+        if let Some(mac) = mac {
+            c.bytes(b",\"mac.str\":\"");
+            for b in mac {
+                c.hex2(*b, false);
+                c.byte(b':');
+            }
+            // The last separator is the closing quote.
+            c.back(1);
+            c.byte(b'"');
+        }
+        network(ev, c);
+    });
+    // The object has fields: the rest continues it.
+    let mut o = Obj { out, first: false };
     policy(ev, &mut o);
     extra(&mut o);
     o.end();
     out.push(b'\n');
 }
 
-fn network(ev: &Event<'_>, o: &mut Obj<'_>) {
+fn network(ev: &Event<'_>, c: &mut Cursor<'_>) {
     let p = &ev.packet;
     match p.network {
         Network::Ipv4(Some(h)) => {
-            o.ip("src_ip", h.src.into());
-            o.ip("dest_ip", h.dst.into());
-            o.num("ip.protocol", h.protocol as u64);
-            o.num("ip.tos", h.tos as u64);
-            o.num("ip.ttl", h.ttl as u64);
-            o.num("ip.totlen", h.tot_len as u64);
-            o.num("ip.ihl", h.ihl as u64);
-            o.num("ip.id", h.id as u64);
-            o.num("ip.fragoff", h.frag_off as u64);
+            c.bytes(key!("src_ip"));
+            quoted_ip(c, h.src.into());
+            c.bytes(key!("dest_ip"));
+            quoted_ip(c, h.dst.into());
+            c.bytes(key!("ip.protocol"));
+            c.dec8(h.protocol);
+            c.bytes(key!("ip.tos"));
+            c.dec8(h.tos);
+            c.bytes(key!("ip.ttl"));
+            c.dec8(h.ttl);
+            c.bytes(key!("ip.totlen"));
+            c.dec(h.tot_len as u32);
+            c.bytes(key!("ip.ihl"));
+            c.dec8(h.ihl);
+            c.bytes(key!("ip.id"));
+            c.dec(h.id as u32);
+            c.bytes(key!("ip.fragoff"));
+            c.dec(h.frag_off as u32);
         }
         Network::Ipv6(Some(h)) => {
-            o.ip("src_ip", h.src.into());
-            o.ip("dest_ip", h.dst.into());
+            c.bytes(key!("src_ip"));
+            quoted_ip(c, h.src.into());
+            c.bytes(key!("dest_ip"));
+            quoted_ip(c, h.dst.into());
             if let Some(next) = h.nexthdr {
-                o.num("ip.protocol", next as u64);
-                o.num("ip6.nexthdr", next as u64);
+                c.bytes(key!("ip.protocol"));
+                c.dec8(next);
+                c.bytes(key!("ip6.nexthdr"));
+                c.dec8(next);
             }
-            o.num("ip6.payloadlen", h.payload_len as u64);
-            o.num("ip6.priority", h.traffic_class as u64);
-            o.num("ip6.flowlabel", h.flow_label as u64);
-            o.num("ip6.hoplimit", h.hop_limit as u64);
+            c.bytes(key!("ip6.payloadlen"));
+            c.dec(h.payload_len as u32);
+            c.bytes(key!("ip6.priority"));
+            c.dec8(h.traffic_class);
+            c.bytes(key!("ip6.flowlabel"));
+            c.dec(h.flow_label);
+            c.bytes(key!("ip6.hoplimit"));
+            c.dec8(h.hop_limit);
             if let Some((off, id)) = h.frag {
-                o.num("ip6.fragoff", off as u64);
-                o.num("ip6.fragid", id as u64);
+                c.bytes(key!("ip6.fragoff"));
+                c.dec(off as u32);
+                c.bytes(key!("ip6.fragid"));
+                c.dec(id);
             }
         }
         Network::Arp(Some(a)) => {
-            o.ip("arp.saddr.str", a.sender_ip.into());
-            o.ip("arp.daddr.str", a.target_ip.into());
-            o.num("arp.operation", a.op as u64);
+            c.bytes(key!("arp.saddr.str"));
+            quoted_ip(c, a.sender_ip.into());
+            c.bytes(key!("arp.daddr.str"));
+            quoted_ip(c, a.target_ip.into());
+            c.bytes(key!("arp.operation"));
+            c.dec(a.op as u32);
         }
         _ => {}
     }
     if let Some(n) = p.protocol() {
+        c.bytes(b",\"protocol\":\"");
         match protocol_name(n) {
-            Some(name) => o.str("protocol", name.as_bytes()),
-            None => {
-                let out = o.key("protocol");
-                out.push(b'"');
-                push_u64(out, n as u64);
-                out.push(b'"');
-            }
+            Some(name) => c.var(name.as_bytes()),
+            None => c.dec8(n),
         }
+        c.byte(b'"');
     }
     if let Some((sport, dport)) = p.ports() {
-        o.num("src_port", sport as u64);
-        o.num("dest_port", dport as u64);
+        c.bytes(key!("src_port"));
+        c.dec(sport as u32);
+        c.bytes(key!("dest_port"));
+        c.dec(dport as u32);
     }
     if p.is_later_fragment() {
         return;
     }
     match p.transport {
         Transport::Tcp(t) => {
-            o.num("tcp.seq", t.seq as u64);
-            o.num("tcp.ackseq", t.ack as u64);
-            o.num("tcp.window", t.window as u64);
-            let out = o.key("tcp.flags");
-            out.push(b'"');
-            let start = out.len();
+            c.bytes(key!("tcp.seq"));
+            c.dec(t.seq);
+            c.bytes(key!("tcp.ackseq"));
+            c.dec(t.ack);
+            c.bytes(key!("tcp.window"));
+            c.dec(t.window as u32);
+            c.bytes(b",\"tcp.flags\":\"");
+            let start = c.len();
             use crate::decode::TcpFlags as F;
             for (flag, name) in [
-                (F::CWR, "CWR"),
-                (F::ECE, "ECE"),
-                (F::URG, "URG"),
-                (F::ACK, "ACK"),
-                (F::PSH, "PSH"),
-                (F::RST, "RST"),
-                (F::SYN, "SYN"),
-                (F::FIN, "FIN"),
+                (F::CWR, b"CWR "),
+                (F::ECE, b"ECE "),
+                (F::URG, b"URG "),
+                (F::ACK, b"ACK "),
+                (F::PSH, b"PSH "),
+                (F::RST, b"RST "),
+                (F::SYN, b"SYN "),
+                (F::FIN, b"FIN "),
             ] {
-                if t.flags.has(flag) {
-                    if out.len() > start {
-                        out.push(b' ');
-                    }
-                    out.extend_from_slice(name.as_bytes());
-                }
+                // Written always, kept only when set: no branch per flag.
+                c.bytes(name);
+                c.back(4 * !t.flags.has(flag) as usize);
             }
-            out.push(b'"');
+            // Names are separated by spaces: the last one's becomes the closing quote.
+            c.back((c.len() > start) as usize);
+            c.byte(b'"');
             if t.flags.has(F::URG) {
-                o.num("tcp.urgp", t.urgent as u64);
+                c.bytes(key!("tcp.urgp"));
+                c.dec(t.urgent as u32);
             }
         }
-        Transport::Udp { len, .. } => o.num("udp.len", len as u64),
+        Transport::Udp { len, .. } => {
+            c.bytes(key!("udp.len"));
+            c.dec(len as u32);
+        }
         Transport::Icmp(i) => {
-            o.num("icmp.type", i.kind as u64);
-            o.num("icmp.code", i.code as u64);
+            c.bytes(key!("icmp.type"));
+            c.dec8(i.kind);
+            c.bytes(key!("icmp.code"));
+            c.dec8(i.code);
             if matches!(i.kind, 0 | 8) {
-                o.num("icmp.echoid", i.echo_id() as u64);
-                o.num("icmp.echoseq", i.echo_seq() as u64);
+                c.bytes(key!("icmp.echoid"));
+                c.dec(i.echo_id() as u32);
+                c.bytes(key!("icmp.echoseq"));
+                c.dec(i.echo_seq() as u32);
             }
             if i.kind == 3 && i.code == 4 {
-                o.num("icmp.fragmtu", (i.rest & 0xffff) as u64);
+                c.bytes(key!("icmp.fragmtu"));
+                c.dec(i.rest & 0xffff);
             }
         }
         Transport::Icmpv6(i) => {
-            o.num("icmpv6.type", i.kind as u64);
-            o.num("icmpv6.code", i.code as u64);
+            c.bytes(key!("icmpv6.type"));
+            c.dec8(i.kind);
+            c.bytes(key!("icmpv6.code"));
+            c.dec8(i.code);
             if matches!(i.kind, 128 | 129) {
-                o.num("icmpv6.echoid", i.echo_id() as u64);
-                o.num("icmpv6.echoseq", i.echo_seq() as u64);
+                c.bytes(key!("icmpv6.echoid"));
+                c.dec(i.echo_id() as u32);
+                c.bytes(key!("icmpv6.echoseq"));
+                c.dec(i.echo_seq() as u32);
             }
         }
-        Transport::Incomplete => o.raw("incomplete", b"true"),
+        Transport::Incomplete => c.bytes(b",\"incomplete\":true"),
         Transport::Sctp { .. } | Transport::None => {}
     }
 }

@@ -9,6 +9,8 @@ pub mod syslog;
 pub mod syslogemu;
 pub mod time;
 
+use std::mem::MaybeUninit;
+
 use serde::Deserialize;
 
 use crate::event::Event;
@@ -80,41 +82,417 @@ pub fn short_hostname() -> String {
     name.split('.').next().unwrap_or_default().to_string()
 }
 
+// ---------------------------------------------------------------------------------------------
+// Writing. The renderers write most of a line through a [`Cursor`]: [`with_cursor`] makes room
+// for the most the writer can need once, every field is then a store into that room (digits
+// from tables, constant keys as fixed-size copies, no capacity check or `memcpy` call per
+// field), and what was not written is cut off again. The `Vec` helpers below are the same
+// writers for callers that append one field.
+// ---------------------------------------------------------------------------------------------
+
+/// Bytes of slack every cursor region keeps beyond what its writer states: the table writers
+/// store a few bytes more than they keep (three digits for a `u8`, a whole group of digits).
+const SLACK: usize = 16;
+
+/// A write position in the spare capacity of a line buffer (see [`with_cursor`]). Writes past
+/// the region's end panic (slice bounds), so a wrong bound is a bug found by tests, never a
+/// write out of bounds.
+pub(crate) struct Cursor<'a> {
+    buf: &'a mut [MaybeUninit<u8>],
+    /// Every byte before `pos` has been written: the methods below advance it only over bytes
+    /// they wrote, and [`Cursor::back`] only retreats.
+    pos: usize,
+}
+
+/// Appends what `f` writes through a [`Cursor`] to `out`; `f` writes at most `max` bytes.
+#[inline(always)]
+pub(crate) fn with_cursor<R>(
+    out: &mut Vec<u8>,
+    max: usize,
+    f: impl FnOnce(&mut Cursor<'_>) -> R,
+) -> R {
+    out.reserve(max + SLACK);
+    let start = out.len();
+    let mut c = Cursor {
+        buf: &mut out.spare_capacity_mut()[..max + SLACK],
+        pos: 0,
+    };
+    let r = f(&mut c);
+    let n = c.pos;
+    // SAFETY: `n` is within the spare capacity (the cursor's slice), and the cursor's first `n`
+    // bytes are initialized (its invariant).
+    unsafe { out.set_len(start + n) };
+    r
+}
+
+/// Copies `s` into `d` (of the same length).
+#[inline(always)]
+fn put(d: &mut [MaybeUninit<u8>], s: &[u8]) {
+    // SAFETY: `MaybeUninit<u8>` has the layout of `u8` and every `u8` is a valid one; the view
+    // is only read. (`<[MaybeUninit<u8>]>::write_copy_of_slice` is newer than the MSRV.)
+    let s = unsafe { &*(s as *const [u8] as *const [MaybeUninit<u8>]) };
+    // A copy of known length: a few moves when the length is a constant.
+    d.copy_from_slice(s);
+}
+
+/// Two decimal digits for 0..100.
+pub(crate) static DEC2: [[u8; 2]; 100] = {
+    let mut t = [[0u8; 2]; 100];
+    let mut i = 0;
+    while i < 100 {
+        t[i] = [b'0' + (i / 10) as u8, b'0' + (i % 10) as u8];
+        i += 1;
+    }
+    t
+};
+
+/// 0..=255 in decimal, left-aligned in the first three bytes, and its length in the fourth.
+static DEC3: [[u8; 4]; 256] = {
+    let mut t = [[0u8; 4]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = if i < 10 {
+            [b'0' + i as u8, 0, 0, 1]
+        } else if i < 100 {
+            [b'0' + (i / 10) as u8, b'0' + (i % 10) as u8, 0, 2]
+        } else {
+            [
+                b'0' + (i / 100) as u8,
+                b'0' + (i / 10 % 10) as u8,
+                b'0' + (i % 10) as u8,
+                3,
+            ]
+        };
+        i += 1;
+    }
+    t
+};
+
+/// A byte as two hex digits, lower and upper case.
+static HEX2: [[[u8; 2]; 256]; 2] = {
+    let mut t = [[[0u8; 2]; 256]; 2];
+    let mut i = 0;
+    while i < 256 {
+        t[0][i] = [HEX[i >> 4], HEX[i & 15]];
+        t[1][i] = [HEX_UPPER[i >> 4], HEX_UPPER[i & 15]];
+        i += 1;
+    }
+    t
+};
+
+/// Decimal digits of `v`.
+#[inline(always)]
+fn dec_len(v: u32) -> usize {
+    const POW10: [u32; 10] = [
+        1,
+        10,
+        100,
+        1_000,
+        10_000,
+        100_000,
+        1_000_000,
+        10_000_000,
+        100_000_000,
+        1_000_000_000,
+    ];
+    // log10 from log2 (t <= 9), then one correction; `| 1` makes 0 one digit.
+    let t = (((32 - (v | 1).leading_zeros()) * 1233) >> 12) as usize;
+    t + 1 - ((v | 1) < POW10[t]) as usize
+}
+
+/// A byte of an escaped text: a control byte (0x00-0x1f, 0x7f).
+#[inline(always)]
+fn is_control(b: u8) -> bool {
+    b < 0x20 || b == 0x7f
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// Whether any byte of `x` is below `n` (n <= 0x80; exact, see "Bit Twiddling Hacks").
+#[inline(always)]
+fn any_below(x: u64, n: u8) -> bool {
+    x.wrapping_sub(ONES * n as u64) & !x & HIGHS != 0
+}
+
+/// Whether any byte of `x` equals `b`.
+#[inline(always)]
+fn any_eq(x: u64, b: u8) -> bool {
+    any_below(x ^ (ONES * b as u64), 1)
+}
+
+/// Whether `word` flags any word of `bytes`, read eight bytes at a time (the last word
+/// overlapping, a short slice padded with `A`, which no test flags).
+#[inline(always)]
+fn any_word(bytes: &[u8], word: impl Fn(u64) -> bool) -> bool {
+    let n = bytes.len();
+    let load = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([b'A'; 8]));
+    if n >= 8 {
+        let mut chunks = bytes.chunks_exact(8);
+        if chunks.any(|c| word(load(c))) {
+            return true;
+        }
+        return n % 8 != 0 && word(load(&bytes[n - 8..]));
+    }
+    // Two overlapping halves, or up to three bytes padded with `A`.
+    let x = if n >= 4 {
+        let half = |b: &[u8]| u32::from_le_bytes(b.try_into().unwrap_or([b'A'; 4])) as u64;
+        half(&bytes[..4]) | half(&bytes[n - 4..]) << 32
+    } else {
+        let at = |i: usize| bytes.get(i).copied().unwrap_or(b'A') as u64;
+        at(0) | at(1) << 8 | at(2) << 16 | u64::from_le_bytes(*b"AAAAAAAA") & !0xff_ffff
+    };
+    word(x)
+}
+
+/// Whether `bytes` holds a control byte.
+#[inline]
+pub(crate) fn has_control(bytes: &[u8]) -> bool {
+    any_word(bytes, |x| any_below(x, 0x20) || any_eq(x, 0x7f))
+}
+
+/// Whether `bytes` is printable ASCII without `"` and `\`, i.e. a JSON string as it is.
+#[inline]
+pub(crate) fn json_plain(bytes: &[u8]) -> bool {
+    !any_word(bytes, |x| {
+        // Bytes >= 0x7f: the high bit, or 0x7f + 1 carrying into it (a carry out of 0xff only
+        // reaches bytes above one that is already caught).
+        (x | x.wrapping_add(ONES)) & HIGHS != 0
+            || any_below(x, 0x20)
+            || any_eq(x, b'"')
+            || any_eq(x, b'\\')
+    })
+}
+
+impl Cursor<'_> {
+    /// Bytes written so far.
+    #[inline(always)]
+    pub(crate) fn len(&self) -> usize {
+        self.pos
+    }
+
+    /// Takes back the last `n` bytes written.
+    #[inline(always)]
+    pub(crate) fn back(&mut self, n: usize) {
+        self.pos -= n;
+    }
+
+    #[inline(always)]
+    pub(crate) fn byte(&mut self, b: u8) {
+        self.buf[self.pos].write(b);
+        self.pos += 1;
+    }
+
+    /// Constant or short bytes: with a constant length this is a few stores.
+    #[inline(always)]
+    pub(crate) fn bytes(&mut self, s: &[u8]) {
+        put(&mut self.buf[self.pos..self.pos + s.len()], s);
+        self.pos += s.len();
+    }
+
+    /// Writes `N` bytes and keeps the first `keep` of them.
+    #[inline(always)]
+    fn fixed<const N: usize>(&mut self, s: [u8; N], keep: usize) {
+        put(&mut self.buf[self.pos..self.pos + N], &s);
+        // `min`: the invariant holds whatever the caller passes.
+        self.pos += keep.min(N);
+    }
+
+    /// Bytes of any length, short ones with overlapping fixed-size copies instead of a call.
+    #[inline]
+    pub(crate) fn var(&mut self, s: &[u8]) {
+        let n = s.len();
+        let d = &mut self.buf[self.pos..self.pos + n];
+        if (8..=16).contains(&n) {
+            put(&mut d[..8], &s[..8]);
+            put(&mut d[n - 8..], &s[n - 8..]);
+        } else if (17..=32).contains(&n) {
+            put(&mut d[..16], &s[..16]);
+            put(&mut d[n - 16..], &s[n - 16..]);
+        } else if (4..8).contains(&n) {
+            put(&mut d[..4], &s[..4]);
+            put(&mut d[n - 4..], &s[n - 4..]);
+        } else {
+            // Under four bytes, or long enough for a call to pay.
+            put(d, s);
+        }
+        self.pos += n;
+    }
+
+    /// `%u`.
+    #[inline]
+    pub(crate) fn dec(&mut self, v: u32) {
+        let n = dec_len(v);
+        let mut d = [0u8; 10];
+        let (mut v, mut i) = (v as usize, n);
+        while v >= 100 {
+            let r = v % 100;
+            v /= 100;
+            i -= 2;
+            d[i..i + 2].copy_from_slice(&DEC2[r]);
+        }
+        if v >= 10 {
+            d[..2].copy_from_slice(&DEC2[v]);
+        } else {
+            d[0] = b'0' + v as u8;
+        }
+        self.fixed(d, n);
+    }
+
+    /// `%u` of a byte: one table entry (three bytes stored, its length kept).
+    #[inline(always)]
+    pub(crate) fn dec8(&mut self, v: u8) {
+        let [a, b, c, n] = DEC3[v as usize];
+        self.fixed([a, b, c], n as usize);
+    }
+
+    #[inline]
+    pub(crate) fn dec64(&mut self, v: u64) {
+        match u32::try_from(v) {
+            Ok(v) => self.dec(v),
+            Err(_) => self.bytes(itoa::Buffer::new().format(v).as_bytes()),
+        }
+    }
+
+    /// `%x`.
+    #[inline]
+    pub(crate) fn hex(&mut self, v: u32) {
+        let n = (32 - (v | 1).leading_zeros()).div_ceil(4) as usize;
+        let [a, b, c, d] = v.to_be_bytes().map(|b| HEX2[0][b as usize]);
+        let digits = u64::from_be_bytes([a[0], a[1], b[0], b[1], c[0], c[1], d[0], d[1]]);
+        // The last `n` digits, moved to the front.
+        self.fixed((digits << (64 - 8 * n)).to_be_bytes(), n);
+    }
+
+    /// `%x` of a 16-bit group.
+    #[inline(always)]
+    fn hex16(&mut self, v: u16) {
+        let n = (16 - (v | 1).leading_zeros()).div_ceil(4) as usize;
+        let [a, b] = v.to_be_bytes().map(|b| HEX2[0][b as usize]);
+        let digits = u32::from_be_bytes([a[0], a[1], b[0], b[1]]);
+        self.fixed((digits << (32 - 8 * n)).to_be_bytes(), n);
+    }
+
+    /// `%02x` / `%02X`.
+    #[inline(always)]
+    pub(crate) fn hex2(&mut self, v: u8, upper: bool) {
+        self.bytes(&HEX2[upper as usize][v as usize]);
+    }
+
+    /// Dotted quad: the four octets' digits and dots gathered in one word, written at once.
+    #[inline]
+    pub(crate) fn ipv4(&mut self, a: std::net::Ipv4Addr) {
+        let (mut text, mut bits) = (0u128, 0u32);
+        for o in a.octets() {
+            let [d0, d1, d2, n] = DEC3[o as usize];
+            // The digits, then the dot after them.
+            let word = u32::from_le_bytes([d0, d1, d2, 0]) | (b'.' as u32) << (8 * n as u32);
+            text |= (word as u128) << bits;
+            bits += 8 * (n as u32 + 1);
+        }
+        // Without the last dot.
+        self.fixed(text.to_le_bytes(), (bits / 8 - 1) as usize);
+    }
+
+    /// IPv6 exactly as glibc's `inet_ntop` writes it (see [`push_ipv6`]).
+    pub(crate) fn ipv6(&mut self, a: std::net::Ipv6Addr) {
+        let w = a.segments();
+        let zeros = w
+            .iter()
+            .enumerate()
+            .fold(0u8, |m, (i, g)| m | (((*g == 0) as u8) << i));
+        let run = ZERO_RUN[zeros as usize];
+        // No run: all eight groups before it.
+        let (best, len) = match run {
+            0 => (8, 0),
+            r => ((r >> 4) as usize, (r & 15) as usize),
+        };
+        for (i, g) in w[..best].iter().enumerate() {
+            if i > 0 {
+                self.byte(b':');
+            }
+            self.hex16(*g);
+        }
+        if len == 0 {
+            return;
+        }
+        self.bytes(b"::");
+        if best == 0 && (len == 6 || (len == 5 && w[5] == 0xffff)) {
+            if len == 5 {
+                self.bytes(b"ffff:");
+            }
+            let o = a.octets();
+            self.ipv4(std::net::Ipv4Addr::new(o[12], o[13], o[14], o[15]));
+            return;
+        }
+        for (i, g) in w[best + len..].iter().enumerate() {
+            if i > 0 {
+                self.byte(b':');
+            }
+            self.hex16(*g);
+        }
+    }
+
+    /// [`push_escaped`]; writes at most `4 * bytes.len()`.
+    #[inline]
+    pub(crate) fn escaped(&mut self, bytes: &[u8]) {
+        if !has_control(bytes) {
+            return self.var(bytes);
+        }
+        for &b in bytes {
+            if is_control(b) {
+                self.bytes(&[b'\\', b'x', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+            } else {
+                self.byte(b);
+            }
+        }
+    }
+}
+
+/// For each set of zero groups of an IPv6 address (bit i: group i is 0), the first longest run
+/// of two or more as `start << 4 | len`, or 0 for none.
+static ZERO_RUN: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut m = 0;
+    while m < 256 {
+        let (mut best, mut best_len, mut i) = (0, 0, 0);
+        while i < 8 {
+            if m & (1 << i) != 0 {
+                let start = i;
+                while i < 8 && m & (1 << i) != 0 {
+                    i += 1;
+                }
+                if i - start > best_len {
+                    (best, best_len) = (start, i - start);
+                }
+            } else {
+                i += 1;
+            }
+        }
+        if best_len >= 2 {
+            t[m] = (best << 4 | best_len) as u8;
+        }
+        m += 1;
+    }
+    t
+};
+
 /// Appends bytes from outside (prefixes, interface names) to a text line so that they can never
 /// end the line or drive a terminal: control bytes (0x00-0x1f, 0x7f) become `\xHH`. Everything
 /// else, including UTF-8, is kept verbatim so ordinary prefixes stay identical to ulogd2's.
 pub fn push_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
-    if !bytes.iter().any(|&b| b < 0x20 || b == 0x7f) {
+    if !has_control(bytes) {
         out.extend_from_slice(bytes);
         return;
     }
-    for &b in bytes {
-        if b < 0x20 || b == 0x7f {
-            out.extend_from_slice(&[b'\\', b'x', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
-        } else {
-            out.push(b);
-        }
-    }
+    with_cursor(out, 4 * bytes.len(), |c| c.escaped(bytes));
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 
 pub fn push_u64(out: &mut Vec<u8>, v: u64) {
-    let mut b = itoa::Buffer::new();
-    out.extend_from_slice(b.format(v).as_bytes());
-}
-
-/// Lower-case hex without padding (`%x`).
-pub(crate) fn push_hex(out: &mut Vec<u8>, v: u32) {
-    if v == 0 {
-        out.push(b'0');
-        return;
-    }
-    let digits = (32 - v.leading_zeros()).div_ceil(4);
-    for i in (0..digits).rev() {
-        out.push(HEX[((v >> (i * 4)) & 15) as usize]);
-    }
+    with_cursor(out, 20, |c| c.dec64(v));
 }
 
 /// Two lower-case hex digits.
@@ -124,64 +502,24 @@ pub fn push_hex2_pub(out: &mut Vec<u8>, v: u8) {
 
 /// Two hex digits (`%02x` or `%02X`).
 pub(crate) fn push_hex2(out: &mut Vec<u8>, v: u8, upper: bool) {
-    let t = if upper { HEX_UPPER } else { HEX };
-    out.push(t[(v >> 4) as usize]);
-    out.push(t[(v & 15) as usize]);
+    out.extend_from_slice(&HEX2[upper as usize][v as usize]);
 }
 
 /// Dotted-quad IPv4, as `inet_ntop` writes it.
 pub fn push_ipv4(out: &mut Vec<u8>, a: std::net::Ipv4Addr) {
-    for (i, o) in a.octets().iter().enumerate() {
-        if i > 0 {
-            out.push(b'.');
-        }
-        push_u64(out, *o as u64);
-    }
+    with_cursor(out, IPV4_MAX, |c| c.ipv4(a));
 }
+
+/// The longest dotted quad.
+pub(crate) const IPV4_MAX: usize = 15;
+/// The longest `inet_ntop` IPv6 text (`ffff:…:ffff:255.255.255.255`).
+pub(crate) const IPV6_MAX: usize = 45;
 
 /// IPv6 exactly as glibc's `inet_ntop` writes it (ulogd2 uses it): the first longest run of
 /// two or more zero groups becomes `::`, and `::a.b.c.d` / `::ffff:a.b.c.d` keep the embedded
 /// IPv4 address in dotted form. (Rust's `Display` differs for the `::a.b.c.d` form.)
 pub fn push_ipv6(out: &mut Vec<u8>, a: std::net::Ipv6Addr) {
-    let w = a.segments();
-    let (mut best, mut best_len) = (usize::MAX, 0usize);
-    let mut i = 0;
-    while i < 8 {
-        if w[i] == 0 {
-            let start = i;
-            while i < 8 && w[i] == 0 {
-                i += 1;
-            }
-            if i - start > best_len {
-                (best, best_len) = (start, i - start);
-            }
-        } else {
-            i += 1;
-        }
-    }
-    if best_len < 2 {
-        best = usize::MAX;
-    }
-    for i in 0..8 {
-        if best != usize::MAX && i >= best && i < best + best_len {
-            if i == best {
-                out.push(b':');
-            }
-            continue;
-        }
-        if i != 0 {
-            out.push(b':');
-        }
-        if i == 6 && best == 0 && (best_len == 6 || (best_len == 5 && w[5] == 0xffff)) {
-            let o = a.octets();
-            push_ipv4(out, std::net::Ipv4Addr::new(o[12], o[13], o[14], o[15]));
-            return;
-        }
-        push_hex(out, w[i] as u32);
-    }
-    if best != usize::MAX && best + best_len == 8 {
-        out.push(b':');
-    }
+    with_cursor(out, IPV6_MAX, |c| c.ipv6(a));
 }
 
 #[cfg(test)]
@@ -222,11 +560,12 @@ mod tests {
     #[test]
     fn hex_and_escape() {
         let mut out = Vec::new();
-        push_hex(&mut out, 0);
+        let hex = |out: &mut Vec<u8>, v| with_cursor(out, 8, |c| c.hex(v));
+        hex(&mut out, 0);
         out.push(b' ');
-        push_hex(&mut out, 0x2a);
+        hex(&mut out, 0x2a);
         out.push(b' ');
-        push_hex(&mut out, 0xdeadbeef);
+        hex(&mut out, 0xdeadbeef);
         out.push(b' ');
         push_hex2(&mut out, 0x1e, true);
         out.push(b' ');

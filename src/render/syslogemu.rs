@@ -15,28 +15,7 @@ use crate::decode::{Icmp, Network, Transport};
 use crate::event::Event;
 
 use super::time::LocalClock;
-use super::{push_escaped, push_hex, push_hex2, push_ipv4, push_ipv6, push_u64};
-
-/// Either family, formatted as `inet_ntop` does.
-trait PushIp {
-    fn push_to(self, out: &mut Vec<u8>);
-}
-
-impl PushIp for std::net::Ipv4Addr {
-    fn push_to(self, out: &mut Vec<u8>) {
-        push_ipv4(out, self)
-    }
-}
-
-impl PushIp for std::net::Ipv6Addr {
-    fn push_to(self, out: &mut Vec<u8>) {
-        push_ipv6(out, self)
-    }
-}
-
-fn push_ip(out: &mut Vec<u8>, a: impl PushIp) {
-    a.push_to(out)
-}
+use super::{has_control, with_cursor, Cursor};
 
 const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_TCP: u8 = 6;
@@ -46,182 +25,257 @@ const IPPROTO_AH: u8 = 51;
 const IPPROTO_ICMPV6: u8 = 58;
 const IPPROTO_SCTP: u8 = 132;
 
+/// The most the line writes after `MAC=…`: the longest network part (IPv6 with a fragment
+/// header, 171 bytes), transport part (TCP with every flag, 108) and `UID= GID= MARK= \n` (47),
+/// with room to spare. `tests::longest_lines` writes the longest of each.
+const FIXED_MAX: usize = 400;
+
 /// One LOGEMU line: `Mmm dd hh:mm:ss HOST ` then [`render_body`].
 pub fn render(ev: &Event<'_>, hostname: &[u8], clock: &mut LocalClock, out: &mut Vec<u8>) {
-    clock.push_ctime(ev.time, out);
-    out.push(b' ');
-    out.extend_from_slice(hostname);
-    out.push(b' ');
-    render_body(ev, out);
+    let body = Body::new(ev);
+    with_cursor(out, 17 + hostname.len() + body.max, |c| {
+        clock.write_ctime(ev.time, c);
+        c.byte(b' ');
+        c.var(hostname);
+        c.byte(b' ');
+        body.write(ev, c);
+    });
 }
 
 /// The line after its timestamp and hostname: from the prefix to `MARK=0x… \n`. This is the
 /// text ulogd2's SYSLOG output hands to `syslog(3)`, so the syslog sink sends it as the message.
 pub fn render_body(ev: &Event<'_>, out: &mut Vec<u8>) {
-    if let Some(prefix) = ev.msg.prefix {
-        // Always "<prefix> ": an empty prefix gives two spaces after the hostname.
-        push_escaped(out, prefix);
-        out.push(b' ');
+    let body = Body::new(ev);
+    with_cursor(out, body.max, |c| body.write(ev, c));
+}
+
+/// Bytes from outside written with control bytes escaped (see [`super::push_escaped`]); the
+/// check is made once, to bound the space as well.
+struct Escapes {
+    clean: bool,
+    max: usize,
+}
+
+impl Escapes {
+    #[inline]
+    fn new(bytes: &[u8]) -> Self {
+        let clean = !has_control(bytes);
+        let max = if clean { bytes.len() } else { 4 * bytes.len() };
+        Escapes { clean, max }
     }
-    out.extend_from_slice(b"IN=");
-    push_escaped(out, ev.indev.as_bytes());
-    out.extend_from_slice(b" OUT=");
-    push_escaped(out, ev.outdev.as_bytes());
-    out.extend_from_slice(b" MAC=");
-    match ev.msg.mac_header() {
-        Some(mac) => {
-            for (i, b) in mac.iter().enumerate() {
-                push_hex2(out, *b, false);
-                out.push(if i + 1 == mac.len() { b' ' } else { b':' });
-            }
+
+    #[inline]
+    fn write(&self, bytes: &[u8], c: &mut Cursor<'_>) {
+        if self.clean {
+            c.var(bytes)
+        } else {
+            c.escaped(bytes)
         }
-        None => out.push(b' '),
     }
+}
+
+/// The variable parts of a body and the most it can take.
+struct Body {
+    prefix: Escapes,
+    indev: Escapes,
+    outdev: Escapes,
+    max: usize,
+}
+
+impl Body {
+    #[inline]
+    fn new(ev: &Event<'_>) -> Self {
+        let prefix = Escapes::new(ev.msg.prefix.unwrap_or_default());
+        let indev = Escapes::new(ev.indev.as_bytes());
+        let outdev = Escapes::new(ev.outdev.as_bytes());
+        let mac = ev.msg.mac_header().map_or(0, <[u8]>::len);
+        // "<prefix> IN=<in> OUT=<out> MAC=<mac> " and the fixed-size rest.
+        let max = prefix.max + indev.max + outdev.max + 3 * mac + 16 + FIXED_MAX;
+        Body {
+            prefix,
+            indev,
+            outdev,
+            max,
+        }
+    }
+
+    #[inline]
+    fn write(&self, ev: &Event<'_>, c: &mut Cursor<'_>) {
+        if let Some(prefix) = ev.msg.prefix {
+            // Always "<prefix> ": an empty prefix gives two spaces after the hostname.
+            self.prefix.write(prefix, c);
+            c.byte(b' ');
+        }
+        c.bytes(b"IN=");
+        self.indev.write(ev.indev.as_bytes(), c);
+        c.bytes(b" OUT=");
+        self.outdev.write(ev.outdev.as_bytes(), c);
+        c.bytes(b" MAC=");
+        match ev.msg.mac_header() {
+            Some(mac) => {
+                for b in mac {
+                    c.hex2(*b, false);
+                    c.byte(b':');
+                }
+                // The last separator is a space.
+                c.back(1);
+                c.byte(b' ');
+            }
+            None => c.byte(b' '),
+        }
+        fixed(ev, c);
+    }
+}
+
+/// Everything after `MAC=… `, at most [`FIXED_MAX`] bytes.
+fn fixed(ev: &Event<'_>, c: &mut Cursor<'_>) {
     match ev.packet.network {
-        Network::Ipv4(h) => ipv4(ev, h, out),
-        Network::Ipv6(h) => ipv6(ev, h, out),
-        Network::Arp(a) => arp(a, out),
+        Network::Ipv4(h) => ipv4(ev, h, c),
+        Network::Ipv6(h) => ipv6(ev, h, c),
+        Network::Arp(a) => arp(a, c),
         Network::OtherEthertype(proto) => {
-            out.extend_from_slice(b"PROTO=");
-            push_u64(out, proto as u64);
-            out.push(b' ');
+            c.bytes(b"PROTO=");
+            c.dec(proto as u32);
+            c.byte(b' ');
         }
         Network::None => {}
     }
     if let Some(uid) = ev.msg.uid {
-        out.extend_from_slice(b"UID=");
-        push_u64(out, uid as u64);
-        out.push(b' ');
+        c.bytes(b"UID=");
+        c.dec(uid);
+        c.byte(b' ');
     }
     if let Some(gid) = ev.msg.gid {
-        out.extend_from_slice(b"GID=");
-        push_u64(out, gid as u64);
-        out.push(b' ');
+        c.bytes(b"GID=");
+        c.dec(gid);
+        c.byte(b' ');
     }
     // Always printed: ulogd2's NFLOG plugin stores 0 when the kernel sends no mark.
-    out.extend_from_slice(b"MARK=0x");
-    push_hex(out, ev.msg.mark.unwrap_or(0));
-    out.extend_from_slice(b" \n");
+    c.bytes(b"MARK=0x");
+    c.hex(ev.msg.mark.unwrap_or(0));
+    c.bytes(b" \n");
 }
 
-fn ipv4(ev: &Event<'_>, h: Option<crate::decode::Ipv4Info>, out: &mut Vec<u8>) {
+#[inline]
+fn ipv4(ev: &Event<'_>, h: Option<crate::decode::Ipv4Info>, c: &mut Cursor<'_>) {
     let Some(h) = h else {
         // A copy too short for the header leaves every key invalid, which prints as zeroes.
-        out.extend_from_slice(b"LEN=0 TOS=00 PREC=0x00 TTL=0 ID=0 PROTO=0 ");
+        c.bytes(b"LEN=0 TOS=00 PREC=0x00 TTL=0 ID=0 PROTO=0 ");
         return;
     };
-    out.extend_from_slice(b"SRC=");
-    push_ip(out, h.src);
-    out.extend_from_slice(b" DST=");
-    push_ip(out, h.dst);
-    out.extend_from_slice(b" LEN=");
-    push_u64(out, h.tot_len as u64);
+    c.bytes(b"SRC=");
+    c.ipv4(h.src);
+    c.bytes(b" DST=");
+    c.ipv4(h.dst);
+    c.bytes(b" LEN=");
+    c.dec(h.tot_len as u32);
     // TOS without "0x", PREC with it; ECT(1) (bit 0) is masked away by IPTOS_TOS_MASK.
-    out.extend_from_slice(b" TOS=");
-    push_hex2(out, h.tos & 0x1e, true);
-    out.extend_from_slice(b" PREC=0x");
-    push_hex2(out, h.tos & 0xe0, true);
-    out.extend_from_slice(b" TTL=");
-    push_u64(out, h.ttl as u64);
-    out.extend_from_slice(b" ID=");
-    push_u64(out, h.id as u64);
-    out.push(b' ');
+    c.bytes(b" TOS=");
+    c.hex2(h.tos & 0x1e, true);
+    c.bytes(b" PREC=0x");
+    c.hex2(h.tos & 0xe0, true);
+    c.bytes(b" TTL=");
+    c.dec8(h.ttl);
+    c.bytes(b" ID=");
+    c.dec(h.id as u32);
+    c.byte(b' ');
     // "CE" is the reserved bit 0x8000, not ECN.
     if h.frag_off & 0x8000 != 0 {
-        out.extend_from_slice(b"CE ");
+        c.bytes(b"CE ");
     }
     if h.frag_off & 0x4000 != 0 {
-        out.extend_from_slice(b"DF ");
+        c.bytes(b"DF ");
     }
     if h.frag_off & 0x2000 != 0 {
-        out.extend_from_slice(b"MF ");
+        c.bytes(b"MF ");
     }
     if h.frag_off & 0x1fff != 0 {
-        out.extend_from_slice(b"FRAG:");
-        push_u64(out, (h.frag_off & 0x1fff) as u64);
-        out.push(b' ');
+        c.bytes(b"FRAG:");
+        c.dec((h.frag_off & 0x1fff) as u32);
+        c.byte(b' ');
     }
     match h.protocol {
         IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP | IPPROTO_ESP | IPPROTO_AH => {
-            proto(h.protocol, h.protocol, &ev.packet.transport, out)
+            proto(h.protocol, h.protocol, &ev.packet.transport, c)
         }
-        IPPROTO_ICMP => icmp(&ev.packet.transport, out),
+        IPPROTO_ICMP => icmp(&ev.packet.transport, c),
         other => {
-            out.extend_from_slice(b"PROTO=");
-            push_u64(out, other as u64);
-            out.push(b' ');
+            c.bytes(b"PROTO=");
+            c.dec8(other);
+            c.byte(b' ');
         }
     }
 }
 
 /// `printpkt_proto`. `ip_protocol` is ulogd2's `ip.protocol` key, which decides ESP vs AH.
-fn proto(protocol: u8, ip_protocol: u8, t: &Transport, out: &mut Vec<u8>) {
+#[inline]
+fn proto(protocol: u8, ip_protocol: u8, t: &Transport, c: &mut Cursor<'_>) {
     match protocol {
         IPPROTO_TCP => {
-            out.extend_from_slice(b"PROTO=TCP ");
+            c.bytes(b"PROTO=TCP ");
             let Transport::Tcp(tcp) = t else {
                 // No trailing space: the next token is glued to it, as in ulogd2.
-                out.extend_from_slice(b"INCOMPLETE");
+                c.bytes(b"INCOMPLETE");
                 return;
             };
-            out.extend_from_slice(b"SPT=");
-            push_u64(out, tcp.sport as u64);
-            out.extend_from_slice(b" DPT=");
-            push_u64(out, tcp.dport as u64);
-            out.extend_from_slice(b" SEQ=");
-            push_u64(out, tcp.seq as u64);
-            out.extend_from_slice(b" ACK=");
-            push_u64(out, tcp.ack as u64);
-            out.extend_from_slice(b" WINDOW=");
-            push_u64(out, tcp.window as u64);
-            out.push(b' ');
+            c.bytes(b"SPT=");
+            c.dec(tcp.sport as u32);
+            c.bytes(b" DPT=");
+            c.dec(tcp.dport as u32);
+            c.bytes(b" SEQ=");
+            c.dec(tcp.seq);
+            c.bytes(b" ACK=");
+            c.dec(tcp.ack);
+            c.bytes(b" WINDOW=");
+            c.dec(tcp.window as u32);
+            c.byte(b' ');
             use crate::decode::TcpFlags as F;
             for (flag, name) in [
-                (F::URG, &b"URG "[..]),
+                (F::URG, b"URG "),
                 (F::ACK, b"ACK "),
                 (F::PSH, b"PSH "),
                 (F::RST, b"RST "),
                 (F::SYN, b"SYN "),
                 (F::FIN, b"FIN "),
             ] {
-                if tcp.flags.has(flag) {
-                    out.extend_from_slice(name);
-                }
+                // Written always, kept only when set: no branch per flag.
+                c.bytes(name);
+                c.back(4 * !tcp.flags.has(flag) as usize);
             }
-            out.extend_from_slice(b"URGP=");
+            c.bytes(b"URGP=");
             let urgp = if tcp.flags.has(F::URG) { tcp.urgent } else { 0 };
-            push_u64(out, urgp as u64);
-            out.push(b' ');
+            c.dec(urgp as u32);
+            c.byte(b' ');
         }
         IPPROTO_UDP => {
-            out.extend_from_slice(b"PROTO=UDP ");
+            c.bytes(b"PROTO=UDP ");
             let Transport::Udp { sport, dport, len } = *t else {
-                out.extend_from_slice(b"INCOMPLETE");
+                c.bytes(b"INCOMPLETE");
                 return;
             };
-            out.extend_from_slice(b"SPT=");
-            push_u64(out, sport as u64);
-            out.extend_from_slice(b" DPT=");
-            push_u64(out, dport as u64);
-            out.extend_from_slice(b" LEN=");
-            push_u64(out, len as u64);
-            out.push(b' ');
+            c.bytes(b"SPT=");
+            c.dec(sport as u32);
+            c.bytes(b" DPT=");
+            c.dec(dport as u32);
+            c.bytes(b" LEN=");
+            c.dec(len as u32);
+            c.byte(b' ');
         }
         IPPROTO_SCTP => {
-            out.extend_from_slice(b"PROTO=SCTP ");
+            c.bytes(b"PROTO=SCTP ");
             let Transport::Sctp { sport, dport } = *t else {
-                out.extend_from_slice(b"INCOMPLETE");
+                c.bytes(b"INCOMPLETE");
                 return;
             };
-            out.extend_from_slice(b"SPT=");
-            push_u64(out, sport as u64);
-            out.extend_from_slice(b" DPT=");
-            push_u64(out, dport as u64);
-            out.push(b' ');
+            c.bytes(b"SPT=");
+            c.dec(sport as u32);
+            c.bytes(b" DPT=");
+            c.dec(dport as u32);
+            c.byte(b' ');
         }
         _ => {
             // ESP/AH: the SPI is never decoded by ulogd2 2.0.8, so always INCOMPLETE.
-            out.extend_from_slice(if ip_protocol == IPPROTO_ESP {
+            c.bytes(if ip_protocol == IPPROTO_ESP {
                 b"PROTO=ESP INCOMPLETE"
             } else {
                 b"PROTO=AH INCOMPLETE"
@@ -232,17 +286,17 @@ fn proto(protocol: u8, ip_protocol: u8, t: &Transport, out: &mut Vec<u8>) {
 
 /// IPv4 ICMP: the extras are chosen by the *code* (ulogd2 bug, printpkt.c), and filled by BASE
 /// only for the matching *types*, so most combinations print zeroes.
-fn icmp(t: &Transport, out: &mut Vec<u8>) {
-    out.extend_from_slice(b"PROTO=ICMP ");
+fn icmp(t: &Transport, c: &mut Cursor<'_>) {
+    c.bytes(b"PROTO=ICMP ");
     let Transport::Icmp(Icmp { kind, code, rest }) = *t else {
-        out.extend_from_slice(b"INCOMPLETE");
+        c.bytes(b"INCOMPLETE");
         return;
     };
-    out.extend_from_slice(b"TYPE=");
-    push_u64(out, kind as u64);
-    out.extend_from_slice(b" CODE=");
-    push_u64(out, code as u64);
-    out.push(b' ');
+    c.bytes(b"TYPE=");
+    c.dec8(kind);
+    c.bytes(b" CODE=");
+    c.dec8(code);
+    c.byte(b' ');
     let echo = matches!(kind, 0 | 8);
     let gateway = if matches!(kind, 5 | 12) { rest } else { 0 };
     match code {
@@ -252,122 +306,203 @@ fn icmp(t: &Transport, out: &mut Vec<u8>) {
             } else {
                 (0, 0)
             };
-            out.extend_from_slice(b"ID=");
-            push_u64(out, id as u64);
-            out.extend_from_slice(b" SEQ=");
-            push_u64(out, seq as u64);
-            out.push(b' ');
+            c.bytes(b"ID=");
+            c.dec(id);
+            c.bytes(b" SEQ=");
+            c.dec(seq);
+            c.byte(b' ');
         }
         12 => {
-            out.extend_from_slice(b"PARAMETER=");
-            push_u64(out, (gateway >> 24) as u64);
-            out.push(b' ');
+            c.bytes(b"PARAMETER=");
+            c.dec8((gateway >> 24) as u8);
+            c.byte(b' ');
         }
         5 => {
             // Stored in host byte order by ulogd2 2.0.8, so inet_ntop prints it byte-reversed.
-            out.extend_from_slice(b"GATEWAY=");
-            push_ipv4(out, std::net::Ipv4Addr::from(gateway.swap_bytes()));
-            out.push(b' ');
+            c.bytes(b"GATEWAY=");
+            c.ipv4(std::net::Ipv4Addr::from(gateway.swap_bytes()));
+            c.byte(b' ');
         }
         // Code 3 would print MTU only if the code were also 4: never.
         _ => {}
     }
 }
 
-fn ipv6(ev: &Event<'_>, h: Option<crate::decode::Ipv6Info>, out: &mut Vec<u8>) {
+fn ipv6(ev: &Event<'_>, h: Option<crate::decode::Ipv6Info>, c: &mut Cursor<'_>) {
     let Some(h) = h else {
         // Every field is skipped when invalid, except the final switch on `ip6.nexthdr`,
         // whose default branch prints the (zeroed) value.
-        out.extend_from_slice(b"PROTO=0 ");
+        c.bytes(b"PROTO=0 ");
         return;
     };
-    out.extend_from_slice(b"SRC=");
-    push_ip(out, h.src);
-    out.extend_from_slice(b" DST=");
-    push_ip(out, h.dst);
-    out.extend_from_slice(b" LEN=");
-    push_u64(out, h.payload_len as u64 + 40);
-    out.extend_from_slice(b" TC=");
-    push_u64(out, h.traffic_class as u64);
-    out.extend_from_slice(b" HOPLIMIT=");
-    push_u64(out, h.hop_limit as u64);
-    out.extend_from_slice(b" FLOWLBL=");
-    push_u64(out, h.flow_label as u64);
-    out.push(b' ');
+    c.bytes(b"SRC=");
+    c.ipv6(h.src);
+    c.bytes(b" DST=");
+    c.ipv6(h.dst);
+    c.bytes(b" LEN=");
+    c.dec(h.payload_len as u32 + 40);
+    c.bytes(b" TC=");
+    c.dec8(h.traffic_class);
+    c.bytes(b" HOPLIMIT=");
+    c.dec8(h.hop_limit);
+    c.bytes(b" FLOWLBL=");
+    c.dec(h.flow_label);
+    c.byte(b' ');
     if let Some((off, id)) = h.frag {
         // Spaces after the colons and a byte offset, unlike the IPv4 token.
-        out.extend_from_slice(b"FRAG: ");
-        push_u64(out, off as u64);
-        out.extend_from_slice(b" ID: ");
+        c.bytes(b"FRAG: ");
+        c.dec(off as u32);
+        c.bytes(b" ID: ");
         for shift in [24, 16, 8, 0] {
-            push_hex2(out, (id >> shift) as u8, false);
+            c.hex2((id >> shift) as u8, false);
         }
-        out.push(b' ');
+        c.byte(b' ');
     }
     // An extension header cut off by the copy leaves `ip6.nexthdr` invalid, which reads as 0.
     let next = h.nexthdr.unwrap_or(0);
     match next {
         // ulogd2 does not decode SCTP over IPv6, so it is always INCOMPLETE there; and its
         // `ip.protocol` is never set for ESP over IPv6, which therefore prints as "AH".
-        IPPROTO_SCTP => proto(next, next, &Transport::None, out),
+        IPPROTO_SCTP => proto(next, next, &Transport::None, c),
         IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ESP | IPPROTO_AH => {
             let ip_protocol = h.upper_protocol.unwrap_or(0);
-            proto(next, ip_protocol, &ev.packet.transport, out)
+            proto(next, ip_protocol, &ev.packet.transport, c)
         }
         IPPROTO_ICMPV6 => {
-            out.extend_from_slice(b"PROTO=ICMPv6 ");
+            c.bytes(b"PROTO=ICMPv6 ");
             let Transport::Icmpv6(Icmp { kind, code, rest }) = ev.packet.transport else {
-                out.extend_from_slice(b"INCOMPLETE");
+                c.bytes(b"INCOMPLETE");
                 return;
             };
-            out.extend_from_slice(b"TYPE=");
-            push_u64(out, kind as u64);
-            out.extend_from_slice(b" CODE=");
-            push_u64(out, code as u64);
-            out.push(b' ');
+            c.bytes(b"TYPE=");
+            c.dec8(kind);
+            c.bytes(b" CODE=");
+            c.dec8(code);
+            c.byte(b' ');
             if matches!(kind, 128 | 129) {
-                out.extend_from_slice(b"ID=");
-                push_u64(out, (rest >> 16) as u64);
-                out.extend_from_slice(b" SEQ=");
-                push_u64(out, (rest & 0xffff) as u64);
-                out.push(b' ');
+                c.bytes(b"ID=");
+                c.dec(rest >> 16);
+                c.bytes(b" SEQ=");
+                c.dec(rest & 0xffff);
+                c.byte(b' ');
             }
         }
         other => {
-            out.extend_from_slice(b"PROTO=");
-            push_u64(out, other as u64);
-            out.push(b' ');
+            c.bytes(b"PROTO=");
+            c.dec8(other);
+            c.byte(b' ');
         }
     }
 }
 
-fn arp(a: Option<crate::decode::ArpInfo>, out: &mut Vec<u8>) {
+fn arp(a: Option<crate::decode::ArpInfo>, c: &mut Cursor<'_>) {
     if let Some(a) = a {
-        out.extend_from_slice(b"SRC=");
-        push_ipv4(out, a.sender_ip);
-        out.extend_from_slice(b" DST=");
-        push_ipv4(out, a.target_ip);
-        out.push(b' ');
+        c.bytes(b"SRC=");
+        c.ipv4(a.sender_ip);
+        c.bytes(b" DST=");
+        c.ipv4(a.target_ip);
+        c.byte(b' ');
     }
-    out.extend_from_slice(b"PROTO=ARP ");
+    c.bytes(b"PROTO=ARP ");
     let Some(a) = a else {
         return;
     };
     match a.op {
-        1 => out.extend_from_slice(b"REQUEST "),
-        2 => out.extend_from_slice(b"REPLY "),
-        10 => out.extend_from_slice(b"NAK "),
+        1 => c.bytes(b"REQUEST "),
+        2 => c.bytes(b"REPLY "),
+        10 => c.bytes(b"NAK "),
         code => {
-            out.extend_from_slice(b"CODE=");
-            push_u64(out, code as u64);
-            out.push(b' ');
+            c.bytes(b"CODE=");
+            c.dec(code as u32);
+            c.byte(b' ');
         }
     }
     if a.op == 2 {
-        out.extend_from_slice(b"REPLY_MAC=");
+        c.bytes(b"REPLY_MAC=");
         for (i, b) in a.sender_mac.iter().enumerate() {
-            push_hex2(out, *b, false);
-            out.push(if i == 5 { b' ' } else { b':' });
+            c.hex2(*b, false);
+            c.byte(if i == 5 { b' ' } else { b':' });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{Ipv6Info, Packet, Tcp, TcpFlags};
+    use crate::source::nflog::{build, NflogMsg};
+
+    /// The longest fixed part (IPv6 with a fragment header, TCP with every flag, the largest
+    /// numbers) fits [`FIXED_MAX`]: the cursor would panic otherwise.
+    #[test]
+    fn longest_lines() {
+        let mut body = Vec::new();
+        let hw = [0xffu8; 64];
+        build::Packet {
+            family: 10,
+            prefix: b"\x01\x02prefix\x7f",
+            mark: Some(u32::MAX),
+            uid_gid: Some((u32::MAX, u32::MAX)),
+            hwheader: Some(&hw),
+            payload: &[0; 40],
+            ..Default::default()
+        }
+        .encode(&mut body);
+        let msg = NflogMsg::parse(&body[16..]).expect("message");
+        let long: std::net::Ipv6Addr = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap();
+        let ev = Event {
+            msg,
+            packet: Packet {
+                network: Network::Ipv6(Some(Ipv6Info {
+                    src: long,
+                    dst: "::ffff:255.255.255.255".parse().unwrap(),
+                    payload_len: u16::MAX,
+                    traffic_class: 255,
+                    flow_label: 0xfffff,
+                    hop_limit: 255,
+                    frag: Some((u16::MAX, u32::MAX)),
+                    nexthdr: Some(IPPROTO_TCP),
+                    upper_protocol: Some(IPPROTO_TCP),
+                })),
+                transport: Transport::Tcp(Tcp {
+                    sport: u16::MAX,
+                    dport: u16::MAX,
+                    seq: u32::MAX,
+                    ack: u32::MAX,
+                    window: u16::MAX,
+                    flags: TcpFlags(0xff),
+                    urgent: u16::MAX,
+                    doff: 15,
+                }),
+            },
+            time: Default::default(),
+            indev: crate::event::IfName::new(&[0x1b; 16]),
+            outdev: crate::event::IfName::new(b"0123456789abcdef"),
+            attribution: crate::attribute::Attribution::from_prefix(None),
+            context: None,
+            count: 1,
+        };
+        let mut out = Vec::new();
+        render_body(&ev, &mut out);
+        let line = String::from_utf8(out).unwrap();
+        let fixed = &line[line.find("SRC=").unwrap()..];
+        assert!(fixed.len() <= FIXED_MAX, "{}", fixed.len());
+        assert!(
+            line.starts_with("\\x01\\x02prefix\\x7f IN=\\x1b\\x1b"),
+            "{line}"
+        );
+        assert!(
+            fixed.starts_with(
+                "SRC=ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff DST=::ffff:255.255.255.255 \
+                 LEN=65575 TC=255 HOPLIMIT=255 FLOWLBL=1048575 FRAG: 65535 ID: ffffffff \
+                 PROTO=TCP SPT=65535 DPT=65535 SEQ=4294967295 ACK=4294967295 WINDOW=65535 \
+                 URG ACK PSH RST SYN FIN URGP=65535 UID=4294967295 GID=4294967295 \
+                 MARK=0xffffffff \n"
+            ),
+            "{fixed}"
+        );
+        let mut json = Vec::new();
+        crate::render::json::render(&ev, b"host", b"node", &mut LocalClock::new(), &mut json);
+        assert!(json.ends_with(b"}\n"));
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Once;
 
 use jiff::tz::TimeZone;
 
+use super::{with_cursor, Cursor, DEC2};
 use crate::event::Timestamp;
 
 pub struct LocalClock {
@@ -115,22 +116,35 @@ impl LocalClock {
         out.extend_from_slice(&self.ctime);
     }
 
+    /// [`LocalClock::push_ctime`] through a cursor (15 bytes).
+    #[inline]
+    pub(crate) fn write_ctime(&mut self, t: Timestamp, c: &mut Cursor<'_>) {
+        self.update(t.sec);
+        c.bytes(&self.ctime);
+    }
+
     /// RFC 3339 with microseconds and the local offset: `2026-11-27T20:59:32.686935+00:00`.
     pub fn push_rfc3339(&mut self, t: Timestamp, out: &mut Vec<u8>) {
+        with_cursor(out, RFC3339_LEN, |c| self.write_rfc3339(t, c));
+    }
+
+    /// [`LocalClock::push_rfc3339`] through a cursor ([`RFC3339_LEN`] bytes).
+    #[inline]
+    pub(crate) fn write_rfc3339(&mut self, t: Timestamp, c: &mut Cursor<'_>) {
         self.update(t.sec);
-        out.extend_from_slice(&self.iso);
-        out.push(b'.');
+        c.bytes(&self.iso);
+        c.byte(b'.');
         let us = t.usec.min(999_999);
-        let mut digits = [b'0'; 6];
-        let mut v = us;
-        for d in digits.iter_mut().rev() {
-            *d = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
-        out.extend_from_slice(&digits);
-        out.extend_from_slice(&self.offset);
+        let (hi, lo) = (us / 10_000, us % 10_000);
+        c.bytes(&DEC2[hi as usize]);
+        c.bytes(&DEC2[(lo / 100) as usize]);
+        c.bytes(&DEC2[(lo % 100) as usize]);
+        c.bytes(&self.offset);
     }
 }
+
+/// The length of [`LocalClock::push_rfc3339`]'s text.
+pub const RFC3339_LEN: usize = 32;
 
 /// The system's zone, or UTC with a warning (once per process) when there is none.
 fn system_zone() -> TimeZone {
