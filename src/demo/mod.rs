@@ -1,14 +1,24 @@
-//! Demo mode: the daemon at work where no cluster and no NFLOG rules exist.
+//! Demo mode: the whole value of the daemon in under a minute, with no cluster at hand.
 //!
-//! Creates a throwaway network namespace with K3s-shaped NFLOG rules (a per-policy rule with
-//! the `DROP by policy ns/name` prefix, the pod chain's empty-prefix rule, IPv4 and IPv6), runs
-//! the real daemon in it, sends traffic through the rules from a thread that joined the
-//! namespace, prints what the daemon wrote, and removes everything it created.
+//! Builds a throwaway K3s-shaped node ([`node`]: pods in their own network namespaces on veths
+//! behind the bridge `cni0`, kube-router's chains for the [`scenario`]'s NetworkPolicies, a
+//! kube-proxy-style ClusterIP), serves the scenario's Namespaces, Pods and NetworkPolicies from
+//! a minimal API in the node ([`api`]) to the daemon's real kube-rs watchers, starts the real
+//! daemon there as a child process, sends traffic between the pods, and prints side by side
+//! what the daemon made of it ([`show`]): syslogemu lines, JSON records with policies, pods,
+//! workloads and direction, a suppression summary from a policy's annotation limit, and
+//! `nflog-tail`'s view of the same events. Everything it creates is removed at the end, also on
+//! errors and signals ([`cleanup`]).
 
-use std::fs::File;
-use std::io::Write;
-use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::os::fd::AsFd;
+mod api;
+mod cleanup;
+mod node;
+mod scenario;
+mod show;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,240 +26,258 @@ use anyhow::{bail, Context, Result};
 
 use crate::config::Config;
 
-const RULES_V4: &str = "*filter
-:INPUT ACCEPT [0:0]
-:FORWARD ACCEPT [0:0]
-:OUTPUT ACCEPT [0:0]
--A OUTPUT -d 10.42.0.20/32 -p tcp --dport 5432 -m comment --comment \"rule to log dropped traffic\" -j NFLOG --nflog-group 100 --nflog-prefix \"DROP by policy default/deny-db\"
--A OUTPUT -d 10.42.0.20/32 -p tcp --dport 5432 -j REJECT --reject-with tcp-reset
--A OUTPUT -d 10.42.0.30/32 -p udp --dport 53 -m comment --comment \"rule to log dropped traffic POD name:web-0 namespace: shop\" -j NFLOG --nflog-group 100
--A OUTPUT -d 10.42.0.30/32 -p udp --dport 53 -j REJECT
--A OUTPUT -d 10.42.0.40/32 -p icmp -j NFLOG --nflog-group 100 --nflog-prefix \"DROP by policy monitoring/deny-icmp\"
--A OUTPUT -d 10.42.0.40/32 -p icmp -j DROP
-COMMIT
-";
-
-const RULES_V6: &str = "*filter
-:INPUT ACCEPT [0:0]
-:FORWARD ACCEPT [0:0]
-:OUTPUT ACCEPT [0:0]
--A OUTPUT -d fd00:10:42::20/128 -p tcp --dport 443 -j NFLOG --nflog-group 100 --nflog-prefix \"DROP by policy shop/deny-external-v6\"
--A OUTPUT -d fd00:10:42::20/128 -p tcp --dport 443 -j REJECT --reject-with tcp-reset
-COMMIT
-";
-
-/// Removes the namespace and stops the daemon when dropped, also on error.
-struct Namespace {
-    name: String,
-    child: Option<Child>,
-}
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &self.name])
-            .status();
-    }
-}
-
-fn sh(args: &[&str], stdin: Option<&str>) -> Result<()> {
-    let mut cmd = Command::new(args[0]);
-    cmd.args(&args[1..]).stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    });
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot run {} (is it installed?)", args[0]))?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes())?;
-    }
-    let status = child.wait()?;
-    if !status.success() {
-        bail!("`{}` failed with {status}", args.join(" "));
-    }
-    Ok(())
-}
+const METRICS: &str = "127.0.0.1:9109";
 
 pub fn run(_cfg: Config) -> Result<()> {
+    let started = Instant::now();
     if !rustix::process::geteuid().is_root() {
-        bail!("the demo creates a network namespace and firewall rules: run it as root");
+        bail!("the demo creates network namespaces, a bridge and firewall rules: run it as root");
     }
-    let name = format!("nflog-demo-{}", std::process::id());
-    sh(&["ip", "netns", "add", &name], None)?;
-    let mut ns = Namespace {
-        name: name.clone(),
-        child: None,
-    };
-    eprintln!("demo: created network namespace {name} with K3s-shaped NFLOG rules on group 100");
-    sh(&["ip", "-n", &name, "link", "set", "lo", "up"], None)?;
-    for addr in [
-        "10.42.0.10/32",
-        "10.42.0.20/32",
-        "10.42.0.30/32",
-        "10.42.0.40/32",
-    ] {
-        sh(&["ip", "-n", &name, "addr", "add", addr, "dev", "lo"], None)?;
+    node::check_tools()?;
+    cleanup::on_signals()?;
+    let guard = cleanup::Guard;
+    let result = demo(started);
+    drop(guard);
+    if result.is_ok() {
+        eprintln!("demo: removed the namespaces, the daemon and the scratch directory it made");
+        println!(
+            "\n(demo finished in {:.1} s)",
+            started.elapsed().as_secs_f64()
+        );
     }
-    for addr in ["fd00:10:42::10/128", "fd00:10:42::20/128"] {
-        sh(
-            &["ip", "-n", &name, "addr", "add", addr, "dev", "lo", "nodad"],
-            None,
-        )?;
+    result
+}
+
+fn demo(started: Instant) -> Result<()> {
+    let tag = format!("nfdemo-{}", std::process::id());
+    let dir = std::env::temp_dir().join(&tag);
+    cleanup::add_dir(dir.clone())?;
+
+    eprintln!(
+        "demo: building a K3s-shaped node: network namespaces {tag}-*, bridge cni0, {} pods on veths, \
+         kube-router's chains for {} policies, a ClusterIP",
+        scenario::PODS.len(),
+        scenario::POLICIES.len()
+    );
+    let node = node::Node::build(&tag)?;
+    api::start(&node.ns)?;
+    let mut daemon = start_daemon(&node, &dir)?;
+    wait_ready(&node, &mut daemon, &dir)?;
+    eprintln!(
+        "demo: netpol-nflogd runs in the node, group 100 bound, watches synced ({:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+
+    let _db = node.listen("db", 5432)?;
+    let tail = Tail::follow(&node, &dir, &daemon)?;
+    println!("== Traffic between the pods ==");
+    for flow in scenario::FLOWS {
+        let connected = node.send(flow)?;
+        let outcome = match (flow.allowed, connected) {
+            (true, true) => "connected".to_string(),
+            (false, false) if flow.times > 1 => format!("refused ×{}", flow.times),
+            (false, false) => "refused".to_string(),
+            (true, false) => bail!(
+                "{} should have connected: the node's rules are wrong",
+                flow.describe()
+            ),
+            (false, true) => bail!(
+                "{} should have been dropped: the node's rules are wrong",
+                flow.describe()
+            ),
+        };
+        println!("  {:<58} {:<10} {}", flow.describe(), outcome, flow.why);
     }
-    sh(
-        &["ip", "netns", "exec", &name, "iptables-restore"],
-        Some(RULES_V4),
-    )?;
-    sh(
-        &["ip", "netns", "exec", &name, "ip6tables-restore"],
-        Some(RULES_V6),
-    )?;
 
-    let json = std::env::temp_dir().join(format!("{name}.json"));
-    let exe = std::env::current_exe().context("cannot find my own executable")?;
-    let exe = exe.to_string_lossy();
-    let json_arg = json.to_string_lossy();
-    let child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &name,
-            &exe,
-            "--config",
-            "/dev/null",
-            "--syslogemu-file",
-            "",
-            "--stdout",
-            "syslogemu",
-        ])
-        .args([
-            "--json-file",
-            &json_arg,
-            "--log-level",
-            "warn",
-            "--tail-socket",
-            "",
-            "--metrics-listen",
-            "",
-        ])
-        .env_remove("NETPOL_NFLOG_CONFIG")
-        .spawn()
-        .context("cannot start the daemon in the namespace")?;
-    ns.child = Some(child);
-    wait_bound(&name, Duration::from_secs(5))?;
-    eprintln!("demo: netpol-nflogd is reading group 100; sending traffic through the rules\n");
-    eprintln!("--- syslogemu lines (what /var/log/ulog/syslogemu.log receives) ---");
-
-    let netns = File::open(format!("/var/run/netns/{name}"))?;
-    std::thread::spawn(move || send_traffic(&netns))
-        .join()
-        .map_err(|_| anyhow::anyhow!("the traffic thread panicked"))??;
-
-    // The daemon drains the kernel's queue on SIGTERM, so nothing sent is left behind.
-    std::thread::sleep(Duration::from_millis(300));
-    if let Some(mut child) = ns.child.take() {
-        // The child has not been waited for, so its PID is still its own.
-        let pid = rustix::process::Pid::from_child(&child);
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM)
-            .context("cannot stop the daemon")?;
-        let status = child.wait()?;
-        if !status.success() {
-            bail!("the daemon exited with {status}");
+    // The summary of the annotated policy comes at the daemon's next summary tick (2 s).
+    let json = dir.join("netpol.json");
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while !std::fs::read_to_string(&json)
+        .unwrap_or_default()
+        .contains("\"type\":\"suppressed\"")
+    {
+        if Instant::now() > deadline {
+            break;
         }
+        std::thread::sleep(Duration::from_millis(100));
     }
-    let records = std::fs::read_to_string(&json).unwrap_or_default();
-    let _ = std::fs::remove_file(&json);
-    println!("\n--- JSON records (what the DaemonSet prints for Fluent Bit) ---");
-    print!("{records}");
-    eprintln!("\ndemo: removing namespace {name}");
-    drop(ns);
+    let events = show::records(&json)
+        .iter()
+        .filter(|r| r.get("type").is_none())
+        .count();
+    let (tail_out, tail_err) = tail.stop(events)?;
+
+    // SIGTERM: the daemon drains the kernel's queue, writes everything and exits 0.
+    cleanup::signal(&daemon, rustix::process::Signal::TERM);
+    match cleanup::wait(&mut daemon, Duration::from_secs(5))? {
+        Some(s) if s.success() => {}
+        Some(s) => bail!("the daemon exited with {s}:\n{}", log_tail(&dir)),
+        None => bail!("the daemon did not stop within 5 s of SIGTERM"),
+    }
+
+    show::syslogemu(&dir.join("syslogemu.log"));
+    show::json(&json);
+    show::suppressed(&json);
+    show::tail(&tail_out, &tail_err);
+    show::next_steps();
     Ok(())
 }
 
-/// Waits until some process in the namespace has bound NFLOG group 100.
-fn wait_bound(ns: &str, timeout: Duration) -> Result<()> {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                ns,
-                "cat",
-                "/proc/net/netfilter/nfnetlink_log",
-            ])
-            .output()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        if text
-            .lines()
-            .any(|l| l.split_whitespace().next() == Some("100"))
-        {
+fn start_daemon(node: &node::Node, dir: &Path) -> Result<Child> {
+    let config = dir.join("netpol-nflogd.toml");
+    std::fs::write(&config, "[kubernetes]\nmode = \"on\"\n\n[limits]\n# Summaries every 2 s instead of 60, so the demo shows one.\nsummary_interval_s = 2\n")?;
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, api::kubeconfig())?;
+    let exe = std::env::current_exe().context("cannot find my own executable")?;
+    let log = std::fs::File::create(dir.join("daemon.log"))?;
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &node.ns])
+        .arg(&exe)
+        .arg("--config")
+        .arg(&config)
+        .arg("--syslogemu-file")
+        .arg(dir.join("syslogemu.log"))
+        .arg("--json-file")
+        .arg(dir.join("netpol.json"))
+        .args([
+            "--stdout",
+            "none",
+            "--metrics-listen",
+            METRICS,
+            "--node-name",
+            scenario::NODE,
+            "--log-level",
+            "info",
+        ])
+        .arg("--tail-socket")
+        .arg(dir.join("tail.sock"))
+        .env("KUBECONFIG", &kubeconfig)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("NETPOL_NFLOG_") {
+            cmd.env_remove(k);
+        }
+    }
+    cleanup::spawn(&mut cmd, "the daemon in the node namespace")
+}
+
+fn log_tail(dir: &Path) -> String {
+    let log = std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// Polls `/readyz` (in the node) until NFLOG group 100 is bound and every watch has synced.
+fn wait_ready(node: &node::Node, daemon: &mut Child, dir: &Path) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut body = String::new();
+    while Instant::now() < deadline {
+        if let Some(status) = cleanup::wait(daemon, Duration::ZERO)? {
+            bail!("the daemon exited with {status}:\n{}", log_tail(dir));
+        }
+        body = http_get(node, "/readyz").unwrap_or_default();
+        if body.contains("nflog: bound") && body.contains(": synced") && !body.contains("waiting") {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    bail!("the daemon did not bind NFLOG group 100 within {timeout:?}")
-}
-
-/// Runs on a thread that joins the namespace, so its sockets live there.
-fn send_traffic(netns: &File) -> Result<()> {
-    // setns(2) moves this thread only.
-    rustix::thread::move_into_link_name_space(
-        netns.as_fd(),
-        Some(rustix::thread::LinkNameSpaceType::Network),
+    bail!(
+        "the daemon was not ready within 20 s; /readyz said:\n{body}\nits log:\n{}",
+        log_tail(dir)
     )
-    .context("setns")?;
-    let t = Duration::from_millis(300);
-    // Three connection attempts to a database the policy default/deny-db protects.
-    for _ in 0..3 {
-        let _ = TcpStream::connect_timeout(&"10.42.0.20:5432".parse::<SocketAddr>()?, t);
-    }
-    // DNS to a pod whose pod chain rejects it (no prefix, as upstream kube-router logs).
-    let udp = UdpSocket::bind("10.42.0.10:0")?;
-    // Rejected on OUTPUT, so send_to itself fails with EPERM: expected.
-    let _ = udp.send_to(
-        b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00",
-        "10.42.0.30:53",
-    );
-    // A ping to a pod behind monitoring/deny-icmp, from a raw socket.
-    ping("10.42.0.10", "10.42.0.40")?;
-    // IPv6 HTTPS behind shop/deny-external-v6.
-    let _ = TcpStream::connect_timeout(&"[fd00:10:42::20]:443".parse::<SocketAddr>()?, t);
-    Ok(())
 }
 
-fn ping(src: &str, dst: &str) -> Result<()> {
-    use rustix::net::{ipproto, AddressFamily, SendFlags, SocketAddrV4, SocketType};
-    use std::net::Ipv4Addr;
-    let fd = rustix::net::socket(AddressFamily::INET, SocketType::RAW, Some(ipproto::ICMP))
-        .context("raw socket")?;
-    let mut pkt = [8u8, 0, 0, 0, 0x12, 0x34, 0, 1, b'd', b'e', b'm', b'o'];
-    let sum = checksum(&pkt);
-    pkt[2..4].copy_from_slice(&sum.to_be_bytes());
-    let local = SocketAddrV4::new(src.parse::<Ipv4Addr>()?, 0);
-    let addr = SocketAddrV4::new(dst.parse::<Ipv4Addr>()?, 0);
-    rustix::net::bind(&fd, &local).with_context(|| format!("bind {src}"))?;
-    // The policy rejects the ping on OUTPUT, so sendto itself fails with EPERM: expected, the
-    // kernel logged the packet before it refused it.
-    match rustix::net::sendto(&fd, &pkt, SendFlags::empty(), &addr) {
-        Ok(_) | Err(rustix::io::Errno::PERM) => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("ping {dst}")),
+/// `nflog-tail --socket …`, following the daemon's tail socket while the traffic runs.
+struct Tail {
+    child: Child,
+    out: std::thread::JoinHandle<String>,
+    err: std::thread::JoinHandle<String>,
+}
+
+impl Tail {
+    fn follow(node: &node::Node, dir: &Path, daemon: &Child) -> Result<Tail> {
+        let exe = std::env::current_exe()?;
+        let tail: PathBuf = exe.with_file_name("nflog-tail");
+        if !tail.exists() {
+            bail!(
+                "nflog-tail is not next to {} (build both: cargo build --release --bins)",
+                exe.display()
+            );
+        }
+        let color = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            "always"
+        } else {
+            "never"
+        };
+        let sock = dir.join("tail.sock");
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &node.ns])
+            .arg(&tail)
+            .arg("--socket")
+            .arg(&sock)
+            .args(["--no-reconnect", "--color", color])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cleanup::spawn(&mut cmd, "nflog-tail")?;
+        let read = |mut r: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut s = String::new();
+                let _ = r.read_to_string(&mut s);
+                s
+            })
+        };
+        let out = read(Box::new(child.stdout.take().context("nflog-tail stdout")?));
+        let err = read(Box::new(child.stderr.take().context("nflog-tail stderr")?));
+        // Connected once the daemon's namespace lists a second socket on the path (the
+        // accepted one, next to the listener); its request line follows at once.
+        let unix = format!("/proc/{}/net/unix", daemon.id());
+        let path = sock.to_string_lossy().into_owned();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let table = std::fs::read_to_string(&unix).unwrap_or_default();
+            if table.lines().filter(|l| l.ends_with(path.as_str())).count() >= 2 {
+                std::thread::sleep(Duration::from_millis(100));
+                return Ok(Tail { child, out, err });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("nflog-tail did not connect to the daemon's tail socket within 5 s")
+    }
+
+    /// Stops it once it printed `events` lines (or after 3 s); its stdout and stderr.
+    fn stop(mut self, events: usize) -> Result<(String, String)> {
+        // Output is flushed per line; a short wait lets the last lines through the pipe.
+        std::thread::sleep(Duration::from_millis(300));
+        cleanup::signal(&self.child, rustix::process::Signal::INT);
+        cleanup::wait(&mut self.child, Duration::from_secs(2))?;
+        let out = self.out.join().unwrap_or_default();
+        let err = self.err.join().unwrap_or_default();
+        if out.lines().count() < events {
+            eprintln!(
+                "demo: nflog-tail printed {} of the {events} events",
+                out.lines().count()
+            );
+        }
+        Ok((out, err))
     }
 }
 
-fn checksum(b: &[u8]) -> u16 {
-    let mut sum: u32 = b
-        .chunks(2)
-        .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32)
-        .sum();
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+/// `GET path` from the daemon's metrics listener in the node.
+fn http_get(node: &node::Node, path: &str) -> Result<String> {
+    node::within(&node.ns, || {
+        let mut s = TcpStream::connect(METRICS)?;
+        s.set_read_timeout(Some(Duration::from_secs(1)))?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })
 }
