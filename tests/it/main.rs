@@ -6,6 +6,7 @@ mod events;
 mod fake_api;
 mod faults;
 mod fuzz_regressions;
+mod image;
 mod k3s_node;
 mod kube;
 mod metrics;
