@@ -394,7 +394,10 @@ mod tests {
         std::fs::rename(&log, &old).unwrap();
         std::thread::sleep(Duration::from_millis(150));
         out.write_chunk(b"two\n").unwrap();
-        assert!(!log.exists(), "the sink must not create the file on its own");
+        assert!(
+            !log.exists(),
+            "the sink must not create the file on its own"
+        );
         std::fs::write(&log, b"").unwrap();
         out.write_chunk(b"three\n").unwrap();
         std::thread::sleep(Duration::from_millis(150));
