@@ -1,5 +1,6 @@
 //! The integration tests: one binary, one module per area.
 mod conformance;
+mod demo;
 mod deploy;
 mod e2e_kube;
 mod events;
