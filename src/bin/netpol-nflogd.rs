@@ -94,9 +94,10 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Show the daemon at work with no cluster: creates a throwaway network namespace with
-    /// K3s-shaped NFLOG rules, sends traffic through them, prints what the real pipeline
-    /// writes, and removes everything it created. Needs root, iproute2 and iptables.
+    /// Show the daemon at work with no cluster: builds a throwaway K3s-shaped node (pods on
+    /// veths behind a bridge, kube-router's chains, a ClusterIP) with a small API for the
+    /// daemon's watchers, sends traffic between the pods, prints what the daemon writes, and
+    /// removes everything it created. Needs root, iproute2, iptables, ipset and br_netfilter.
     Demo,
 }
 
