@@ -145,7 +145,14 @@ impl Processor {
         let attribution = Attribution::from_prefix(msg.prefix);
         let packet = decode::decode(msg.family, msg.hw_protocol, msg.payload);
         let flow = super::enrich::flow_of_message(&packet, msg.conntrack);
-        let context = self.enricher.resolve(&attribution, flow);
+        // Only a pod chain's limit key needs the context (which pod's chain); other messages
+        // are resolved after the limiter, so a suppressed one costs no lookup.
+        let pod_chain = attribution.source == crate::attribute::PolicySource::PodChain;
+        let mut context = if pod_chain {
+            self.enricher.resolve(&attribution, flow)
+        } else {
+            None
+        };
         limit::key_into(
             &mut self.limit_key,
             &attribution,
@@ -160,6 +167,9 @@ impl Processor {
         let correlating = self.correlator.is_some() && self.outputs.wants_events();
         if !written && !correlating {
             return;
+        }
+        if !pod_chain {
+            context = self.enricher.resolve(&attribution, flow);
         }
         let ev = Event {
             indev: self.ifnames.name(msg.indev),
