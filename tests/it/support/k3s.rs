@@ -1643,6 +1643,12 @@ impl K3sNode {
     /// syslogemu to `syslogemu.log`, metrics on 127.0.0.1:9109) with `config` as its TOML, and
     /// waits until it is bound and its watches are synced.
     pub fn start_daemon(&mut self, config: &str) -> &Daemon {
+        self.start_daemon_with(config, &["--tail-socket", ""])
+    }
+
+    /// [`K3sNode::start_daemon`] with more arguments (`--tail-socket PATH`, …) instead of no tail
+    /// socket.
+    pub fn start_daemon_with(&mut self, config: &str, extra: &[&str]) -> &Daemon {
         let kubeconfig = write_kubeconfig(&self.sb.dir, API_PORT);
         self.kernel_base.set(self.nflog_total());
         let d = Daemon::cmd(&self.sb)
@@ -1656,7 +1662,7 @@ impl K3sNode {
                 "json",
             ])
             .syslogemu(&self.sb.path("syslogemu.log"))
-            .args(["--tail-socket", ""])
+            .args(extra)
             .metrics(METRICS_PORT)
             .args(["--log-level", "info"])
             .env("KUBECONFIG", kubeconfig.to_str().unwrap())
