@@ -23,7 +23,8 @@ use netpol_nflog::stats::Stats;
 use netpol_nflog::tail::filter::Filter;
 use netpol_nflog::tail::input::detect;
 use netpol_nflog::tail::output::{OutputFormat, Printer};
-use netpol_nflog::tail::pcap::{event, if_label, swap_tlv_headers, PcapSource, Reader};
+use netpol_nflog::tail::pcap::{event, if_label, swap_tlv_headers, Reader};
+use netpol_nflog::tail::replay::PcapSource;
 use netpol_nflog::tail::{Item, Record, Source};
 
 /// The receive time the targets use when a message carries no kernel timestamp.
@@ -269,7 +270,7 @@ pub fn pcap_reader(data: &[u8]) {
     let Ok(reader) = Reader::new(Cursor::new(data), "fuzz.pcap".into()) else {
         return;
     };
-    let mut src = PcapSource::new(reader, "node");
+    let mut src = PcapSource::new(reader, "node", None);
     for _ in 0..MAX_ITEMS {
         match src.next_item() {
             Ok(Some(Item::Event(r))) => check_record(&r),

@@ -23,6 +23,9 @@ pub struct IfNames {
     /// The socket the `SIOCGIFNAME` ioctl goes through (any socket will do; glibc opens one
     /// per call), opened at the first lookup and kept.
     sock: Option<OwnedFd>,
+    /// Name every index `if<N>` instead of asking the kernel: for messages captured on another
+    /// machine (a pcap), whose indexes mean nothing here.
+    labels_only: bool,
 }
 
 impl Default for IfNames {
@@ -37,6 +40,15 @@ impl IfNames {
             cache: Default::default(),
             now: Instant::now(),
             sock: None,
+            labels_only: false,
+        }
+    }
+
+    /// Names that only say the index (`if3`): a capture's interfaces are another machine's.
+    pub fn labels_only() -> Self {
+        IfNames {
+            labels_only: true,
+            ..Self::new()
         }
     }
 
@@ -49,6 +61,15 @@ impl IfNames {
     pub fn name(&mut self, index: u32) -> IfName {
         if index == 0 {
             return IfName::default();
+        }
+        if self.labels_only {
+            let mut digits = itoa::Buffer::new();
+            let digits = digits.format(index).as_bytes();
+            // "if" and at most 10 digits: within IFNAMSIZ.
+            let mut label = [0u8; 12];
+            label[..2].copy_from_slice(b"if");
+            label[2..2 + digits.len()].copy_from_slice(digits);
+            return IfName::new(&label[..2 + digits.len()]);
         }
         if let Some((name, at)) = self.cache.get(&index) {
             if self.now.saturating_duration_since(*at) < TTL {
@@ -98,5 +119,13 @@ mod tests {
         assert_eq!(names.name(1).as_bytes(), b"lo");
         assert_eq!(names.name(0).as_bytes(), b"");
         assert_eq!(names.name(u32::MAX - 1).as_bytes(), b"");
+    }
+
+    #[test]
+    fn labels_only_never_asks_the_kernel() {
+        let mut names = IfNames::labels_only();
+        assert_eq!(names.name(1).as_bytes(), b"if1");
+        assert_eq!(names.name(0).as_bytes(), b"");
+        assert_eq!(names.name(u32::MAX).as_bytes(), b"if4294967295");
     }
 }

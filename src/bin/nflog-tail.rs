@@ -186,7 +186,7 @@ impl Cli {
                 let (index, _) =
                     netpol_nflog::attribute::snapshot::load(path, self.node.as_deref())
                         .map_err(|e| Error::Usage(e.to_string()))?;
-                Some(tail::Snapshot(std::sync::Arc::new(index)))
+                Some(tail::Snapshot::new(index, self.node.clone()))
             }
         };
         Ok(Options {

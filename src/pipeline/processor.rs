@@ -78,6 +78,13 @@ impl Processor {
         self
     }
 
+    /// Names interfaces with `names` ([`IfNames::labels_only`] for a capture from another
+    /// machine) instead of asking this machine's kernel.
+    pub fn with_ifnames(mut self, names: IfNames) -> Self {
+        self.ifnames = names;
+        self
+    }
+
     /// Also renders records for `nflog-tail` (while `clients` is non-zero).
     pub fn with_tail(mut self, clients: Arc<AtomicUsize>) -> Self {
         self.outputs.set_tail(clients);

@@ -1,20 +1,20 @@
 //! `--direct`: bind the NFLOG group ourselves, for nodes without the daemon.
 //!
 //! The same socket code as the daemon ([`NflogSocket`]), with a short flush timeout so events
-//! show within 100 ms, and the daemon's decoder and renderers; interface names are resolved in
-//! this network namespace. Only one process can bind a group, so this fails with
+//! show within 100 ms, and the daemon's own processing ([`Decoder`]: one event per packet, as the
+//! daemon correlates them); interface names are resolved in this network namespace. Only one
+//! process can bind a group, so this fails with
 //! [`SocketError::GroupBusy`](crate::source::socket::SocketError::GroupBusy) while the daemon
 //! (or ulogd2, or tcpdump) holds it.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::pcap::event;
 use super::record::Item;
-use super::{Error, Source};
+use super::replay::Decoder;
+use super::{Error, Snapshot, Source};
 use crate::attribute::ifname::IfNames;
 use crate::event::Timestamp;
-use crate::render::Renderer;
 use crate::source::nflog::{Messages, Netlink, NflogMsg};
 use crate::source::socket::{NflogSocket, Recv, SocketError, SocketTuning};
 
@@ -30,26 +30,24 @@ const TUNING: SocketTuning = SocketTuning {
 pub struct Direct {
     sock: NflogSocket,
     buf: Vec<u8>,
+    /// Notices (overruns, malformed messages); events wait in the decoder.
     ready: VecDeque<Item>,
-    renderer: Renderer,
-    ifnames: IfNames,
+    decoder: Decoder,
     /// Kernel overruns not yet reported.
     overruns: u64,
-    snapshot: Option<std::sync::Arc<crate::attribute::index::Index>>,
 }
 
 impl Direct {
-    pub fn open(group: u16, hostname: &str) -> Result<Self, Error> {
+    /// Binds `group`; events are attributed with `snapshot` when there is one.
+    pub fn open(group: u16, hostname: &str, snapshot: Option<Snapshot>) -> Result<Self, Error> {
         let mut sock = NflogSocket::open(&[group], &TUNING)?;
         let pending = sock.take_pending();
         let mut d = Direct {
             sock,
             buf: vec![0u8; 256 * 1024],
             ready: VecDeque::new(),
-            renderer: Renderer::new(hostname, hostname),
-            ifnames: IfNames::new(),
+            decoder: Decoder::new(hostname, snapshot, IfNames::new()),
             overruns: 0,
-            snapshot: None,
         };
         for batch in pending {
             d.handle_batch(&batch);
@@ -57,53 +55,33 @@ impl Direct {
         Ok(d)
     }
 
-    /// Attributes the events with a cluster snapshot.
-    pub fn with_snapshot(
-        mut self,
-        snapshot: Option<std::sync::Arc<crate::attribute::index::Index>>,
-    ) -> Self {
-        self.snapshot = snapshot;
-        self
-    }
-
     fn handle_batch(&mut self, batch: &[u8]) {
-        self.ifnames.set_now(Instant::now());
-        let received = Timestamp::now();
+        // The processor counts malformed messages; here each is also said.
         for m in Messages::new(batch) {
-            let body = match m {
-                Ok(Netlink::Packet(body)) => body,
-                Ok(_) => continue,
-                Err(e) => {
-                    self.ready.push_back(Item::Notice(format!(
-                        "skipping a malformed NFLOG message: {e}"
-                    )));
-                    continue;
-                }
+            let bad = match m {
+                Ok(Netlink::Packet(body)) => NflogMsg::parse(body).err().map(|e| e.to_string()),
+                Ok(_) => None,
+                Err(e) => Some(e.to_string()),
             };
-            match NflogMsg::parse(body) {
-                Ok(msg) => {
-                    let (indev, outdev) =
-                        (self.ifnames.name(msg.indev), self.ifnames.name(msg.outdev));
-                    let ev = event(msg, received, indev, outdev);
-                    let rec = super::pcap::decoded_record(
-                        ev,
-                        self.snapshot.as_deref(),
-                        &mut self.renderer,
-                        body,
-                    );
-                    self.ready.push_back(Item::Event(Box::new(rec)));
-                }
-                Err(e) => self.ready.push_back(Item::Notice(format!(
+            if let Some(e) = bad {
+                self.ready.push_back(Item::Notice(format!(
                     "skipping a malformed NFLOG message: {e}"
-                ))),
+                )));
             }
         }
+        self.decoder.batch(batch, Timestamp::now());
     }
 
-    /// Waits until the socket is readable (or a second passed).
+    /// Waits until the socket is readable, a second passed, or the packet being collected is
+    /// due.
     fn wait(&self) -> Result<(), Error> {
+        let due = self
+            .decoder
+            .deadline()
+            .map(|d| d.saturating_duration_since(Instant::now()));
+        let timeout = due.map_or(Duration::from_secs(1), |d| d.min(Duration::from_secs(1)));
         self.sock
-            .wait_readable(Duration::from_secs(1))
+            .wait_readable(timeout)
             .map_err(|e| Error::Socket(SocketError::Wait(e)))
     }
 }
@@ -111,7 +89,7 @@ impl Direct {
 impl Source for Direct {
     fn next_item(&mut self) -> Result<Option<Item>, Error> {
         loop {
-            if let Some(item) = self.ready.pop_front() {
+            if let Some(item) = self.ready.pop_front().or_else(|| self.decoder.next_ready()) {
                 return Ok(Some(item));
             }
             match self.sock.recv(&mut self.buf) {
@@ -129,7 +107,13 @@ impl Source for Direct {
                         )));
                     }
                 }
-                Recv::WouldBlock => self.wait()?,
+                Recv::WouldBlock => {
+                    self.decoder.expire(false);
+                    if let Some(item) = self.decoder.next_ready() {
+                        return Ok(Some(item));
+                    }
+                    self.wait()?
+                }
             }
         }
     }

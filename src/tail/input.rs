@@ -10,8 +10,9 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 
-use super::pcap::{PcapSource, Reader};
+use super::pcap::Reader;
 use super::record::{Item, Record};
+use super::replay::PcapSource;
 use super::{Error, Source};
 
 /// What a file holds.
@@ -125,7 +126,7 @@ pub fn skip_line<R: BufRead + ?Sized>(r: &mut R) -> io::Result<bool> {
 pub fn open(
     path: &Path,
     hostname: &str,
-    snapshot: Option<std::sync::Arc<crate::attribute::index::Index>>,
+    snapshot: Option<super::Snapshot>,
 ) -> Result<Box<dyn Source>, Error> {
     let name = if path == Path::new("-") {
         "standard input".to_string()

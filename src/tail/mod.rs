@@ -17,6 +17,7 @@ pub mod input;
 pub mod output;
 pub mod pcap;
 pub mod record;
+pub mod replay;
 pub mod tui;
 
 use std::collections::VecDeque;
@@ -113,13 +114,31 @@ pub struct Options {
     pub snapshot: Option<Snapshot>,
 }
 
-/// A cluster snapshot's index (`--kube-snapshot`), shared by the sources that decode events.
+/// The attribution index of a cluster snapshot, in the lock the daemon's pipeline reads it
+/// through (nothing writes it after loading).
+pub type SnapshotIndex = std::sync::Arc<std::sync::RwLock<crate::attribute::index::Index>>;
+
+/// A cluster snapshot (`--kube-snapshot`), shared by the sources that decode events.
 #[derive(Clone)]
-pub struct Snapshot(pub std::sync::Arc<crate::attribute::index::Index>);
+pub struct Snapshot {
+    pub index: SnapshotIndex,
+    /// The node the events come from (`--node`): the JSON's `node_name`.
+    pub node: Option<String>,
+}
+
+impl Snapshot {
+    pub fn new(index: crate::attribute::index::Index, node: Option<String>) -> Self {
+        Snapshot {
+            index: std::sync::Arc::new(std::sync::RwLock::new(index)),
+            node,
+        }
+    }
+}
 
 impl std::fmt::Debug for Snapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Snapshot({:?})", self.0.counts())
+        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+        write!(f, "Snapshot({:?})", index.counts())
     }
 }
 
@@ -135,14 +154,15 @@ pub fn open_source(opts: &Options) -> Result<Box<dyn Source>> {
         SourceSpec::Daemon { path, reconnect } => {
             Box::new(client::Client::new(path.clone(), opts.last, *reconnect))
         }
-        SourceSpec::Direct { group } => Box::new(
-            direct::Direct::open(*group, &opts.hostname)?
-                .with_snapshot(opts.snapshot.as_ref().map(|s| s.0.clone())),
-        ),
+        SourceSpec::Direct { group } => Box::new(direct::Direct::open(
+            *group,
+            &opts.hostname,
+            opts.snapshot.clone(),
+        )?),
         SourceSpec::File(path) => input::open(
             path,
             &opts.hostname,
-            opts.snapshot.as_ref().map(|s| s.0.clone()),
+            opts.snapshot.clone(),
         )?,
     })
 }

@@ -21,10 +21,9 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::Path;
 
 use super::record::Record;
-use super::{Error, Item, Source};
+use super::Error;
 use crate::attribute::Attribution;
 use crate::event::{Event, IfName, Timestamp};
-use crate::render::Renderer;
 use crate::source::nflog::{align4, NflogMsg};
 
 pub const LINKTYPE_NFLOG: u32 = 239;
@@ -232,71 +231,9 @@ pub fn swap_tlv_headers(data: &mut [u8], to_native: bool) {
     }
 }
 
-/// Replays a pcap through the daemon's decoder and renderers.
-pub struct PcapSource<R: Read> {
-    reader: Reader<R>,
-    renderer: Renderer,
-    snapshot: Option<std::sync::Arc<crate::attribute::index::Index>>,
-}
-
-impl<R: Read> PcapSource<R> {
-    pub fn new(reader: Reader<R>, hostname: &str) -> Self {
-        PcapSource {
-            reader,
-            renderer: Renderer::new(hostname, hostname),
-            snapshot: None,
-        }
-    }
-
-    /// Attributes the replayed events with a cluster snapshot.
-    pub fn with_snapshot(
-        mut self,
-        snapshot: Option<std::sync::Arc<crate::attribute::index::Index>>,
-    ) -> Self {
-        self.snapshot = snapshot;
-        self
-    }
-}
-
-impl<R: Read + Send> Source for PcapSource<R> {
-    fn next_item(&mut self) -> Result<Option<Item>, Error> {
-        let start = self.reader.offset();
-        let Some(rec) = self.reader.next_record()? else {
-            return Ok(None);
-        };
-        let msg = NflogMsg::parse(&rec.data).map_err(|e| Error::Record {
-            path: self.reader.path().to_string(),
-            record: self.reader.record_number(),
-            offset: start,
-            what: format!("not a valid NFLOG message: {e}"),
-        })?;
-        let ev = event(msg, rec.time, if_label(msg.indev), if_label(msg.outdev));
-        let record = decoded_record(ev, self.snapshot.as_deref(), &mut self.renderer, &rec.data);
-        Ok(Some(Item::Event(Box::new(record))))
-    }
-}
-
-/// The record of an event decoded here (pcap replay, direct mode), attributed with a cluster
-/// snapshot when there is one.
-pub fn decoded_record(
-    mut ev: Event<'_>,
-    snapshot: Option<&crate::attribute::index::Index>,
-    renderer: &mut Renderer,
-    body: &[u8],
-) -> Record {
-    if let Some(index) = snapshot {
-        crate::pipeline::attribute(index, &mut ev);
-    }
-    Record::from_event(&ev, renderer, body)
-}
-
 /// A pcap carries interface indexes, not names; `if3` is what can be known.
 pub fn if_label(index: u32) -> IfName {
-    if index == 0 {
-        IfName::default()
-    } else {
-        IfName::new(format!("if{index}").as_bytes())
-    }
+    crate::attribute::ifname::IfNames::labels_only().name(index)
 }
 
 /// An event as the daemon's `Processor` builds it, without Kubernetes context. The time is the
@@ -436,6 +373,7 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tail::{Item, Source};
     use crate::source::nflog::build::Packet;
 
     /// An NFLOG body as the kernel lays it out (build::Packet), without the netlink header.
@@ -485,7 +423,7 @@ mod tests {
 
     fn replay(bytes: Vec<u8>) -> Result<Vec<Record>, Error> {
         let reader = Reader::new(io::Cursor::new(bytes), "t.pcap".into())?;
-        let mut src = PcapSource::new(reader, "h");
+        let mut src = super::super::replay::PcapSource::new(reader, "h", None);
         let mut out = Vec::new();
         while let Some(item) = src.next_item()? {
             if let Item::Event(r) = item {
@@ -503,7 +441,9 @@ mod tests {
                 &[body(b"DROP by policy default/x"), body(b"")],
             ))
             .unwrap();
-            assert_eq!(recs.len(), 2);
+            // One packet, logged by its policy's rule and its pod chain: one event, as the
+            // daemon makes it.
+            assert_eq!(recs.len(), 1);
             assert_eq!(recs[0].prefix, "DROP by policy default/x");
             assert_eq!(recs[0].dest_port, Some(53));
             assert_eq!(recs[0].outdev, "if1");
@@ -515,7 +455,9 @@ mod tests {
                 "{line}"
             );
             // Always stored in this host's order, ready for the writer.
-            assert_eq!(recs[1].nflog.as_deref(), Some(&body(b"")[..]));
+            assert_eq!(recs[0].nflog.as_deref(), Some(&body(b"DROP by policy default/x")[..]));
+            assert_eq!(recs[0].further.len(), 1);
+            assert_eq!(recs[0].further[0].nflog, body(b""));
         }
     }
 
@@ -559,7 +501,11 @@ mod tests {
         let path =
             std::env::temp_dir().join(format!("nflog-tail-writer-{}.pcap", std::process::id()));
         let mut w = Writer::create(&path).unwrap();
-        let recs = replay(file(true, &[body(b"one"), body(b"two")])).unwrap();
+        // Different packets (one payload byte apart): two events.
+        let mut other = body(b"two");
+        *other.last_mut().unwrap() ^= 1;
+        let recs = replay(file(true, &[body(b"one"), other])).unwrap();
+        assert_eq!(recs.len(), 2);
         for r in &recs {
             assert_eq!(w.write(r).unwrap(), 1);
         }
@@ -590,9 +536,10 @@ mod tests {
             e.contains(&format!("exceeds the file's snapshot length {snaplen}")),
             "{e}"
         );
-        // 0: not given.
+        // 0: not given. (Both messages are of one packet: one event.)
         f[16..20].copy_from_slice(&[0; 4]);
-        assert_eq!(replay(f).unwrap().len(), 2);
+        let recs = replay(f).unwrap();
+        assert_eq!((recs.len(), recs[0].further.len()), (1, 1));
     }
 
     #[test]
@@ -613,9 +560,12 @@ mod tests {
         drop(w);
         let bytes = std::fs::read(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
+        // Read back, the two messages are one packet's again.
         let back = replay(bytes).unwrap();
-        let prefixes: Vec<&str> = back.iter().map(|r| r.prefix.as_str()).collect();
-        assert_eq!(prefixes, ["DROP by policy a/b", ""]);
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].prefix, "DROP by policy a/b");
+        assert_eq!(back[0].nflog.as_deref(), Some(&body(b"DROP by policy a/b")[..]));
+        assert_eq!(back[0].further[0].nflog, body(b""));
     }
 
     #[test]

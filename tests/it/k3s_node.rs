@@ -39,7 +39,7 @@ const BURST: &str = "kube-router.io/netpol-nflog-limit-burst";
 
 /// Daemon configuration of the table and defect (a)/(c) tests: the empty-prefix bucket raised,
 /// so that those tests do not depend on defect (b).
-const CONFIG_WIDE_UNATTRIBUTED: &str =
+pub(crate) const CONFIG_WIDE_UNATTRIBUTED: &str =
     "[kubernetes]\nmode = \"on\"\n[limits]\nunattributed_limit = \"1000/second\"\nunattributed_burst = 1000\n";
 
 /// A policy of `shop` letting the api pods reach the named port `pg` of the `app` pods.
@@ -53,7 +53,7 @@ fn pg_from_api(name: &str, app: &str) -> PolicySpec {
     )
 }
 
-fn shop(zero_flow_labels: bool) -> Scenario {
+pub(crate) fn shop(zero_flow_labels: bool) -> Scenario {
     Scenario {
         namespaces: vec![
             namespace("shop", &[("team", "shop")]),
@@ -116,7 +116,7 @@ fn shop(zero_flow_labels: bool) -> Scenario {
 // ---- Expectations --------------------------------------------------------------------------------
 
 #[derive(Clone, Debug)]
-struct Expect {
+pub(crate) struct Expect {
     source: &'static str,
     ns: &'static str,
     /// `None`: the event's policy name is null.
@@ -237,11 +237,11 @@ impl Expect {
     }
 }
 
-struct Row {
-    what: &'static str,
-    flow: Flow,
+pub(crate) struct Row {
+    pub what: &'static str,
+    pub flow: Flow,
     /// The event of each packet (`flow.count` of them); `None`: accepted, no NFLOG message.
-    event: Option<Expect>,
+    pub event: Option<Expect>,
 }
 
 fn row(what: &'static str, flow: Flow, event: Option<Expect>) -> Row {
@@ -254,7 +254,7 @@ const WEB_EGRESS: &[(&str, &str)] = &[("shop", "web-egress")];
 const PG_V1_ONLY: &[(&str, &str)] = &[("shop", PG_V1)];
 const DNS_ALLOW: &[(&str, &str)] = &[("kube-system", "dns-allow")];
 
-fn table() -> Vec<Row> {
+pub(crate) fn table() -> Vec<Row> {
     use End::*;
     vec![
         row("web→db UDP 5432, bridged, ingress drop by db-allow-api (1 accept rule + pod chain)",
