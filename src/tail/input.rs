@@ -153,9 +153,11 @@ pub fn open(
         });
     }
     Ok(match detect(head) {
-        Kind::Pcap => {
-            Box::new(PcapSource::new(Reader::new(input, name)?, hostname).with_snapshot(snapshot))
-        }
+        Kind::Pcap => Box::new(PcapSource::new(
+            Reader::new(input, name)?,
+            hostname,
+            snapshot,
+        )),
         kind => Box::new(Lines {
             input,
             path: name,
