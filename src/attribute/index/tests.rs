@@ -136,13 +136,7 @@ fn exact_policy_name_resolves_with_direction() {
         json!({"app": "db"}),
         Some(("StatefulSet", "db")),
     ));
-    idx.apply_pod(&pod(
-        "shop",
-        "web-1",
-        &["10.42.0.8"],
-        json!({"app": "web"}),
-        None,
-    ));
+    add_bare_pod(&mut idx, "shop", "web-1", "10.42.0.8", "web");
 
     let ctx = idx
         .resolve(
@@ -190,13 +184,7 @@ fn egress_direction_when_the_source_is_selected() {
         json!({"podSelector": {}, "policyTypes": ["Egress"]}),
         json!({}),
     ));
-    idx.apply_pod(&pod(
-        "shop",
-        "web-1",
-        &["10.42.0.8"],
-        json!({"app": "web"}),
-        None,
-    ));
+    add_bare_pod(&mut idx, "shop", "web-1", "10.42.0.8", "web");
     let ctx = idx
         .resolve(
             &prefix("DROP by policy shop/no-egress"),
@@ -279,13 +267,7 @@ fn empty_prefix_lists_the_selecting_policies() {
         json!({"podSelector": {}, "policyTypes": ["Egress"]}),
         json!({}),
     ));
-    idx.apply_pod(&pod(
-        "shop",
-        "db-0",
-        &["10.42.0.7"],
-        json!({"app": "db"}),
-        None,
-    ));
+    add_bare_pod(&mut idx, "shop", "db-0", "10.42.0.7", "db");
 
     let ctx = idx
         .resolve(&prefix(""), ip("10.42.1.1"), ip("10.42.0.7"))
@@ -305,13 +287,7 @@ fn empty_prefix_with_one_candidate_is_resolved() {
     ));
     // No policyTypes and egress rules: Ingress and Egress (the API default).
     idx.apply_policy(&policy("shop", "web-egress", json!({"podSelector": {"matchLabels": {"app": "web"}}, "egress": [{"to": [{"podSelector": {}}]}]}), json!({})));
-    idx.apply_pod(&pod(
-        "shop",
-        "db-0",
-        &["10.42.0.7"],
-        json!({"app": "db"}),
-        None,
-    ));
+    add_bare_pod(&mut idx, "shop", "db-0", "10.42.0.7", "db");
     idx.apply_pod(&pod(
         "shop",
         "web-1",
@@ -755,6 +731,16 @@ fn pod_on(
     p
 }
 
+/// A pod without an owner, labelled `app: APP`, with one address, on node-a.
+fn add_bare_pod(idx: &mut Index, ns: &str, name: &str, ip: &str, app: &str) {
+    idx.apply_pod(&pod(ns, name, &[ip], json!({"app": app}), None));
+}
+
+/// A pod labelled `app: APP` with one address, on `node`, with no named ports.
+fn add_app_pod(idx: &mut Index, ns: &str, name: &str, ip: &str, app: &str, node: &str) {
+    idx.apply_pod(&pod_on(ns, name, &[ip], json!({"app": app}), node, &[]));
+}
+
 fn namespace(name: &str, labels: serde_json::Value) -> Namespace {
     serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Namespace",
@@ -788,22 +774,15 @@ fn colliding_index() -> Index {
             json!({}),
         ));
     }
-    idx.apply_pod(&pod_on(
+    add_app_pod(
+        &mut idx,
         "shop",
         "postgres-0",
-        &["10.42.0.7"],
-        json!({"app": "postgres"}),
+        "10.42.0.7",
+        "postgres",
         "node-a",
-        &[],
-    ));
-    idx.apply_pod(&pod_on(
-        "shop",
-        "web-1",
-        &["10.42.0.8"],
-        json!({"app": "web"}),
-        "node-a",
-        &[],
-    ));
+    );
+    add_app_pod(&mut idx, "shop", "web-1", "10.42.0.8", "web", "node-a");
     idx
 }
 
@@ -857,22 +836,8 @@ fn drop_by_policy_both_sides_protected_rules_pick_the_direction() {
     // Egress from web: only to db, port 5432.
     idx.apply_policy(&policy("shop", &egr, json!({"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Egress"],
         "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "db"}}}], "ports": [{"port": 5432}]}]}), json!({})));
-    idx.apply_pod(&pod_on(
-        "shop",
-        "db-0",
-        &["10.42.0.7"],
-        json!({"app": "db"}),
-        "node-a",
-        &[],
-    ));
-    idx.apply_pod(&pod_on(
-        "shop",
-        "web-1",
-        &["10.42.0.8"],
-        json!({"app": "web"}),
-        "node-a",
-        &[],
-    ));
+    add_app_pod(&mut idx, "shop", "db-0", "10.42.0.7", "db", "node-a");
+    add_app_pod(&mut idx, "shop", "web-1", "10.42.0.8", "web", "node-a");
     let written = format!("DROP by policy {}", safe_join("shop", &ing));
 
     // web → db:5432: web's egress allows it, db's ingress does not (web is not api).
@@ -909,22 +874,8 @@ fn drop_by_policy_of_a_two_way_policy_gets_its_direction_from_the_rules() {
                "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}]}]}),
         json!({}),
     ));
-    idx.apply_pod(&pod_on(
-        "shop",
-        "db-0",
-        &["10.42.0.7"],
-        json!({"app": "db"}),
-        "node-a",
-        &[],
-    ));
-    idx.apply_pod(&pod_on(
-        "shop",
-        "web-1",
-        &["10.42.0.8"],
-        json!({"app": "web"}),
-        "node-a",
-        &[],
-    ));
+    add_app_pod(&mut idx, "shop", "db-0", "10.42.0.7", "db", "node-a");
+    add_app_pod(&mut idx, "shop", "web-1", "10.42.0.8", "web", "node-a");
     let p = prefix("DROP by policy shop/lockdown");
     // web → db: db's ingress allows web; web's egress allows nothing.
     let ctx = idx
@@ -968,14 +919,7 @@ fn pod_chain_named_ports_decide_the_direction() {
         "node-a",
         &[("metrics", "TCP", 9187), ("pg", "TCP", 5432)],
     ));
-    idx.apply_pod(&pod_on(
-        "shop",
-        "web-1",
-        &["10.42.0.8"],
-        json!({"app": "web"}),
-        "node-a",
-        &[],
-    ));
+    add_app_pod(&mut idx, "shop", "web-1", "10.42.0.8", "web", "node-a");
     let p = prefix("");
 
     // web → db:9187 (metrics): db's ingress allows, web's egress does not.
@@ -1029,22 +973,8 @@ fn pod_chain_namespace_selectors_use_namespace_labels() {
         "egress": [{"to": [{"ipBlock": {"cidr": "192.0.2.0/24"}}]}]}),
         json!({}),
     ));
-    idx.apply_pod(&pod_on(
-        "shop",
-        "db-0",
-        &["10.42.0.7"],
-        json!({"app": "db"}),
-        "node-a",
-        &[],
-    ));
-    idx.apply_pod(&pod_on(
-        "front",
-        "ui-1",
-        &["10.42.0.9"],
-        json!({"app": "ui"}),
-        "node-a",
-        &[],
-    ));
+    add_app_pod(&mut idx, "shop", "db-0", "10.42.0.7", "db", "node-a");
+    add_app_pod(&mut idx, "front", "ui-1", "10.42.0.9", "ui", "node-a");
     let p = prefix("");
     let flow = tcp("10.42.0.9", "10.42.0.7", 5432);
 
@@ -1136,23 +1066,9 @@ fn only_pods_of_this_node_have_chains_here() {
         json!({"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Egress"]}),
         json!({}),
     ));
-    idx.apply_pod(&pod_on(
-        "shop",
-        "db-0",
-        &["10.42.0.7"],
-        json!({"app": "db"}),
-        "node-a",
-        &[],
-    ));
+    add_app_pod(&mut idx, "shop", "db-0", "10.42.0.7", "db", "node-a");
     // web runs on another node: its egress chain is there, not here.
-    idx.apply_pod(&pod_on(
-        "shop",
-        "web-1",
-        &["10.42.1.8"],
-        json!({"app": "web"}),
-        "node-b",
-        &[],
-    ));
+    add_app_pod(&mut idx, "shop", "web-1", "10.42.1.8", "web", "node-b");
     let ctx = idx
         .resolve_flow(&prefix(""), &tcp("10.42.1.8", "10.42.0.7", 5432))
         .unwrap();
@@ -1301,13 +1217,7 @@ fn service_index() -> Index {
         json!({"app": "db"}),
         None,
     ));
-    idx.apply_pod(&pod(
-        "shop",
-        "web-1",
-        &["10.42.0.8"],
-        json!({"app": "web"}),
-        None,
-    ));
+    add_bare_pod(&mut idx, "shop", "web-1", "10.42.0.8", "web");
     idx.apply_service(&service(
         "shop",
         "db",
