@@ -16,6 +16,9 @@ mod node;
 mod scenario;
 mod show;
 
+/// The uid the demo's objects carry, stable for a seed (the integration tests' API uses it too).
+pub use scenario::uid;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

@@ -221,7 +221,9 @@ impl Flow {
 
 const CREATED: &str = "2025-06-02T09:14:03Z";
 
-fn uid(seed: &str) -> String {
+/// A uid that is stable for a seed (`kind/namespace/name`), formatted like the API server's
+/// (also the test API's).
+pub fn uid(seed: &str) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in seed.bytes() {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);

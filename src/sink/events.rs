@@ -8,6 +8,14 @@
 //! whatever the flood. Publishing goes through kube-rs's event recorder (`events.k8s.io/v1`,
 //! which also folds repeats of one Event into a series), on its own task, so a slow or absent
 //! API server never slows the pipeline; what cannot be handed over is counted, never silent.
+//!
+//! The recorder folds by what it keys an Event on (type, action, reason, reporter, the regarding
+//! object), not by the note, and an Event's note cannot change once created (the API server
+//! rejects the update). So each (pod, policy, peer, port) triple gets its own recorder: its first
+//! aggregate is created as an Event whose note names the policy, the peer, the port and the
+//! packet count; every later aggregate of the same triple patches that Event's `series` (`count`
+//! the aggregates so far, `lastObservedTime`), as long as the recorder keeps it (six minutes),
+//! instead of folding another policy's or peer's drops into an Event that names the first one.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -56,6 +64,9 @@ pub struct Note {
     pub pod: String,
     pub reason: &'static str,
     pub message: String,
+    /// What the Event is a series of: the (pod, policy, peer, port) triple, as text. Notes with
+    /// the same series update one Event.
+    pub series: String,
 }
 
 /// The pipeline's side: aggregates notes, hands due ones to the publisher.
@@ -147,6 +158,7 @@ impl Aggregator {
                 pod: key.pod.clone(),
                 reason: REASON,
                 message: message(&key, &p, now),
+                series: series(&key),
             };
             if self.tx.try_send(note).is_err() {
                 self.stats.kube_events_dropped.fetch_add(p.count, Relaxed);
@@ -207,6 +219,15 @@ fn key_of(ev: &Event<'_>) -> Option<Key> {
     })
 }
 
+/// The identity of a key's Event series.
+fn series(key: &Key) -> String {
+    let dir = if key.egress { "egress" } else { "ingress" };
+    format!(
+        "{}/{} {} {dir} {} {}",
+        key.namespace, key.pod, key.policy, key.peer, key.port
+    )
+}
+
 fn message(key: &Key, p: &Pending, now: Instant) -> String {
     let secs = now.saturating_duration_since(p.since).as_secs().max(1);
     let what = if p.count == 1 {
@@ -235,6 +256,33 @@ fn message(key: &Key, p: &Pending, now: Instant) -> String {
     )
 }
 
+/// How long kube-rs's recorder keeps an Event to patch its series (its `CACHE_TTL`): a
+/// recorder unused for longer would create a new Event anyway, so it is dropped.
+const RECORDER_TTL: Duration = Duration::from_secs(6 * 60);
+
+/// One recorder per series (see the module documentation), dropped after [`RECORDER_TTL`]
+/// unused.
+struct Recorders {
+    client: kube::Client,
+    reporter: Reporter,
+    by_series: HashMap<String, (Recorder, Instant)>,
+}
+
+impl Recorders {
+    fn get(&mut self, series: &str, now: Instant) -> Recorder {
+        self.by_series
+            .retain(|_, (_, used)| now.saturating_duration_since(*used) < RECORDER_TTL);
+        let (recorder, used) = self.by_series.entry(series.to_string()).or_insert_with(|| {
+            (
+                Recorder::new(self.client.clone(), self.reporter.clone()),
+                now,
+            )
+        });
+        *used = now;
+        recorder.clone()
+    }
+}
+
 /// Publishes notes through kube-rs's recorder until the channel closes.
 pub async fn publish(
     client: kube::Client,
@@ -246,7 +294,11 @@ pub async fn publish(
         controller: "netpol-nflogd".into(),
         instance: Some(node),
     };
-    let recorder = Recorder::new(client, reporter);
+    let mut recorders = Recorders {
+        client,
+        reporter,
+        by_series: HashMap::new(),
+    };
     let mut last_error: Option<Instant> = None;
     while let Some(note) = rx.recv().await {
         let reference = ObjectReference {
@@ -263,6 +315,7 @@ pub async fn publish(
             action: "Drop".into(),
             secondary: None,
         };
+        let recorder = recorders.get(&note.series, Instant::now());
         match recorder.publish(&ev, &reference).await {
             Ok(()) => {
                 stats.kube_events_published.fetch_add(1, Relaxed);
@@ -386,6 +439,41 @@ mod tests {
         }
         assert_eq!(later.len(), 2, "{later:?}");
         assert_eq!(stats.kube_events_dropped.load(Relaxed), 0);
+    }
+
+    /// Each (pod, policy, peer, port) triple is its own Event series: kube-rs's recorder would
+    /// otherwise fold every drop Event of a pod into the first one (it keys on the regarding
+    /// object, reason and action, not on the note).
+    #[test]
+    fn each_triple_is_its_own_series() {
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut agg = Aggregator::new(Duration::from_secs(1), 60, tx, Stats::new());
+        let t0 = Instant::now();
+        note_drops(&mut agg, 10, 2, t0);
+        note_drops(&mut agg, 11, 1, t0);
+        agg.flush(t0 + Duration::from_secs(1));
+        note_drops(&mut agg, 10, 5, t0 + Duration::from_secs(2));
+        agg.flush(t0 + Duration::from_secs(3));
+        let notes: Vec<Note> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        assert_eq!(notes.len(), 3, "{notes:?}");
+        let web = &notes
+            .iter()
+            .find(|n| n.message.starts_with("2 packets"))
+            .unwrap();
+        let other = &notes
+            .iter()
+            .find(|n| n.message.contains("10.42.0.11"))
+            .unwrap();
+        let again = &notes
+            .iter()
+            .find(|n| n.message.starts_with("5 packets"))
+            .unwrap();
+        assert_eq!(web.series, again.series);
+        assert_ne!(web.series, other.series);
+        assert_eq!(
+            web.series,
+            "shop/db-0 shop/deny-db ingress pod shop/web-0 5432/UDP"
+        );
     }
 
     #[test]

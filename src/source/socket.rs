@@ -25,7 +25,8 @@ const NFULNL_CFG_CMD_BIND: u8 = 1;
 const NFULNL_CFG_CMD_UNBIND: u8 = 2;
 const NFULNL_COPY_PACKET: u8 = 2;
 const NFULNL_CFG_F_SEQ: u16 = 1;
-const NFULNL_CFG_F_CONNTRACK: u16 = 2;
+/// `include/uapi/linux/netfilter/nfnetlink_log.h` (2 is `NFULNL_CFG_F_SEQ_GLOBAL`).
+const NFULNL_CFG_F_CONNTRACK: u16 = 4;
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_ACK: u16 = 4;
 const AF_UNSPEC: u8 = 0;

@@ -8,8 +8,16 @@
 //!  pod netns (eth0 10.42.0.N/24, fd42::N/64) ─veth─┐
 //!  pod netns …                               ─veth─┤ cni0 10.42.0.1/24 fd42::1/64   node netns
 //!                                                    uplink 192.168.100.1 fd00:100::1 ─veth─ outside netns
-//!                                                                                     (192.168.100.2, fd00:100::2)
+//!                                                                                     (192.168.100.2, fd00:100::2;
+//!                                                                                      another node 192.168.100.3,
+//!                                                                                      fd00:100::3; "the internet"
+//!                                                                                      93.184.216.34, 2a00:1450:4001::7)
 //! ```
+//!
+//! The API serves, besides the scenario's namespaces, pods and policies, its Service (with the
+//! EndpointSlice that holds the target pod's address and port) and two Nodes: this one ([`NODE`],
+//! InternalIPs the uplink's addresses, pod CIDRs 10.42.0.0/24 and fd42::/64) and
+//! [`OTHER_NODE`], whose InternalIPs the outside namespace also holds ([`End::OtherNode`]).
 //!
 //! The node has `ip_forward` on and bridge netfilter on (`net.bridge.bridge-nf-call-iptables`
 //! and `-ip6tables`, per network namespace since Linux 5.3), so pod-to-pod traffic on `cni0`
@@ -94,7 +102,9 @@ use super::process::run_stdin;
 use super::sandbox::{in_netns, ip_batch, spawn_in};
 use super::{read_lossy, run, Daemon, Sandbox};
 use crate::conformance;
-use crate::fake_api::{self, NAMESPACES, PODS, POLICIES};
+use crate::fake_api::{
+    self, FakeApi, ENDPOINT_SLICES, NAMESPACES, NODES, PODS, POLICIES, SERVICES,
+};
 
 pub(crate) const NODE: &str = "node-1";
 pub(crate) const API_PORT: u16 = 16443;
@@ -104,10 +114,17 @@ pub(crate) const SERVICE_CIDR_V6: &str = "fd43::/112";
 pub(crate) const NODE_V4: Ipv4Addr = Ipv4Addr::new(10, 42, 0, 1);
 pub(crate) const NODE_V6: Ipv6Addr = Ipv6Addr::new(0xfd42, 0, 0, 0, 0, 0, 0, 1);
 pub(crate) const UPLINK_V4: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 1);
-#[allow(dead_code)]
 pub(crate) const UPLINK_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x100, 0, 0, 0, 0, 0, 1);
 pub(crate) const OUTSIDE_V4: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 2);
 pub(crate) const OUTSIDE_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x100, 0, 0, 0, 0, 0, 2);
+/// Another node of the cluster: a Node object the API serves, whose InternalIPs the outside
+/// namespace sends from ([`End::OtherNode`]).
+pub(crate) const OTHER_NODE: &str = "node-2";
+pub(crate) const OTHER_NODE_V4: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 3);
+pub(crate) const OTHER_NODE_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x100, 0, 0, 0, 0, 0, 3);
+/// A public address of no pod and no node, held by the outside namespace ([`End::Internet`]).
+pub(crate) const INTERNET_V4: Ipv4Addr = Ipv4Addr::new(93, 184, 216, 34);
+pub(crate) const INTERNET_V6: Ipv6Addr = Ipv6Addr::new(0x2a00, 0x1450, 0x4001, 0, 0, 0, 0, 7);
 /// Hostname both ulogd2 and the daemon print in syslogemu lines.
 pub(crate) const HOSTNAME: &str = conformance::HOSTNAME;
 /// kube-router's sync "version" that goes into chain hashes.
@@ -161,6 +178,10 @@ pub(crate) struct PolicySpec {
     pub annotations: Vec<(String, String)>,
 }
 
+/// A ClusterIP Service in front of one pod. The API serves it as `<the pod's namespace>/<the
+/// pod's app>` with one port, named like the pod's container port of that number and protocol
+/// (else `<protocol>-<port>`); its EndpointSlice holds the pod's IPv4 address and the target port
+/// under that name ([`Scenario::service_ref`]).
 #[derive(Clone, Debug)]
 pub(crate) struct ServiceSpec {
     pub ip: Ipv4Addr,
@@ -244,9 +265,113 @@ pub(crate) struct Objects {
     pub namespaces: Vec<Value>,
     pub pods: Vec<Value>,
     pub policies: Vec<Value>,
+    /// The scenario's Service, if any.
+    pub services: Vec<Value>,
+    pub endpoint_slices: Vec<Value>,
+    /// [`NODE`] and [`OTHER_NODE`].
+    pub nodes: Vec<Value>,
+}
+
+impl Objects {
+    /// Every object, each collection after the other (namespaces, pods, policies, services,
+    /// endpoint slices, nodes): what `kubectl get … -A` of all of them lists (for snapshots).
+    #[allow(dead_code)]
+    pub fn all(&self) -> Vec<Value> {
+        [
+            &self.namespaces,
+            &self.pods,
+            &self.policies,
+            &self.services,
+            &self.endpoint_slices,
+            &self.nodes,
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect()
+    }
+}
+
+/// The objects of the scenario's Service: the Service and its EndpointSlice.
+fn service_objects(svc: &ServiceSpec, r: &ServiceRef, target: &PodSpec) -> [Value; 2] {
+    let proto = svc.protocol.to_uppercase();
+    let mut service = fake_api::service(
+        &r.namespace,
+        &r.name,
+        &svc.ip.to_string(),
+        &[(&r.port_name, svc.port, svc.target_port, None)],
+    );
+    service["spec"]["ports"][0]["protocol"] = json!(proto);
+    service["spec"]["selector"] = json!({"app": target.app});
+    let ip = target.v4().to_string();
+    let mut slice = fake_api::endpoint_slice(
+        &r.namespace,
+        &format!("{}-x7k2p", r.name),
+        &r.name,
+        &[(&ip, &target.name, true)],
+        &[(&r.port_name, svc.target_port)],
+    );
+    slice["endpoints"][0]["nodeName"] = json!(NODE);
+    slice["ports"][0]["protocol"] = json!(proto);
+    [service, slice]
+}
+
+/// This node and [`OTHER_NODE`], dual-stack.
+fn node_objects() -> Vec<Value> {
+    [
+        (NODE, UPLINK_V4, UPLINK_V6, "10.42.0.0/24", "fd42::/64"),
+        (
+            OTHER_NODE,
+            OTHER_NODE_V4,
+            OTHER_NODE_V6,
+            "10.42.1.0/24",
+            "fd42:1::/64",
+        ),
+    ]
+    .into_iter()
+    .map(|(name, v4, v6, cidr4, cidr6)| {
+        let mut n = fake_api::node(name, &v4.to_string(), cidr4);
+        n["spec"]["podCIDRs"] = json!([cidr4, cidr6]);
+        n["status"]["addresses"] = json!([
+            {"type": "InternalIP", "address": v4.to_string()},
+            {"type": "InternalIP", "address": v6.to_string()},
+            {"type": "Hostname", "address": name},
+        ]);
+        n
+    })
+    .collect()
+}
+
+/// How the API names the scenario's Service (see [`ServiceSpec`]).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct ServiceRef {
+    pub namespace: String,
+    pub name: String,
+    pub port_name: String,
 }
 
 impl Scenario {
+    /// The namespace, name and port name of the scenario's Service.
+    pub fn service_ref(&self) -> Option<ServiceRef> {
+        let svc = self.service.as_ref()?;
+        let target = self.pods.iter().find(|p| p.name == svc.pod)?;
+        let port_name = target
+            .ports
+            .iter()
+            .find(|(_, port, proto)| {
+                *port == svc.target_port && proto.eq_ignore_ascii_case(svc.protocol)
+            })
+            .map_or_else(
+                || format!("{}-{}", svc.protocol, svc.port),
+                |(n, _, _)| n.clone(),
+            );
+        Some(ServiceRef {
+            namespace: target.namespace.clone(),
+            name: target.app.clone(),
+            port_name,
+        })
+    }
+
     pub fn objects(&self) -> Objects {
         let namespaces = self
             .namespaces
@@ -313,10 +438,20 @@ impl Scenario {
                 o
             })
             .collect();
+        let (mut services, mut endpoint_slices) = (Vec::new(), Vec::new());
+        if let (Some(svc), Some(r)) = (&self.service, self.service_ref()) {
+            let target = self.pods.iter().find(|p| p.name == svc.pod).unwrap();
+            let [s, e] = service_objects(svc, &r, target);
+            services.push(s);
+            endpoint_slices.push(e);
+        }
         Objects {
             namespaces,
             pods,
             policies,
+            services,
+            endpoint_slices,
+            nodes: node_objects(),
         }
     }
 }
@@ -1196,8 +1331,16 @@ pub(crate) enum End {
     Outside,
     /// The node itself (source address 10.42.0.1 / fd42::1 on `cni0`).
     Node,
+    /// The node's InternalIP, on its uplink (192.168.100.1 / fd00:100::1).
+    Uplink,
     /// The scenario's ClusterIP service (IPv4).
     ClusterIp,
+    /// [`OTHER_NODE`]'s InternalIP (192.168.100.3 / fd00:100::3), sending from the outside
+    /// namespace.
+    OtherNode,
+    /// A public address of no pod and no node (93.184.216.34 / 2a00:1450:4001::7), sending from
+    /// the outside namespace.
+    Internet,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -1244,6 +1387,25 @@ pub(crate) fn syn(from: End, to: End, v6: bool, dport: u16) -> Flow {
         dport,
         count: 1,
     }
+}
+
+/// One `connect()` from `src` (an ephemeral port) to `dst`, abandoned after 500 ms, as
+/// [`L4::TcpSyn`].
+fn syn_from(src: IpAddr, dst: SocketAddr) {
+    use rustix::net::{bind, connect, socket_with, AddressFamily, SocketFlags, SocketType};
+    let family = if dst.is_ipv4() {
+        AddressFamily::INET
+    } else {
+        AddressFamily::INET6
+    };
+    let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+    let fd = socket_with(family, SocketType::STREAM, flags, None).expect("TCP socket");
+    bind(&fd, &SocketAddr::new(src, 0)).unwrap_or_else(|e| panic!("bind {src}: {e}"));
+    match connect(&fd, &dst) {
+        Ok(()) | Err(rustix::io::Errno::INPROGRESS) => {}
+        Err(e) => panic!("connect {src} → {dst}: {e}"),
+    }
+    sleep(Duration::from_millis(500));
 }
 
 /// A built node. Everything it created is removed on drop: the processes it started (by PID),
@@ -1331,13 +1493,21 @@ impl K3sNode {
              addr add fd00:100::1/64 dev uplink nodad\n\
              link set uplink up\n\
              neigh replace 192.168.100.2 lladdr 02:64:00:00:00:02 dev uplink nud permanent\n\
-             neigh replace fd00:100::2 lladdr 02:64:00:00:00:02 dev uplink nud permanent\n",
+             neigh replace fd00:100::2 lladdr 02:64:00:00:00:02 dev uplink nud permanent\n\
+             neigh replace 192.168.100.3 lladdr 02:64:00:00:00:02 dev uplink nud permanent\n\
+             neigh replace fd00:100::3 lladdr 02:64:00:00:00:02 dev uplink nud permanent\n\
+             route add 93.184.216.34/32 via 192.168.100.2\n\
+             route add 2a00:1450:4001::7/128 via fd00:100::2\n",
         );
         ip_batch(
             &me.outside,
             "link set lo up\n\
              addr add 192.168.100.2/24 dev eth0\n\
              addr add fd00:100::2/64 dev eth0 nodad\n\
+             addr add 192.168.100.3/32 dev eth0\n\
+             addr add 93.184.216.34/32 dev eth0\n\
+             addr add fd00:100::3/128 dev eth0 nodad preferred_lft 0\n\
+             addr add 2a00:1450:4001::7/128 dev eth0 nodad preferred_lft 0\n\
              link set eth0 up\n\
              route add 10.42.0.0/24 via 192.168.100.1\n\
              route add 10.43.0.0/16 via 192.168.100.1\n\
@@ -1399,16 +1569,17 @@ impl K3sNode {
         me.probe_features();
         me.load_firewall();
         let api = NsApi::start(&node, API_PORT);
-        {
-            let a = &*api;
-            for o in &me.objects.namespaces {
-                a.apply(NAMESPACES, o.clone());
-            }
-            for o in &me.objects.pods {
-                a.apply(PODS, o.clone());
-            }
-            for o in &me.objects.policies {
-                a.apply(POLICIES, o.clone());
+        let o = &me.objects;
+        for (path, objects) in [
+            (NAMESPACES, &o.namespaces),
+            (PODS, &o.pods),
+            (POLICIES, &o.policies),
+            (SERVICES, &o.services),
+            (ENDPOINT_SLICES, &o.endpoint_slices),
+            (NODES, &o.nodes),
+        ] {
+            for obj in objects {
+                api.apply(path, obj.clone());
             }
         }
         me.api = Some(api);
@@ -1417,6 +1588,11 @@ impl K3sNode {
 
     pub fn node_ns(&self) -> &str {
         &self.sb.ns
+    }
+
+    /// The fake API server (what it serves, the Events written to it).
+    pub fn api(&self) -> &FakeApi {
+        self.api.as_ref().expect("the API server runs")
     }
 
     /// Each match and target kube-router's rules use, tried once in a scratch chain, so a
@@ -1525,16 +1701,22 @@ impl K3sNode {
             (End::Outside, true) => OUTSIDE_V6.into(),
             (End::Node, false) => NODE_V4.into(),
             (End::Node, true) => NODE_V6.into(),
+            (End::Uplink, false) => UPLINK_V4.into(),
+            (End::Uplink, true) => UPLINK_V6.into(),
             (End::ClusterIp, false) => self.scenario.service.as_ref().expect("a service").ip.into(),
             (End::ClusterIp, true) => panic!("the scenario has no IPv6 ClusterIP"),
+            (End::OtherNode, false) => OTHER_NODE_V4.into(),
+            (End::OtherNode, true) => OTHER_NODE_V6.into(),
+            (End::Internet, false) => INTERNET_V4.into(),
+            (End::Internet, true) => INTERNET_V6.into(),
         }
     }
 
     fn netns_of(&self, end: End) -> String {
         match end {
             End::Pod(n) => self.pod_netns[n].clone(),
-            End::Outside => self.outside.clone(),
-            End::Node => self.sb.ns.clone(),
+            End::Outside | End::OtherNode | End::Internet => self.outside.clone(),
+            End::Node | End::Uplink => self.sb.ns.clone(),
             End::ClusterIp => panic!("a ClusterIP sends nothing"),
         }
     }
@@ -1542,15 +1724,18 @@ impl K3sNode {
     /// Sends a flow from inside the sender's namespace (a thread that `setns`es there).
     pub fn send(&self, f: &Flow) {
         let dst = SocketAddr::new(self.addr(f.to, f.v6), f.dport);
+        // The outside namespace's extra addresses and the uplink's are bound explicitly (the
+        // kernel picks other ones otherwise).
+        let src = match f.from {
+            End::OtherNode | End::Internet | End::Uplink => self.addr(f.from, f.v6),
+            _ if f.v6 => Ipv6Addr::UNSPECIFIED.into(),
+            _ => Ipv4Addr::UNSPECIFIED.into(),
+        };
         let f = *f;
         spawn_in(&self.netns_of(f.from), move || {
             match f.l4 {
                 L4::Udp => {
-                    let bind: SocketAddr = if f.v6 {
-                        (Ipv6Addr::UNSPECIFIED, f.sport).into()
-                    } else {
-                        (Ipv4Addr::UNSPECIFIED, f.sport).into()
-                    };
+                    let bind = SocketAddr::new(src, f.sport);
                     let sock = UdpSocket::bind(bind).unwrap_or_else(|e| panic!("bind {bind}: {e}"));
                     use std::os::fd::AsRawFd;
                     let (level, opt, val) = if f.v6 {
@@ -1587,9 +1772,14 @@ impl K3sNode {
                         let _ = sock.send_to(b"netpol-nflog k3s node", dst);
                     }
                 }
-                L4::TcpSyn => {
+                L4::TcpSyn if src.is_unspecified() => {
                     for _ in 0..f.count {
                         let _ = TcpStream::connect_timeout(&dst, Duration::from_millis(500));
+                    }
+                }
+                L4::TcpSyn => {
+                    for _ in 0..f.count {
+                        syn_from(src, dst);
                     }
                 }
             }
