@@ -29,7 +29,8 @@ use serde_json::{json, Value};
 
 use crate::fake_api::{Write, EVENTS_IN};
 use crate::support::k3s::{
-    namespace, pod, policy, syn, udp, End, Flow, K3sNode, Scenario, ServiceSpec, NODE, OTHER_NODE,
+    namespace, pod, policy, syn, udp, End, Flow, K3sNode, Scenario, ServiceSpec, L4, NODE,
+    OTHER_NODE,
 };
 use crate::support::metrics::scrape;
 use crate::support::Wait;
@@ -84,18 +85,11 @@ fn scenario() -> Scenario {
     }
 }
 
-/// Sends flows and returns the packet events they gave, checking first that the kernel's NFLOG
+/// Sends a flow and returns the packet events it gave, checking first that the kernel's NFLOG
 /// rules logged as many messages as `messages` says (the rig drops what the test says it drops).
-fn send_all(
-    node: &K3sNode,
-    what: &str,
-    flows: &[Flow],
-    messages: RangeInclusive<u64>,
-) -> Vec<Value> {
+fn send(node: &K3sNode, what: &str, flow: Flow, messages: RangeInclusive<u64>) -> Vec<Value> {
     let (events, kernel) = (node.events().len(), node.nflog_total());
-    for f in flows {
-        node.send(f);
-    }
+    node.send(&flow);
     node.settle();
     let logged = node.nflog_total() - kernel;
     assert!(
@@ -106,16 +100,14 @@ fn send_all(
     node.events().split_off(events)
 }
 
-fn send(node: &K3sNode, what: &str, flow: Flow, messages: RangeInclusive<u64>) -> Vec<Value> {
-    send_all(node, what, &[flow], messages)
-}
-
 /// `n` datagrams `from` → db-0:5432/UDP, each from its own source port (distinct packets: the
-/// daemon merges byte-identical datagrams that only one rule logged, see the README).
-fn datagrams(from: End, first_port: u16, n: u16) -> Vec<Flow> {
-    (0..n)
-        .map(|i| udp(from, End::Pod(DB), false, first_port + i, 5432, 1))
-        .collect()
+/// daemon merges byte-identical datagrams that only one rule logged, see the README), sent by
+/// one thread within milliseconds.
+fn datagrams(from: End, first_port: u16, n: usize) -> Flow {
+    Flow {
+        l4: L4::UdpPorts,
+        ..udp(from, End::Pod(DB), false, first_port, 5432, n)
+    }
 }
 
 /// The one event of `what`, with every field the test names; the differences otherwise.
@@ -295,7 +287,7 @@ fn k3s_drop_burst_posts_one_kubernetes_event() {
     // 100 datagrams web → db-0:5432/UDP (db-allow-api allows TCP only): 100 drops, each logged
     // by the policy's rule, the first 10 by the pod chain too (its 10/minute, burst 10).
     let burst = datagrams(End::Pod(WEB), 45000, 100);
-    let evs = send_all(&node, "100 datagrams web → db-0", &burst, 110..=110);
+    let evs = send(&node, "100 datagrams web → db-0", burst, 110..=110);
     assert_eq!(evs.len(), 100, "one JSON event per dropped packet");
     let posted = Wait::up_to(Duration::from_secs(10)).until("the drop Event (POST)", || {
         let w = node.api().writes();
@@ -346,7 +338,7 @@ fn k3s_drop_burst_posts_one_kubernetes_event() {
     // A second burst of the same peer, policy and port: the Event's series is patched (count 2),
     // after the interval, and its note stays (the API server does not let it change).
     let more = datagrams(End::Pod(WEB), 45200, 20);
-    let evs = send_all(&node, "20 more datagrams web → db-0", &more, 20..=22);
+    let evs = send(&node, "20 more datagrams web → db-0", more, 20..=22);
     assert_eq!(evs.len(), 20);
     let t = Instant::now();
     let patch = Wait::up_to(Duration::from_secs(10)).until("the series update (PATCH)", || {
@@ -375,7 +367,7 @@ fn k3s_drop_burst_posts_one_kubernetes_event() {
     // Another peer's drops to the same pod (api, UDP 5432): an Event of their own, not a series
     // update of web's.
     let api = datagrams(End::Pod(API), 45300, 3);
-    send_all(&node, "3 datagrams api → db-0", &api, 3..=5);
+    send(&node, "3 datagrams api → db-0", api, 3..=5);
     let second = Wait::up_to(Duration::from_secs(10)).until("api's Event (POST)", || {
         let posts = writes(&node, "POST");
         if posts.len() == 2 {

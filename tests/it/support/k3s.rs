@@ -1348,6 +1348,9 @@ pub(crate) enum L4 {
     /// `count` datagrams from one socket bound to `sport`: one 5-tuple, DF, IP ID 0 (IPv4) /
     /// one flow label (IPv6).
     Udp,
+    /// `count` datagrams, each from its own socket, bound to `sport`, `sport + 1`, …: distinct
+    /// packets of one peer, sent by one thread (a burst).
+    UdpPorts,
     /// One `connect()` (a SYN) per count, from an ephemeral port, abandoned after 500 ms (before
     /// the kernel's 1 s SYN retransmission, which would be a second message with another IPv6
     /// flow label).
@@ -1387,6 +1390,43 @@ pub(crate) fn syn(from: End, to: End, v6: bool, dport: u16) -> Flow {
         dport,
         count: 1,
     }
+}
+
+/// A UDP socket bound to `bind` that sends with DF set (IPv4 ID 0, like the kernel's own DF
+/// datagrams; IPv6 path MTU discovery on).
+fn udp_socket(bind: SocketAddr) -> UdpSocket {
+    use std::os::fd::AsRawFd;
+    let sock = UdpSocket::bind(bind).unwrap_or_else(|e| panic!("bind {bind}: {e}"));
+    let (level, opt, val) = if bind.is_ipv6() {
+        (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_DO,
+        )
+    } else {
+        (
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DO,
+        )
+    };
+    // SAFETY: setsockopt on a socket we own, with an int option value.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            opt,
+            &val as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "setsockopt(MTU_DISCOVER): {}",
+        std::io::Error::last_os_error()
+    );
+    sock
 }
 
 /// One `connect()` from `src` (an ephemeral port) to `dst`, abandoned after 500 ms, as
@@ -1735,40 +1775,16 @@ impl K3sNode {
         spawn_in(&self.netns_of(f.from), move || {
             match f.l4 {
                 L4::Udp => {
-                    let bind = SocketAddr::new(src, f.sport);
-                    let sock = UdpSocket::bind(bind).unwrap_or_else(|e| panic!("bind {bind}: {e}"));
-                    use std::os::fd::AsRawFd;
-                    let (level, opt, val) = if f.v6 {
-                        (
-                            libc::IPPROTO_IPV6,
-                            libc::IPV6_MTU_DISCOVER,
-                            libc::IPV6_PMTUDISC_DO,
-                        )
-                    } else {
-                        (
-                            libc::IPPROTO_IP,
-                            libc::IP_MTU_DISCOVER,
-                            libc::IP_PMTUDISC_DO,
-                        )
-                    };
-                    // SAFETY: setsockopt on a socket we own, with an int option value.
-                    let r = unsafe {
-                        libc::setsockopt(
-                            sock.as_raw_fd(),
-                            level,
-                            opt,
-                            &val as *const libc::c_int as *const libc::c_void,
-                            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                        )
-                    };
-                    assert_eq!(
-                        r,
-                        0,
-                        "setsockopt(MTU_DISCOVER): {}",
-                        std::io::Error::last_os_error()
-                    );
+                    let sock = udp_socket(SocketAddr::new(src, f.sport));
                     for _ in 0..f.count {
                         // Unconnected: ICMP errors from REJECT do not fail the next send.
+                        let _ = sock.send_to(b"netpol-nflog k3s node", dst);
+                    }
+                }
+                L4::UdpPorts => {
+                    for i in 0..f.count {
+                        let port = f.sport + u16::try_from(i).expect("ports");
+                        let sock = udp_socket(SocketAddr::new(src, port));
                         let _ = sock.send_to(b"netpol-nflog k3s node", dst);
                     }
                 }
