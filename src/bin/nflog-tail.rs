@@ -5,14 +5,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use netpol_nflog::tail::filter::{FilterDirection, IpNet};
 use netpol_nflog::tail::{
     self, client, ColorChoice, Error, Filter, Options, OutputFormat, SourceSpec,
 };
 
 const AFTER_HELP: &str = "\
 Filters combine: different filters must all match (AND); the same filter given twice matches
-either value (OR). Namespace, pod, IP and port filters match either side of the packet.
+either value (OR). Namespace, pod, node, IP, port and class filters match either side of the
+packet.
 
 Examples:
   nflog-tail                                   follow the daemon's events
@@ -20,6 +20,9 @@ Examples:
   nflog-tail --policy default/deny-db --port 5432
   nflog-tail --pod web --direction egress      pods whose name starts with \"web\", outbound drops
   nflog-tail --ip 10.42.0.0/16 --protocol udp --port 53 --port 5353
+  nflog-tail --service shop/postgres           clients aiming at the Service shop/postgres
+  nflog-tail --from-class public               drops of traffic from the internet
+  nflog-tail --node node-2                     node-2's own address (kubelet probes) or its pods
   nflog-tail -o json | jq .                    the daemon's JSON records
   nflog-tail -i                                full-screen view with top tables
   nflog-tail -w drops.pcap --namespace db      save matching packets as an NFLOG pcap (tcpdump/tshark)
@@ -29,7 +32,8 @@ Examples:
 
 Interactive keys (-i): p/space pause, / edit the filter (same words as the flags: port=5432
 ns=default prefix=\"DROP by\"; Ctrl-A/E/U/K/W and arrows edit as in a shell), c clear, t/Tab
-switch the top table, arrows scroll, q/Esc quit. SIGINT or SIGTERM restores the terminal first.
+switch the top table, arrows scroll, q/Esc quit. Every filter flag has its word: service=shop/db
+node=node-2 class=public from-class=pod to-class=service. SIGINT or SIGTERM restores the terminal first.
 
 Files (-r): NFLOG pcaps (linktype 239, either byte order), JSON lines (the tail socket's or the
 daemon's JSON file) and syslogemu lines (the daemon's or ulogd2's) are told apart by content;
@@ -105,73 +109,121 @@ struct Cli {
     kube_snapshot: Option<PathBuf>,
 
     /// With --kube-snapshot: the node the capture comes from (only its pods' firewall chains
-    /// logged the drops); default: every pod counts.
-    #[arg(long, value_name = "NAME", requires = "kube_snapshot")]
+    /// logged the drops); default: every pod counts. Without it, a single --node given with
+    /// --kube-snapshot names the capture node (and does not filter), as before.
+    #[arg(
+        id = "capture_node",
+        long = "capture-node",
+        value_name = "NAME",
+        requires = "kube_snapshot"
+    )]
     node: Option<String>,
 
-    /// Either side's pod namespace, or the policy's namespace.
-    #[arg(
-        long = "namespace",
-        visible_alias = "ns",
-        value_name = "NS",
-        help_heading = "Filters"
-    )]
-    namespaces: Vec<String>,
+    #[command(flatten)]
+    filters: FilterArgs,
+}
 
-    /// The policy: NAMESPACE/NAME or NAME (any namespace).
-    #[arg(long = "policy", value_name = "NAME", help_heading = "Filters")]
-    policies: Vec<String>,
+/// The filter flags: `--KEY VALUE`, repeatable, each given to [`Filter::set`] as the
+/// interactive filter line's `KEY=VALUE`, so both accept the same values. `(key, value name,
+/// visible alias, help)`.
+const FILTER_FLAGS: &[(&str, &str, Option<&str>, &str)] = &[
+    ("namespace", "NS", Some("ns"), "Either side's pod namespace, or the policy's namespace."),
+    ("policy", "NAME", None, "The policy: NAMESPACE/NAME or NAME (any namespace)."),
+    ("pod", "NAME", None, "A pod on either side: [NAMESPACE/]NAME, NAME a prefix of the pod's name."),
+    ("service", "NAME", Some("svc"), "A Service the client aimed at: NAMESPACE/NAME or NAME (any namespace)."),
+    ("node", "NAME", None, "A node on either side: its own address (kubelet probes, hostNetwork pods) or a pod on it."),
+    ("ip", "IP[/LEN]", None, "Source or destination address, or CIDR block."),
+    ("from-ip", "IP[/LEN]", None, "Source address or CIDR block."),
+    ("to-ip", "IP[/LEN]", None, "Destination address or CIDR block."),
+    ("class", "CLASS", None, "Source or destination address class: public, private, unique-local, cgnat, loopback, \
+      link-local, multicast, broadcast, unspecified, documentation, reserved (the daemon's src_class/dest_class), \
+      or pod, node, service (what the daemon named it)."),
+    ("from-class", "CLASS", None, "Source address class (as --class)."),
+    ("to-class", "CLASS", None, "Destination address class (as --class)."),
+    ("port", "N", None, "Source or destination port."),
+    ("protocol", "PROTO", Some("proto"), "tcp, udp, icmp (ICMP of either IP version), icmpv4, icmpv6, sctp, … or a number."),
+    ("direction", "DIR", None, "ingress or egress, relative to the pod the policy protects (needs the daemon's \
+      Kubernetes context)."),
+    ("prefix", "TEXT", None, "NFLOG prefix contains this text."),
+];
 
-    /// A pod on either side: [NAMESPACE/]NAME, NAME a prefix of the pod's name.
-    #[arg(long = "pod", value_name = "NAME", help_heading = "Filters")]
-    pods: Vec<String>,
+/// The filter flags given, in [`FILTER_FLAGS`] order: `(key, value)`.
+#[derive(Debug, Default)]
+struct FilterArgs(Vec<(&'static str, String)>);
 
-    /// Source or destination address, or CIDR block.
-    #[arg(long = "ip", value_name = "IP[/LEN]", help_heading = "Filters")]
-    ips: Vec<IpNet>,
+impl clap::FromArgMatches for FilterArgs {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let mut given = Vec::new();
+        for &(key, ..) in FILTER_FLAGS {
+            let values = m.get_many::<String>(key).into_iter().flatten();
+            given.extend(values.map(|v| (key, v.clone())));
+        }
+        Ok(FilterArgs(given))
+    }
 
-    /// Source address or CIDR block.
-    #[arg(long = "from-ip", value_name = "IP[/LEN]", help_heading = "Filters")]
-    from_ips: Vec<IpNet>,
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
+}
 
-    /// Destination address or CIDR block.
-    #[arg(long = "to-ip", value_name = "IP[/LEN]", help_heading = "Filters")]
-    to_ips: Vec<IpNet>,
+impl clap::Args for FilterArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        let cmd = cmd.next_help_heading("Filters");
+        FILTER_FLAGS
+            .iter()
+            .fold(cmd, |cmd, &(key, value_name, alias, help)| {
+                let arg = clap::Arg::new(key)
+                    .long(key)
+                    .value_name(value_name)
+                    .help(help)
+                    .action(clap::ArgAction::Append);
+                cmd.arg(match alias {
+                    Some(a) => arg.visible_alias(a),
+                    None => arg,
+                })
+            })
+    }
 
-    /// Source or destination port.
-    #[arg(long = "port", value_name = "N", help_heading = "Filters")]
-    ports: Vec<u16>,
-
-    /// tcp, udp, icmp (ICMP of either IP version), icmpv4, icmpv6, sctp, … or a number.
-    #[arg(long = "protocol", visible_alias = "proto", value_name = "PROTO", value_parser = tail::filter::parse_protocol, help_heading = "Filters")]
-    protocols: Vec<String>,
-
-    /// FilterDirection relative to the pod the policy protects (needs the daemon's Kubernetes context).
-    #[arg(long = "direction", value_enum, help_heading = "Filters")]
-    directions: Vec<FilterDirection>,
-
-    /// NFLOG prefix contains this text.
-    #[arg(long = "prefix", value_name = "TEXT", help_heading = "Filters")]
-    prefixes: Vec<String>,
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
 }
 
 impl Cli {
-    fn filter(&self) -> Filter {
-        Filter {
-            namespaces: self.namespaces.clone(),
-            policies: self.policies.clone(),
-            pods: self.pods.clone(),
-            ips: self.ips.clone(),
-            from_ips: self.from_ips.clone(),
-            to_ips: self.to_ips.clone(),
-            ports: self.ports.clone(),
-            protocols: self.protocols.clone(),
-            directions: self.directions.clone(),
-            prefixes: self.prefixes.clone(),
+    /// The filter flags, each through [`Filter::set`].
+    fn filter(&self) -> Result<Filter, Error> {
+        let mut filter = Filter::default();
+        for (key, v) in &self.filters.0 {
+            filter
+                .set(key, v)
+                .map_err(|e| Error::Usage(format!("--{key} {v:?}: {e}")))?;
         }
+        Ok(filter)
     }
 
-    fn options(self) -> Result<Options, Error> {
+    /// Before `--capture-node`, `--node` named the node a snapshot replay's capture comes from:
+    /// given once with `--kube-snapshot` and without `--capture-node`, it still does (and does
+    /// not filter).
+    fn capture_node_compat(&mut self) -> Result<(), Error> {
+        let nodes = self.filters.0.iter().filter(|(k, _)| *k == "node").count();
+        if self.kube_snapshot.is_some() && self.node.is_none() && nodes > 0 {
+            if nodes > 1 {
+                return Err(Error::Usage(
+                    "with --kube-snapshot, --node names the node the capture comes from: give it \
+                     once, or give --capture-node NAME and --node filters"
+                        .into(),
+                ));
+            }
+            let at = self.filters.0.iter().position(|(k, _)| *k == "node");
+            self.node = at.map(|i| self.filters.0.remove(i).1);
+        }
+        Ok(())
+    }
+
+    fn options(mut self) -> Result<Options, Error> {
+        self.capture_node_compat()?;
+        let filter = self.filter()?;
         let source = match (&self.read, self.direct) {
             (Some(path), _) => SourceSpec::File(path.clone()),
             (None, true) => SourceSpec::Direct { group: self.group },
@@ -191,7 +243,7 @@ impl Cli {
         };
         Ok(Options {
             snapshot,
-            filter: self.filter(),
+            filter,
             source,
             format: self.output,
             color: self.color,
@@ -218,5 +270,84 @@ fn main() -> ExitCode {
             eprintln!("nflog-tail: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn flags_are_the_filter_words() {
+        Cli::command().debug_assert();
+        // Every filter word has its flag, and every flag is a word of the filter line.
+        let words: Vec<&str> = netpol_nflog::tail::filter::KEYS
+            .iter()
+            .map(|(k, _)| *k)
+            .collect();
+        let flags: Vec<&str> = FILTER_FLAGS.iter().map(|(k, ..)| *k).collect();
+        assert_eq!(
+            {
+                let mut w = words.clone();
+                w.sort();
+                w
+            },
+            {
+                let mut f = flags.clone();
+                f.sort();
+                f
+            }
+        );
+        let cli = Cli::try_parse_from([
+            "nflog-tail",
+            "--svc",
+            "shop/db",
+            "--node",
+            "node-2",
+            "--from-class",
+            "PUBLIC",
+            "--ns",
+            "shop",
+            "--port",
+            "5432",
+            "--port",
+            "53",
+        ])
+        .unwrap();
+        let got = cli.filter().unwrap();
+        let line =
+            Filter::parse("svc=shop/db node=node-2 from-class=public ns=shop port=5432 port=53")
+                .unwrap();
+        assert_eq!(got, line);
+        let bad = Cli::try_parse_from(["nflog-tail", "--class", "internet"]).unwrap();
+        assert!(matches!(bad.filter(), Err(Error::Usage(e)) if e.contains("--class \"internet\"")));
+    }
+
+    #[test]
+    fn node_with_a_snapshot_alone_is_the_capture_node() {
+        let with = |args: &[&str]| {
+            let mut argv = vec!["nflog-tail", "--kube-snapshot", "/nonexistent.yaml"];
+            argv.extend_from_slice(args);
+            Cli::try_parse_from(argv).unwrap()
+        };
+        let mut cli = with(&["--node", "node-1"]);
+        cli.capture_node_compat().unwrap();
+        assert_eq!(cli.node.as_deref(), Some("node-1"));
+        assert!(cli.filter().unwrap().nodes.is_empty());
+        cli = with(&["--node", "node-1", "--node", "node-2"]);
+        assert!(
+            matches!(cli.capture_node_compat(), Err(Error::Usage(e)) if e.contains("--capture-node"))
+        );
+        cli = with(&["--capture-node", "node-1", "--node", "node-2"]);
+        cli.capture_node_compat().unwrap();
+        assert_eq!(cli.node.as_deref(), Some("node-1"));
+        assert_eq!(cli.filter().unwrap().nodes, ["node-2"]);
+        // Without a snapshot, --node only filters.
+        let mut cli = Cli::try_parse_from(["nflog-tail", "--node", "node-2"]).unwrap();
+        cli.capture_node_compat().unwrap();
+        assert_eq!(cli.node, None);
+        assert_eq!(cli.filter().unwrap().nodes, ["node-2"]);
+        assert!(Cli::try_parse_from(["nflog-tail", "--capture-node", "n"]).is_err());
     }
 }

@@ -123,6 +123,40 @@ pub fn parse_protocol(s: &str) -> Result<String, String> {
     }
 }
 
+/// The address classes the daemon writes as `src_class`/`dest_class`
+/// ([`AddrClass::as_str`](crate::attribute::addr::AddrClass::as_str)).
+pub const ADDR_CLASSES: &[&str] = &[
+    "public",
+    "private",
+    "unique-local",
+    "cgnat",
+    "loopback",
+    "link-local",
+    "multicast",
+    "broadcast",
+    "unspecified",
+    "documentation",
+    "reserved",
+];
+
+/// Classes named by what the daemon knows of the address rather than its range: a pod's, a
+/// node's own, or (destination only) one the client reached through a Service.
+pub const NAMED_CLASSES: &[&str] = &["pod", "node", "service"];
+
+/// An address class: one of [`ADDR_CLASSES`] or [`NAMED_CLASSES`], lower-cased.
+pub fn parse_class(s: &str) -> Result<String, String> {
+    let c = s.to_ascii_lowercase();
+    if ADDR_CLASSES.contains(&c.as_str()) || NAMED_CLASSES.contains(&c.as_str()) {
+        Ok(c)
+    } else {
+        Err(format!(
+            "{s:?} is not an address class ({}, {})",
+            ADDR_CLASSES.join(", "),
+            NAMED_CLASSES.join(", ")
+        ))
+    }
+}
+
 /// Which records to show; empty lists match everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filter {
@@ -136,6 +170,14 @@ pub struct Filter {
     pub protocols: Vec<String>,
     pub directions: Vec<FilterDirection>,
     pub prefixes: Vec<String>,
+    /// `namespace/name` or `name` of a Service the client aimed at.
+    pub services: Vec<String>,
+    /// A node on either side: a node's own address, or a pod running on it.
+    pub nodes: Vec<String>,
+    /// Address classes ([`parse_class`]) of either side, of the source, of the destination.
+    pub classes: Vec<String>,
+    pub from_classes: Vec<String>,
+    pub to_classes: Vec<String>,
 }
 
 /// The words of the filter line, with their aliases: `(canonical, aliases)`.
@@ -150,6 +192,11 @@ pub const KEYS: &[(&str, &[&str])] = &[
     ("protocol", &["proto"]),
     ("direction", &["dir"]),
     ("prefix", &[]),
+    ("service", &["svc"]),
+    ("node", &[]),
+    ("class", &[]),
+    ("from-class", &["src-class"]),
+    ("to-class", &["dst-class", "dest-class"]),
 ];
 
 fn canonical(key: &str) -> Option<&'static str> {
@@ -186,6 +233,11 @@ impl Filter {
             ),
             "protocol" => self.protocols.push(parse_protocol(value)?),
             "direction" => self.directions.push(value.parse()?),
+            "service" => self.services.push(value.to_string()),
+            "node" => self.nodes.push(value.to_string()),
+            "class" => self.classes.push(parse_class(value)?),
+            "from-class" => self.from_classes.push(parse_class(value)?),
+            "to-class" => self.to_classes.push(parse_class(value)?),
             _ => self.prefixes.push(value.to_string()),
         }
         Ok(())
@@ -239,6 +291,59 @@ impl Filter {
                 r.direction.as_deref() == Some(d.as_str())
             })
             && any(&self.prefixes, |s| r.prefix.contains(s.as_str()))
+            && any(&self.services, |s| has_service(r, s))
+            && any(&self.nodes, |n| has_node(r, n))
+            && any(&self.classes, |c| {
+                is_class(r, End::Src, c) || is_class(r, End::Dest, c)
+            })
+            && any(&self.from_classes, |c| is_class(r, End::Src, c))
+            && any(&self.to_classes, |c| is_class(r, End::Dest, c))
+    }
+}
+
+#[derive(Clone, Copy)]
+enum End {
+    Src,
+    Dest,
+}
+
+/// `ns/name` matches exactly; a bare `name` matches the name in any namespace.
+fn has_service(r: &Record, want: &str) -> bool {
+    r.services.iter().any(|s| match want.split_once('/') {
+        Some((ns, name)) => s.namespace == ns && s.name == name,
+        None => s.name == want,
+    })
+}
+
+/// A node's own address on either side, or a pod on either side running on that node.
+fn has_node(r: &Record, want: &str) -> bool {
+    let pod_on = |p: &Option<super::record::Pod>| {
+        p.as_ref().is_some_and(|p| p.node.as_deref() == Some(want))
+    };
+    r.src_node.as_deref() == Some(want)
+        || r.dest_node.as_deref() == Some(want)
+        || pod_on(&r.src)
+        || pod_on(&r.dest)
+}
+
+/// Whether one end is of the class: `pod`, `node` and `service` by what the daemon named, the
+/// others by the daemon's `src_class`/`dest_class`, or for records without them (syslogemu
+/// lines, older daemons) by the address itself, as the daemon classifies it.
+fn is_class(r: &Record, end: End, class: &str) -> bool {
+    let (pod, node, written, ip) = match end {
+        End::Src => (&r.src, &r.src_node, &r.src_class, r.src_ip),
+        End::Dest => (&r.dest, &r.dest_node, &r.dest_class, r.dest_ip),
+    };
+    match class {
+        "pod" => pod.is_some(),
+        "node" => node.is_some(),
+        "service" => matches!(end, End::Dest) && !r.services.is_empty(),
+        _ => match written {
+            Some(w) => w == class,
+            None => {
+                ip.is_some_and(|ip| crate::attribute::addr::AddrClass::of(ip).as_str() == class)
+            }
+        },
     }
 }
 
@@ -357,13 +462,18 @@ impl fmt::Display for Filter {
                 .map(|v| format!("direction={}", v.as_str())),
         );
         words.extend(self.prefixes.iter().map(|v| format!("prefix={}", q(v))));
+        words.extend(self.services.iter().map(|v| format!("service={}", q(v))));
+        words.extend(self.nodes.iter().map(|v| format!("node={}", q(v))));
+        words.extend(self.classes.iter().map(|v| format!("class={v}")));
+        words.extend(self.from_classes.iter().map(|v| format!("from-class={v}")));
+        words.extend(self.to_classes.iter().map(|v| format!("to-class={v}")));
         f.write_str(&words.join(" "))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::record::{Pod, Policy};
+    use super::super::record::{Pod, Policy, Service};
     use super::*;
 
     fn rec() -> Record {
@@ -384,12 +494,24 @@ mod tests {
                 pod: "web-7d9f-abcde".into(),
                 namespace: "default".into(),
                 workload: None,
+                node: Some("node-1".into()),
             }),
             dest: Some(Pod {
                 pod: "pg-0".into(),
                 namespace: "db".into(),
                 workload: None,
+                node: Some("node-2".into()),
             }),
+            services: vec![Service {
+                namespace: "db".into(),
+                name: "postgres".into(),
+                port_name: Some("pg".into()),
+                port: Some(5432),
+                via: Some("endpoints".into()),
+                ..Service::default()
+            }],
+            src_class: Some("private".into()),
+            dest_class: Some("private".into()),
             ..Record::default()
         }
     }
@@ -412,6 +534,70 @@ mod tests {
         assert!(m("protocol=TCP") && m("proto=6") && !m("protocol=udp") && !m("protocol=icmp"));
         assert!(m("direction=egress") && !m("dir=ingress"));
         assert!(m("prefix=deny") && m("prefix=\"by policy\"") && !m("prefix=allow"));
+    }
+
+    #[test]
+    fn services_nodes_and_classes() {
+        assert!(m("service=postgres") && m("service=db/postgres") && m("svc=postgres"));
+        assert!(!m("service=default/postgres") && !m("service=postgres-ro"));
+        // A pod's node counts on either side.
+        assert!(m("node=node-1") && m("node=node-2") && !m("node=node-3"));
+        assert!(m("class=private") && m("class=pod") && m("to-class=service"));
+        assert!(!m("class=public") && !m("class=node") && !m("from-class=service"));
+        assert!(m("from-class=pod") && m("dest-class=PRIVATE"));
+
+        // A node's own address on one side, the internet on the other.
+        let mut r = rec();
+        r.src = None;
+        r.src_node = Some("node-3".into());
+        r.services.clear();
+        r.src_ip = Some("192.168.1.13".parse().unwrap());
+        let f = |line: &str| Filter::parse(line).unwrap().matches(&r);
+        assert!(f("node=node-3") && f("from-class=node") && !f("to-class=node"));
+        assert!(!f("from-class=pod") && f("to-class=pod") && !f("class=service"));
+        assert!(!f("service=postgres") && !f("pod=web"));
+        r.src_node = None;
+        r.src_class = Some("public".into());
+        r.src_ip = Some("203.0.113.9".parse().unwrap());
+        let f = |line: &str| Filter::parse(line).unwrap().matches(&r);
+        assert!(f("from-class=public") && f("class=public") && !f("to-class=public"));
+        assert!(!f("node=node-3") && !f("class=node"));
+    }
+
+    #[test]
+    fn classes_of_records_without_them_come_from_the_address() {
+        // syslogemu lines carry no classes: the address decides, as the daemon classifies it.
+        let line = "Nov 27 20:59:32 h DROP by policy default/deny-db IN=eth0 OUT= MAC= SRC=8.8.8.8 DST=10.42.1.7 LEN=60 PROTO=TCP SPT=43122 DPT=5432 SYN MARK=0x0 ";
+        let r = Record::from_syslogemu(line).unwrap();
+        assert_eq!(r.src_class, None);
+        let f = |line: &str| Filter::parse(line).unwrap().matches(&r);
+        assert!(f("from-class=public") && f("to-class=private") && !f("from-class=private"));
+        assert!(!f("class=loopback") && !f("class=pod") && !f("class=service"));
+    }
+
+    #[test]
+    fn every_class_the_daemon_writes_is_accepted() {
+        use crate::attribute::addr::AddrClass;
+        for ip in [
+            "8.8.8.8",
+            "10.0.0.1",
+            "fd00::1",
+            "100.64.0.1",
+            "127.0.0.1",
+            "169.254.0.1",
+            "224.0.0.1",
+            "255.255.255.255",
+            "0.0.0.0",
+            "192.0.2.1",
+            "240.0.0.1",
+        ] {
+            let class = AddrClass::of(ip.parse().unwrap()).as_str();
+            assert!(ADDR_CLASSES.contains(&class), "{ip}: {class}");
+            assert_eq!(parse_class(class).as_deref(), Ok(class));
+        }
+        assert!(parse_class("internet")
+            .unwrap_err()
+            .contains("not an address class"));
     }
 
     #[test]
@@ -447,7 +633,15 @@ mod tests {
 
     #[test]
     fn display_round_trips() {
-        let f = Filter::parse("ns=db port=5432 ip=10.0.0.0/8 prefix='a b' dir=ingress").unwrap();
+        let f = Filter::parse(
+            "ns=db port=5432 ip=10.0.0.0/8 prefix='a b' dir=ingress svc=db/pg node=n1 class=public \
+             src-class=pod to-class=service",
+        )
+        .unwrap();
+        assert_eq!(
+            (f.services.len(), f.nodes.len(), f.classes.len()),
+            (1, 1, 1)
+        );
         assert_eq!(Filter::parse(&f.to_string()).unwrap(), f);
     }
 }

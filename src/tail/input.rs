@@ -100,24 +100,13 @@ pub fn read_line_capped<R: BufRead + ?Sized>(
 /// Skips the rest of a line [`read_line_capped`] found too long, without keeping it; `false`
 /// when the input ended first.
 pub fn skip_line<R: BufRead + ?Sized>(r: &mut R) -> io::Result<bool> {
+    // The line goes through one bounded buffer, each piece overwriting the last.
+    let mut piece = Vec::new();
     loop {
-        let avail = match r.fill_buf() {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if avail.is_empty() {
-            return Ok(false);
-        }
-        match avail.iter().position(|&b| b == b'\n') {
-            Some(i) => {
-                r.consume(i + 1);
-                return Ok(true);
-            }
-            None => {
-                let n = avail.len();
-                r.consume(n);
-            }
+        match read_line_capped(r, &mut piece, 64 * 1024)? {
+            LineRead::Eof => return Ok(false),
+            LineRead::Line => return Ok(piece.last() == Some(&b'\n')),
+            LineRead::TooLong => {}
         }
     }
 }
@@ -284,6 +273,25 @@ mod tests {
         assert!(skip_line(&mut r).unwrap());
         assert_eq!(read(&mut r), (LineRead::Line, "xy".into()));
         assert_eq!(read(&mut r).0, LineRead::Eof);
+        // Longer than skip_line's piece, and once without a newline at the end.
+        let long = [
+            vec![b'x'; 200_000],
+            b"\nnext\n".to_vec(),
+            vec![b'y'; 100_000],
+        ]
+        .concat();
+        let mut r = io::BufReader::with_capacity(4096, io::Cursor::new(long));
+        assert!(skip_line(&mut r).unwrap());
+        assert_eq!(
+            read_line_capped(&mut r, &mut buf, 16).unwrap(),
+            LineRead::Line
+        );
+        assert_eq!(buf, b"next\n");
+        assert!(!skip_line(&mut r).unwrap());
+        assert_eq!(
+            read_line_capped(&mut r, &mut buf, 16).unwrap(),
+            LineRead::Eof
+        );
     }
 
     #[test]

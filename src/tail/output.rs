@@ -94,6 +94,9 @@ pub struct Compact {
     pub time: String,
     /// `ns/name`, `ns/?` (unresolved), `(pod chain)` or the quoted custom prefix.
     pub policy: String,
+    /// Address and port, then what the daemon named: `(namespace/pod)`, `(node NAME)`, the
+    /// Services the client aimed at (`svc namespace/name:port-name`, the destination's) or, for
+    /// an address it could not name, its class (`[public]`).
     pub src: String,
     pub dest: String,
     /// `TCP 5432 SYN`, `UDP 53`, `ICMP 8/0`.
@@ -106,8 +109,22 @@ impl Compact {
         Compact {
             time: short_time(&r.timestamp),
             policy: policy_label(r),
-            src: endpoint(r.src_ip, r.src_port, r.src.as_ref()),
-            dest: endpoint(r.dest_ip, r.dest_port, r.dest.as_ref()),
+            src: endpoint(
+                r.src_ip,
+                r.src_port,
+                r.src.as_ref(),
+                r.src_node.as_deref(),
+                &[],
+                r.src_class.as_deref(),
+            ),
+            dest: endpoint(
+                r.dest_ip,
+                r.dest_port,
+                r.dest.as_ref(),
+                r.dest_node.as_deref(),
+                &r.services,
+                r.dest_class.as_deref(),
+            ),
             proto: proto_label(r),
             direction: r.direction.clone().unwrap_or_default(),
         }
@@ -166,19 +183,31 @@ fn endpoint(
     ip: Option<std::net::IpAddr>,
     port: Option<u16>,
     pod: Option<&super::record::Pod>,
+    node: Option<&str>,
+    services: &[super::record::Service],
+    class: Option<&str>,
 ) -> String {
+    use std::fmt::Write as _;
     let mut s = match (ip, port) {
         (Some(std::net::IpAddr::V6(a)), Some(p)) => format!("[{a}]:{p}"),
         (Some(a), Some(p)) => format!("{a}:{p}"),
         (Some(a), None) => a.to_string(),
         (None, _) => "?".to_string(),
     };
-    if let Some(pod) = pod.filter(|p| !p.pod.is_empty()) {
-        s.push_str(&format!(
-            " ({}/{})",
-            sanitize(&pod.namespace),
-            sanitize(&pod.pod)
-        ));
+    // Writing to a String cannot fail.
+    if let Some(pod) = pod {
+        let _ = write!(s, " ({}/{})", sanitize(&pod.namespace), sanitize(&pod.pod));
+    } else if let Some(node) = node {
+        let _ = write!(s, " (node {})", sanitize(node));
+    } else if let Some(class) = class {
+        let _ = write!(s, " [{}]", sanitize(class));
+    }
+    for (i, svc) in services.iter().enumerate() {
+        s.push_str(if i == 0 { " svc " } else { "," });
+        let _ = write!(s, "{}/{}", sanitize(&svc.namespace), sanitize(&svc.name));
+        if let Some(p) = &svc.port_name {
+            let _ = write!(s, ":{}", sanitize(p));
+        }
     }
     s
 }
@@ -420,6 +449,35 @@ mod tests {
             serde_json::from_str(&printed(OutputFormat::Json, false, false, &record())).unwrap();
         assert_eq!(v["dest_port"], 5432);
         assert_eq!(v["policy"]["name"], "deny-db");
+    }
+
+    #[test]
+    fn compact_names_nodes_services_and_classes() {
+        let json = r#"{"timestamp":"2026-11-27T20:59:32.686935+00:00","oob.prefix":"","src_ip":"192.168.1.13","dest_ip":"10.42.1.7","protocol":"tcp","src_port":43122,"dest_port":5432,"tcp.flags":"SYN","policy_source":"pod-chain","policy":null,"direction":"ingress","src":{"node":"node-3"},"dest":{"pod":"pg-0","namespace":"db","node":"node-1","services":[{"namespace":"db","name":"postgres","port_name":"pg","port":5432,"via":"endpoints"},{"namespace":"db","name":"pg-any","port":5432,"via":"endpoints"}]},"src_class":"private","dest_class":"private","count":1}"#;
+        let Item::Event(r) = Item::from_json_line(json).unwrap() else {
+            panic!()
+        };
+        // The node peer is named as a node, not shown as a pod without a name.
+        assert_eq!(r.src, None);
+        assert_eq!(
+            printed(OutputFormat::Compact, false, false, &r),
+            "20:59:32.686 (pod chain) 192.168.1.13:43122 (node node-3) → 10.42.1.7:5432 (db/pg-0) \
+             svc db/postgres:pg,db/pg-any TCP SYN ingress\n"
+        );
+        // An address the daemon could not name shows its class; hostile names are escaped.
+        let json = json
+            .replace(r#""src":{"node":"node-3"},"#, "")
+            .replace(r#""src_class":"private""#, r#""src_class":"public""#)
+            .replace(r#""name":"postgres""#, r#""name":"evil\u001b[2J""#);
+        let Item::Event(r) = Item::from_json_line(&json).unwrap() else {
+            panic!()
+        };
+        let line = printed(OutputFormat::Compact, false, true, &r);
+        assert!(
+            line.contains("192.168.1.13:43122 [public] → ")
+                && line.contains("svc db/evil\\x1b[2J:pg,"),
+            "{line}"
+        );
     }
 
     #[test]

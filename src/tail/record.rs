@@ -30,14 +30,76 @@ pub struct Policy {
 }
 
 /// A pod on one side of the packet.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pod {
-    #[serde(default)]
     pub pod: String,
-    #[serde(default)]
     pub namespace: String,
-    #[serde(default)]
     pub workload: Option<String>,
+    /// The node the pod runs on, when the daemon knows it.
+    pub node: Option<String>,
+}
+
+/// A Service the client aimed at (the destination's `services` in the daemon's JSON).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Service {
+    pub namespace: String,
+    pub name: String,
+    #[serde(default)]
+    pub port_name: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub node_port: Option<u16>,
+    /// How the daemon knows (`cluster-ip`, `node-port`, `untranslated`, `endpoints`).
+    #[serde(default)]
+    pub via: Option<String>,
+}
+
+/// One side of the packet as the daemon's JSON has it: a pod (`pod`, `namespace`, … and the
+/// pod's `node`), else a node's own address (`node` alone), plus the destination's `services`.
+#[derive(Deserialize, Default)]
+struct WireSide {
+    #[serde(default)]
+    pod: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    workload: Option<String>,
+    #[serde(default)]
+    node: Option<String>,
+    #[serde(default)]
+    services: Vec<Service>,
+}
+
+/// What a record knows about one side: its pod, or the node whose own address it is.
+struct Side {
+    pod: Option<Pod>,
+    node: Option<String>,
+    services: Vec<Service>,
+}
+
+impl From<Option<WireSide>> for Side {
+    fn from(w: Option<WireSide>) -> Side {
+        let w = w.unwrap_or_default();
+        match w.pod {
+            Some(pod) => Side {
+                pod: Some(Pod {
+                    pod,
+                    namespace: w.namespace.unwrap_or_default(),
+                    workload: w.workload,
+                    node: w.node,
+                }),
+                node: None,
+                services: w.services,
+            },
+            // `{node}` alone: the address is the node's own (kubelet probes, hostNetwork pods).
+            None => Side {
+                pod: None,
+                node: w.node,
+                services: w.services,
+            },
+        }
+    }
 }
 
 /// One dropped packet.
@@ -61,6 +123,16 @@ pub struct Record {
     pub direction: Option<String>,
     pub src: Option<Pod>,
     pub dest: Option<Pod>,
+    /// The node whose own address the source is, when it is not a pod.
+    pub src_node: Option<String>,
+    /// The node whose own address the destination is, when it is not a pod.
+    pub dest_node: Option<String>,
+    /// The Services the client aimed at (the destination's).
+    pub services: Vec<Service>,
+    /// The daemon's address classes (`public`, `private`, `loopback`, …; see
+    /// [`crate::attribute::addr::AddrClass`]); `None` when the source did not say.
+    pub src_class: Option<String>,
+    pub dest_class: Option<String>,
     /// The daemon's JSON object, without the tail socket's two extra fields.
     pub json: Option<String>,
     /// The ulogd-compatible line, without its newline.
@@ -144,8 +216,10 @@ struct Wire {
     /// An object on events, a `ns/name` string on suppression summaries.
     policy: Option<serde_json::Value>,
     direction: Option<String>,
-    src: Option<Pod>,
-    dest: Option<Pod>,
+    src: Option<WireSide>,
+    dest: Option<WireSide>,
+    src_class: Option<String>,
+    dest_class: Option<String>,
     count: Option<u64>,
     suppressed: Option<u64>,
     interval_s: Option<u64>,
@@ -261,6 +335,8 @@ impl Record {
                 }),
             None => None,
         };
+        let src = Side::from(w.src);
+        let dest = Side::from(w.dest);
         Record {
             timestamp: w.timestamp,
             prefix: w.prefix,
@@ -275,8 +351,13 @@ impl Record {
             icmp,
             policy,
             direction: w.direction,
-            src: w.src,
-            dest: w.dest,
+            src: src.pod,
+            dest: dest.pod,
+            src_node: src.node,
+            dest_node: dest.node,
+            services: dest.services,
+            src_class: w.src_class,
+            dest_class: w.dest_class,
             json: None,
             syslogemu: w.syslogemu,
             nflog: None,
@@ -411,6 +492,57 @@ mod tests {
         assert!(json.ends_with(r#""count":1}"#), "{json}");
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert!(v.get("syslogemu").is_none() && v.get("nflog").is_none());
+    }
+
+    #[test]
+    fn reads_nodes_services_and_classes() {
+        // A node's own address (`{node}`) is a node, not a pod without a name; a pod keeps its
+        // node; the destination's Services and both classes are read.
+        let line = EVENT
+            .replace(
+                r#""src":{"pod":"web-1","namespace":"default","workload_kind":"Deployment","workload":"web"}"#,
+                r#""src":{"node":"node-3"}"#,
+            )
+            .replace(
+                r#""dest":{"pod":"pg-0","namespace":"db"}"#,
+                r#""dest":{"pod":"pg-0","namespace":"db","node":"node-1","services":[{"namespace":"db","name":"postgres","port_name":"pg","port":5432,"node_port":30432,"via":"node-port"}]},"src_class":"private","dest_class":"private""#,
+            );
+        let Item::Event(rec) = Item::from_json_line(&line).unwrap() else {
+            panic!()
+        };
+        assert_eq!(rec.src, None);
+        assert_eq!(rec.src_node.as_deref(), Some("node-3"));
+        assert_eq!(rec.dest_node, None);
+        let dest = rec.dest.as_ref().unwrap();
+        assert_eq!(
+            (dest.pod.as_str(), dest.node.as_deref()),
+            ("pg-0", Some("node-1"))
+        );
+        assert_eq!(
+            rec.services,
+            vec![Service {
+                namespace: "db".into(),
+                name: "postgres".into(),
+                port_name: Some("pg".into()),
+                port: Some(5432),
+                node_port: Some(30432),
+                via: Some("node-port".into()),
+            }]
+        );
+        assert_eq!(
+            (rec.src_class.as_deref(), rec.dest_class.as_deref()),
+            (Some("private"), Some("private"))
+        );
+        // A Service with no pod known behind it (a ClusterIP nobody answers on).
+        let line = EVENT.replace(
+            r#""dest":{"pod":"pg-0","namespace":"db"}"#,
+            r#""dest":{"services":[{"namespace":"db","name":"pg","via":"untranslated"}]}"#,
+        );
+        let Item::Event(rec) = Item::from_json_line(&line).unwrap() else {
+            panic!()
+        };
+        assert_eq!((rec.dest.as_ref(), rec.dest_node.as_ref()), (None, None));
+        assert_eq!(rec.services[0].name, "pg");
     }
 
     #[test]

@@ -31,6 +31,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use super::metrics::{Daemon, Sandbox};
+use crate::support::Wait;
 
 use super::conformance::{
     diff, in_netns, nflog_row, read_lossy, run, run_stdin, split_lines, ulogd_conf, wait_bound,
@@ -306,6 +307,20 @@ impl Drop for Child {
     }
 }
 
+/// `nflog-tail ARGS` running, its output in the sandbox's `NAME` and `NAME.stderr`.
+fn follow_socket(sb: &Sandbox, name: &str, args: &[&str]) -> Child {
+    let file = |n: &str| fs::File::create(sb.path(n)).expect("output file");
+    let child = Command::new(TAIL)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(file(name))
+        .stderr(file(&format!("{name}.stderr")))
+        .spawn()
+        .expect("spawn nflog-tail");
+    Child(child)
+}
+
 fn lines(text: &str) -> usize {
     text.lines().count()
 }
@@ -371,7 +386,7 @@ fn tail_filters_on_real_traffic() {
     assert_eq!(lines(&counted_text), 1, "{counted_text}");
     assert!(
         counted_text.contains("db/deny-db [::1]:")
-            && counted_text.contains(" → [::1]:5432 TCP SYN"),
+            && counted_text.contains(" [loopback] → [::1]:5432 [loopback] TCP SYN"),
         "{counted_text}"
     );
 
@@ -908,16 +923,8 @@ fn tail_prints_and_writes_every_message_of_a_packet() {
     let sock_arg = sock.to_str().unwrap();
     let follow = |name: &str, args: &[&str]| {
         let out = sb.path(name);
-        let child = Command::new(TAIL)
-            .args(["-S", sock_arg, "--no-reconnect", "-c", "1"])
-            .args(args)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(&out).expect("stdout file"))
-            .stderr(fs::File::create(sb.path(&format!("{name}.stderr"))).expect("stderr file"))
-            .spawn()
-            .expect("spawn nflog-tail");
-        (Child(child), out)
+        let args = [&["-S", sock_arg, "--no-reconnect", "-c", "1"][..], args].concat();
+        (follow_socket(&sb, name, &args), out)
     };
     let (mut lines_tail, lines_out) = follow(
         "syslogemu.out",
@@ -997,6 +1004,187 @@ fn tail_prints_and_writes_every_message_of_a_packet() {
         "{json}"
     );
     assert_eq!(v["count"], 2, "{json}");
+    let status = d.terminate();
+    assert!(status.success(), "daemon: {status}\n{}", d.stderr_text());
+}
+
+/// A cluster snapshot for [`tail_filters_services_nodes_and_classes_from_the_daemon`]: pods
+/// `web-0` (10.42.0.10) and `db-0` (10.42.0.20) on node-1, the Service `shop/db` whose
+/// EndpointSlice holds db-0 on UDP 5432 (`pg`), and node-2 at 192.168.77.2.
+const PEERS_SNAPSHOT: &str = r#"apiVersion: v1
+kind: List
+metadata: {resourceVersion: ""}
+items:
+- apiVersion: v1
+  kind: Namespace
+  metadata: {name: shop, uid: 5e1f0a52-59b4-4a4e-8f0c-1d2e3f4a5b01}
+- {apiVersion: networking.k8s.io/v1, kind: NetworkPolicy,
+   metadata: {name: deny-db, namespace: shop, uid: 5e1f0a52-59b4-4a4e-8f0c-1d2e3f4a5b02},
+   spec: {podSelector: {matchLabels: {app: db}}, policyTypes: [Ingress]}}
+- {apiVersion: v1, kind: Pod,
+   metadata: {name: web-0, namespace: shop, uid: 5e1f0a52-59b4-4a4e-8f0c-1d2e3f4a5b03, labels: {app: web}},
+   spec: {nodeName: node-1, containers: [{name: web, image: nginx}]},
+   status: {phase: Running, podIP: 10.42.0.10, podIPs: [{ip: 10.42.0.10}]}}
+- {apiVersion: v1, kind: Pod,
+   metadata: {name: db-0, namespace: shop, uid: 5e1f0a52-59b4-4a4e-8f0c-1d2e3f4a5b04, labels: {app: db}},
+   spec: {nodeName: node-1, containers: [{name: db, image: postgres}]},
+   status: {phase: Running, podIP: 10.42.0.20, podIPs: [{ip: 10.42.0.20}]}}
+- apiVersion: v1
+  kind: Service
+  metadata: {name: db, namespace: shop, uid: 5e1f0a52-59b4-4a4e-8f0c-1d2e3f4a5b05}
+  spec:
+    type: ClusterIP
+    clusterIP: 10.43.0.10
+    clusterIPs: [10.43.0.10]
+    selector: {app: db}
+    ports: [{name: pg, protocol: UDP, port: 5432, targetPort: 5432}]
+- apiVersion: discovery.k8s.io/v1
+  kind: EndpointSlice
+  metadata:
+    name: db-x7k2p
+    namespace: shop
+    uid: 5e1f0a52-59b4-4a4e-8f0c-1d2e3f4a5b06
+    labels: {kubernetes.io/service-name: db}
+  addressType: IPv4
+  endpoints:
+  - addresses: [10.42.0.20]
+    conditions: {ready: true}
+    nodeName: node-1
+    targetRef: {kind: Pod, namespace: shop, name: db-0}
+  ports: [{name: pg, protocol: UDP, port: 5432}]
+- apiVersion: v1
+  kind: Node
+  metadata: {name: node-1, uid: 5e1f0a52-59b4-4a4e-8f0c-1d2e3f4a5b07}
+  status: {addresses: [{type: InternalIP, address: 192.168.77.1}, {type: Hostname, address: node-1}]}
+- apiVersion: v1
+  kind: Node
+  metadata: {name: node-2, uid: 5e1f0a52-59b4-4a4e-8f0c-1d2e3f4a5b08}
+  status: {addresses: [{type: InternalIP, address: 192.168.77.2}, {type: Hostname, address: node-2}]}
+"#;
+
+/// The real daemon's tail records name Services, node peers and address classes (attributed
+/// from a cluster snapshot); `--service`, `--node` and the class filters pick them, and the
+/// compact view shows them: a node peer as `(node NAME)`, not as a pod without a name.
+#[test]
+fn tail_filters_services_nodes_and_classes_from_the_daemon() {
+    let sb = Sandbox::new("tail-peers");
+    for a in ["10.42.0.10", "10.42.0.20", "192.168.77.2", "9.9.9.9"] {
+        sb.add_address(&format!("{a}/32"));
+    }
+    sb.udp_log_and_drop(5432, "DROP by policy shop/deny-db");
+    let snapshot = sb.path("cluster.yaml");
+    fs::write(&snapshot, PEERS_SNAPSHOT).expect("write snapshot");
+    let sock = sb.path("tail.sock");
+    let sock_arg = sock.to_str().unwrap();
+    let mut d = Daemon::cmd(&sb)
+        .file("--kube-snapshot", &snapshot)
+        .file("--tail-socket", &sock)
+        .syslogemu(&sb.path("syslogemu.log"))
+        .env("NODE_NAME", "node-1")
+        .quiet()
+        .start();
+    // Records are rendered only while a client is connected: one follows all four events.
+    let all = sb.path("all.out");
+    let mut follower = follow_socket(
+        &sb,
+        "all.out",
+        &["-S", sock_arg, "--no-reconnect", "-c", "4"],
+    );
+    sleep(Duration::from_millis(1000));
+    let ip = |s: &str| -> std::net::IpAddr { s.parse().unwrap() };
+    for (src, dst) in [
+        ("10.42.0.10", "10.42.0.20"),   // pod → pod behind the Service
+        ("192.168.77.2", "10.42.0.20"), // node-2's own address → the same
+        ("9.9.9.9", "10.42.0.20"),      // the internet → the same
+        ("9.9.9.9", "10.42.0.10"),      // the internet → a pod behind no Service
+    ] {
+        sb.send_udp(ip(src), ip(dst), 5432, 1);
+        // One event each, in this order.
+        sleep(Duration::from_millis(100));
+    }
+    Wait::up_to(Duration::from_secs(10)).until("nflog-tail -c 4 to get four events", || {
+        follower.exited().map(drop).ok_or_else(|| {
+            let (got, stderr) = (read_lossy(&all), d.stderr_text());
+            format!("it printed:\n{got}\ndaemon stderr:\n{stderr}")
+        })
+    });
+    let everything = read_lossy(&all);
+    let shown: Vec<&str> = everything.lines().collect();
+    assert_eq!(shown.len(), 4, "{everything}");
+    let has = |line: &str, parts: &[&str]| parts.iter().all(|p| line.contains(p));
+    assert!(
+        has(
+            shown[0],
+            &["(shop/web-0) → 10.42.0.20:5432 (shop/db-0) svc shop/db:pg"]
+        ),
+        "{everything}"
+    );
+    assert!(
+        has(
+            shown[1],
+            &[
+                "192.168.77.2:",
+                " (node node-2) → ",
+                "(shop/db-0) svc shop/db:pg"
+            ]
+        ),
+        "{everything}"
+    );
+    assert!(
+        has(shown[2], &["9.9.9.9:", " [public] → ", " svc shop/db:pg"]),
+        "{everything}"
+    );
+    assert!(
+        has(
+            shown[3],
+            &["9.9.9.9:", " [public] → 10.42.0.10:5432 (shop/web-0) UDP"]
+        ) && !shown[3].contains("svc"),
+        "{everything}"
+    );
+
+    // Each filter over the daemon's ring (--last), flags and the filter line's words alike:
+    // which of the four events it keeps. nflog-tail follows after the ring, so it is stopped.
+    let filtered = |args: &[&str]| -> Vec<usize> {
+        let out = Command::new("timeout")
+            .args(["2", TAIL, "-S", sock_arg, "--no-reconnect", "--last", "10"])
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run nflog-tail");
+        assert_eq!(
+            out.status.code(),
+            Some(124),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| {
+                shown
+                    .iter()
+                    .position(|s| *s == l)
+                    .unwrap_or_else(|| panic!("{args:?}: {l:?} is none of\n{everything}"))
+            })
+            .collect()
+    };
+    for (args, want) in [
+        (&["--service", "shop/db"][..], &[0, 1, 2][..]),
+        (&["--svc", "db", "--from-class", "public"], &[2]),
+        (&["--service", "other/db"], &[]),
+        (&["--node", "node-2"], &[1]),
+        // The pods are on node-1.
+        (&["--node", "node-1"], &[0, 1, 2, 3]),
+        (&["--from-class", "public"], &[2, 3]),
+        (&["--from-class", "node"], &[1]),
+        (&["--from-class", "pod"], &[0]),
+        (&["--class", "public", "--class", "node"], &[1, 2, 3]),
+        (&["--to-class", "service"], &[0, 1, 2]),
+        (&["--to-class", "public"], &[]),
+        (&["--pod", "web", "--from-class", "private"], &[0]),
+    ] {
+        assert_eq!(filtered(args), want, "{args:?}\n{everything}");
+    }
     let status = d.terminate();
     assert!(status.success(), "daemon: {status}\n{}", d.stderr_text());
 }

@@ -36,7 +36,7 @@ impl Table {
     pub fn title(self) -> &'static str {
         match self {
             Table::Policies => "Top policies",
-            Table::Sources => "Top sources (pod or IP)",
+            Table::Sources => "Top sources (pod, node or IP)",
             Table::Ports => "Top destination ports",
         }
     }
@@ -62,10 +62,9 @@ impl Table {
         let r = &e.record;
         match self {
             Table::Policies => e.compact.policy.clone(),
-            Table::Sources => match &r.src {
-                Some(p) if !p.pod.is_empty() => {
-                    sanitize(&format!("{}/{}", p.namespace, p.pod)).into_owned()
-                }
+            Table::Sources => match (&r.src, &r.src_node) {
+                (Some(p), _) => sanitize(&format!("{}/{}", p.namespace, p.pod)).into_owned(),
+                (None, Some(node)) => sanitize(&format!("node {node}")).into_owned(),
                 _ => r.src_ip.map_or_else(|| "?".into(), |a| a.to_string()),
             },
             Table::Ports => {
