@@ -10,8 +10,16 @@
 //! can filter on it without parsing MSG:
 //!
 //! ```text
-//! <164>1 2026-11-07T09:05:03.000042+00:00 node-1 netpol-nflogd 4242 drop [netpol@32473 policy_namespace="default" policy_name="deny-db" proto="tcp" src_ip="10.42.0.10" dest_ip="10.42.1.20" src_port="40000" dest_port="5432"] DROP by policy default/deny-db IN= OUT=eth0 …
+//! <164>1 2026-11-07T09:05:03.000042+00:00 node-1 netpol-nflogd 4242 drop [netpol@32473 policy_namespace="default" policy_name="deny-db" proto="tcp" src_ip="10.42.0.10" dest_ip="10.42.1.20" src_class="private" dest_class="private" src_port="40000" dest_port="5432" count="1"] DROP by policy default/deny-db IN= OUT=eth0 …
 //! ```
+//!
+//! The parameters are the JSON record's fields under flat names, present when the JSON has them:
+//! `policy_namespace`, `policy_name`, `direction`; per side (`src_`, `dest_`) `pod`,
+//! `namespace`, `workload_kind`, `workload` and `node` (the pod's node, or the node whose own
+//! address it is: JSON's `src.node`); `dest_services` (the Services the client aimed at,
+//! `namespace/name` separated by commas: JSON's `dest.services`); `proto`, the addresses, their
+//! classes (`src_class`, `dest_class`: `public`, `private`, …), the ports; and `count`, the
+//! NFLOG messages the event stands for (JSON's `count`; 1 in the one-message-per-line form).
 //!
 //! 32473 is the private enterprise number RFC 5612 reserves for documentation and examples:
 //! the project has no number of its own, and an SD-ID with `@` must name one.
@@ -23,7 +31,8 @@ use std::sync::OnceLock;
 
 use serde::Deserialize;
 
-use crate::attribute::Direction;
+use crate::attribute::addr::AddrClass;
+use crate::attribute::{Direction, PodMeta};
 use crate::decode::protocol_name;
 use crate::event::{Event, Timestamp};
 
@@ -294,13 +303,19 @@ fn push_structured_data(ev: &Event<'_>, out: &mut Vec<u8>) {
             Some(Direction::Egress) => param(out, "direction", b"egress"),
             None => {}
         }
-        if let Some(p) = c.src.as_deref() {
-            param(out, "src_pod", p.pod.as_bytes());
-            param(out, "src_namespace", p.namespace.as_bytes());
-        }
-        if let Some(p) = c.dest.as_deref() {
-            param(out, "dest_pod", p.pod.as_bytes());
-            param(out, "dest_namespace", p.namespace.as_bytes());
+        side(out, Side::SRC, c.src.as_deref(), c.src_node.as_deref());
+        side(out, Side::DEST, c.dest.as_deref(), c.dest_node.as_deref());
+        if !c.dest_services.is_empty() {
+            param_open(out, "dest_services");
+            for (i, s) in c.dest_services.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                push_param_value(out, s.namespace.as_bytes());
+                out.push(b'/');
+                push_param_value(out, s.name.as_bytes());
+            }
+            out.push(b'"');
         }
     }
     let p = &ev.packet;
@@ -323,6 +338,8 @@ fn push_structured_data(ev: &Event<'_>, out: &mut Vec<u8>) {
             }
             out.push(b'"');
         }
+        param(out, "src_class", AddrClass::of(src).as_str().as_bytes());
+        param(out, "dest_class", AddrClass::of(dst).as_str().as_bytes());
     }
     if let Some((sport, dport)) = p.ports() {
         for (key, port) in [("src_port", sport), ("dest_port", dport)] {
@@ -332,10 +349,59 @@ fn push_structured_data(ev: &Event<'_>, out: &mut Vec<u8>) {
         }
     }
     if out.len() == empty_len {
+        // Nothing known of the packet: a count alone says nothing either.
         out.truncate(start);
         out.push(b'-');
     } else {
-        out.push(b']');
+        param_open(out, "count");
+        push_u64(out, u64::from(ev.count.max(1)));
+        out.extend_from_slice(b"\"]");
+    }
+}
+
+/// The parameter names of one side of the packet.
+struct Side {
+    pod: &'static str,
+    namespace: &'static str,
+    workload_kind: &'static str,
+    workload: &'static str,
+    node: &'static str,
+}
+
+impl Side {
+    const SRC: Side = Side {
+        pod: "src_pod",
+        namespace: "src_namespace",
+        workload_kind: "src_workload_kind",
+        workload: "src_workload",
+        node: "src_node",
+    };
+    const DEST: Side = Side {
+        pod: "dest_pod",
+        namespace: "dest_namespace",
+        workload_kind: "dest_workload_kind",
+        workload: "dest_workload",
+        node: "dest_node",
+    };
+}
+
+/// A pod (with its workload and node), else the node whose own address it is, as the JSON's
+/// `src`/`dest` objects have them.
+fn side(out: &mut Vec<u8>, keys: Side, pod: Option<&PodMeta>, node: Option<&str>) {
+    if let Some(p) = pod {
+        param(out, keys.pod, p.pod.as_bytes());
+        param(out, keys.namespace, p.namespace.as_bytes());
+        if let Some(kind) = &p.workload_kind {
+            param(out, keys.workload_kind, kind.as_bytes());
+        }
+        if let Some(w) = &p.workload {
+            param(out, keys.workload, w.as_bytes());
+        }
+        if let Some(n) = &p.node {
+            param(out, keys.node, n.as_bytes());
+        }
+    } else if let Some(n) = node {
+        param(out, keys.node, n.as_bytes());
     }
 }
 
@@ -455,7 +521,8 @@ mod tests {
             format!(
                 "<132>1 2026-11-07T09:05:03.000042+00:00 node-1 netpol-nflogd {pid} drop \
                  [netpol@32473 policy_namespace=\"default\" policy_name=\"deny-db\" proto=\"tcp\" \
-                 src_ip=\"10.42.0.10\" dest_ip=\"10.42.1.20\" src_port=\"40000\" dest_port=\"5432\"] {BODY}"
+                 src_ip=\"10.42.0.10\" dest_ip=\"10.42.1.20\" src_class=\"private\" dest_class=\"private\" \
+                 src_port=\"40000\" dest_port=\"5432\" count=\"1\"] {BODY}"
             )
         );
     }
@@ -495,6 +562,158 @@ mod tests {
         // An empty prefix (pod chain) leaves syslogemu's separator: MSG starts with a space.
         assert!(s.contains("]  IN= OUT=lo "), "{s}");
         assert_eq!(s.matches('\n').count(), 1);
+    }
+
+    /// The SD parameters of a message, in order (values unescaped as RFC 5424 §6.3.3 says).
+    fn sd_params(msg: &str) -> Vec<(String, String)> {
+        let start = msg.find(&format!("[{SD_ID}")).expect("structured data") + SD_ID.len() + 1;
+        let mut params = Vec::new();
+        let mut rest = &msg[start..];
+        while let Some(r) = rest.strip_prefix(' ') {
+            let (key, r) = r.split_once("=\"").unwrap();
+            let mut value = String::new();
+            let mut chars = r.char_indices();
+            let end = loop {
+                match chars.next().unwrap() {
+                    (_, '\\') => value.push(chars.next().unwrap().1),
+                    (i, '"') => break i,
+                    (_, c) => value.push(c),
+                }
+            };
+            params.push((key.to_string(), value));
+            rest = &r[end + 1..];
+        }
+        assert!(rest.starts_with("] "), "{rest}");
+        params
+    }
+
+    #[test]
+    fn services_nodes_classes_and_count_as_the_json_has_them() {
+        use crate::attribute::{ServiceHit, ServiceVia};
+        let buf = nflog(b"DROP by policy shop/deny-db");
+        let mut ctx = KubeContext {
+            // The source is a node's own address (a kubelet probe), not a pod.
+            src_node: Some("node-2".into()),
+            direction: Some(Direction::Ingress),
+            dest: Some(Arc::new(PodMeta {
+                pod: "db-0".into(),
+                namespace: "shop".into(),
+                workload_kind: Some("StatefulSet".into()),
+                workload: Some("db".into()),
+                node: Some("node-1".into()),
+            })),
+            dest_services: vec![
+                ServiceHit {
+                    namespace: "shop".into(),
+                    name: "db".into(),
+                    port_name: Some("pg".into()),
+                    port: Some(5432),
+                    node_port: None,
+                    via: ServiceVia::Endpoints,
+                },
+                ServiceHit {
+                    namespace: "shop".into(),
+                    name: "db\"ro]".into(),
+                    port_name: None,
+                    port: None,
+                    node_port: None,
+                    via: ServiceVia::Endpoints,
+                },
+            ],
+            ..KubeContext::default()
+        };
+        ctx.resolved = true;
+        ctx.policies.push(PolicyRef {
+            namespace: "shop".into(),
+            name: "deny-db".into(),
+        });
+        let mut ev = event(&buf, Some(ctx));
+        ev.count = 3;
+        let f = fmt(Rfc::Rfc5424, MsgFormat::Json);
+        let s = render_str(&f, &ev);
+        let params = sd_params(&s);
+        let get = |k: &str| {
+            params
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        let keys: Vec<&str> = params.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "policy_namespace",
+                "policy_name",
+                "direction",
+                "src_node",
+                "dest_pod",
+                "dest_namespace",
+                "dest_workload_kind",
+                "dest_workload",
+                "dest_node",
+                "dest_services",
+                "proto",
+                "src_ip",
+                "dest_ip",
+                "src_class",
+                "dest_class",
+                "src_port",
+                "dest_port",
+                "count"
+            ],
+            "{s}"
+        );
+        // Every value is the JSON record's (MSG here), under a flat name.
+        let json: serde_json::Value =
+            serde_json::from_str(&s[s.find("] {").unwrap() + 2..]).unwrap();
+        assert_eq!(get("src_node"), json["src"]["node"].as_str());
+        assert_eq!(json["src"].get("pod"), None, "{json}");
+        for k in ["pod", "namespace", "workload_kind", "workload", "node"] {
+            assert_eq!(get(&format!("dest_{k}")), json["dest"][k].as_str(), "{k}");
+        }
+        let services: Vec<String> = json["dest"]["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                format!(
+                    "{}/{}",
+                    s["namespace"].as_str().unwrap(),
+                    s["name"].as_str().unwrap()
+                )
+            })
+            .collect();
+        assert_eq!(get("dest_services"), Some(&*services.join(",")));
+        assert_eq!(get("dest_services"), Some("shop/db,shop/db\"ro]"));
+        for k in ["src_class", "dest_class"] {
+            assert_eq!(get(k), json[k].as_str(), "{k}");
+        }
+        assert_eq!(get("count"), Some("3"));
+        assert_eq!(json["count"], 3);
+
+        // Addresses the index does not know: their classes only.
+        let buf = nflog(b"");
+        let mut ev = event(&buf, None);
+        ev.packet.network = match ev.packet.network {
+            crate::decode::Network::Ipv4(Some(mut h)) => {
+                h.src = [203, 0, 113, 9].into();
+                h.dst = [127, 0, 0, 1].into();
+                crate::decode::Network::Ipv4(Some(h))
+            }
+            other => panic!("{other:?}"),
+        };
+        let params = sd_params(&render_str(&f, &ev));
+        assert!(
+            params.contains(&("src_class".into(), "documentation".into())),
+            "{params:?}"
+        );
+        assert!(
+            params.contains(&("dest_class".into(), "loopback".into())),
+            "{params:?}"
+        );
+        assert!(params
+            .iter()
+            .all(|(k, _)| !k.ends_with("_node") && !k.ends_with("_pod")));
     }
 
     #[test]

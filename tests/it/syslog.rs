@@ -29,7 +29,9 @@ use std::time::{Duration, Instant};
 use crate::support::wait::{ok_if, wait_until};
 use crate::support::{read_lossy, Daemon, Proc, Sandbox, Scratch, Wait, STANDALONE};
 
-use netpol_nflog::attribute::{Attribution, Direction, KubeContext, PodMeta, PolicyRef};
+use netpol_nflog::attribute::{
+    Attribution, Direction, KubeContext, PodMeta, PolicyRef, ServiceHit, ServiceVia,
+};
 use netpol_nflog::decode::build::{ipv4, tcp};
 use netpol_nflog::event::{Event, IfName, Timestamp};
 use netpol_nflog::render::syslog::{render, MsgFormat, SyslogFormat};
@@ -242,7 +244,8 @@ input(type="imtcp" address="127.0.0.1" port="{tcp_port}")
                         sd,
                         format!(
                             "[netpol@32473 policy_namespace=\"{ns}\" policy_name=\"deny-db\" proto=\"tcp\" src_ip=\"10.42.0.10\" \
-                             dest_ip=\"10.42.1.20\" src_port=\"{port}\" dest_port=\"5432\"]",
+                             dest_ip=\"10.42.1.20\" src_class=\"private\" dest_class=\"private\" src_port=\"{port}\" \
+                             dest_port=\"5432\" count=\"1\"]",
                             ns = c.ns
                         ),
                         "{what}"
@@ -323,6 +326,19 @@ fn syslog_structured_data_escaping() {
     assert_eq!(
         (&sd["dest_pod"], &sd["dest_namespace"]),
         (&"db-0".into(), &"data".into()),
+        "{line}"
+    );
+    // The newer fields, as the JSON has them, through the same escaping.
+    assert_eq!(
+        (&sd["dest_workload_kind"], &sd["dest_workload"]),
+        (&"StatefulSet".into(), &"db".into()),
+        "{line}"
+    );
+    assert_eq!(sd["dest_node"], "node-\"2]", "{line}");
+    assert_eq!(sd["dest_services"], "data/db,data/db]ro\"", "{line}");
+    assert_eq!(
+        (&sd["src_class"], &sd["dest_class"], &sd["count"]),
+        (&"private".into(), &"private".into(), &"1".into()),
         "{line}"
     );
 }
@@ -533,6 +549,14 @@ fn render_chunk(
                     node: None,
                 }))
             };
+            let service = |name: &str| ServiceHit {
+                namespace: "data".into(),
+                name: name.into(),
+                port_name: Some("pg".into()),
+                port: Some(5432),
+                node_port: None,
+                via: ServiceVia::Endpoints,
+            };
             Arc::new(KubeContext {
                 policies: vec![PolicyRef {
                     namespace: ns.into(),
@@ -541,7 +565,15 @@ fn render_chunk(
                 resolved: true,
                 direction: Some(Direction::Egress),
                 src: pod("web-1", ns),
-                dest: pod("db-0", "data"),
+                dest: pod("db-0", "data").map(|p| {
+                    Arc::new(PodMeta {
+                        workload_kind: Some("StatefulSet".into()),
+                        workload: Some("db".into()),
+                        node: Some("node-\"2]".into()),
+                        ..(*p).clone()
+                    })
+                }),
+                dest_services: vec![service("db"), service("db]ro\"")],
                 ..KubeContext::default()
             })
         });
