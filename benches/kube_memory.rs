@@ -1,14 +1,15 @@
-//! Memory of the attribution index at scale: 100,000 pods, 10,000 NetworkPolicies, 10,000
-//! Services with 20,000 EndpointSlices and 1,000 Nodes fed through the same event functions the
+//! Memory of the attribution index at scale: 100,000 pods, 10,000 NetworkPolicies, 20,000
+//! Services with 40,000 EndpointSlices and 5,000 Nodes fed through the same event functions the
 //! watchers use, then the process's resident memory (`VmRSS` from /proc/self/status). Fails
 //! (exit 1) above the budget of 100 MiB.
 //!
 //! Run: `cargo bench --bench kube_memory` (harness = false). Objects are shaped like a K3s
 //! cluster's: 1,000 namespaces of 10 Deployments × 10 dual-stack pods, each pod with four labels
-//! and a ReplicaSet owner; 10 policies per namespace, half of them with limit annotations; one
-//! dual-stack Service per Deployment (two named ports, every tenth a NodePort) with an IPv4 and
-//! an IPv6 EndpointSlice holding its 10 pods (200,000 endpoint addresses); 1,000 nodes with two
-//! addresses and a pod CIDR per family. Every object is built, fed and dropped one at a time, as
+//! and a ReplicaSet owner; 10 policies per namespace, half of them with limit annotations; two
+//! dual-stack Services per Deployment (the Deployment's own, two named ports, every tenth a
+//! NodePort; and a `-internal` one with a gRPC port), each with an IPv4 and an IPv6
+//! EndpointSlice holding the Deployment's 10 pods (400,000 endpoint addresses); 5,000 nodes with
+//! two addresses and a pod CIDR per family. Every object is built, fed and dropped one at a time, as
 //! the watcher does with each event. RSS is shown after the pods and policies alone, then with
 //! everything.
 
@@ -25,9 +26,11 @@ use serde_json::json;
 const PODS: usize = 100_000;
 const POLICIES: usize = 10_000;
 const NAMESPACES: usize = 1_000;
-/// One per Deployment.
-const SERVICES: usize = 10_000;
-const NODES: usize = 1_000;
+/// Deployments: 10 per namespace, 10 pods each.
+const DEPLOYMENTS: usize = 10_000;
+/// Two per Deployment: Service `i` and `i + DEPLOYMENTS` select Deployment `i % DEPLOYMENTS`.
+const SERVICES: usize = 2 * DEPLOYMENTS;
+const NODES: usize = 5_000;
 const BUDGET_MIB: f64 = 100.0;
 
 fn main() {
@@ -79,6 +82,11 @@ fn main() {
         ..Flow::default()
     };
     let services = index.dest_services(&flow);
+    // And the second Service of the same pods, on its own port.
+    let internal = index.dest_services(&Flow {
+        dst_port: Some(9000),
+        ..flow
+    });
     let counts = index.counts();
     let rss = status_kib("VmRSS");
     let hwm = status_kib("VmHWM");
@@ -89,7 +97,9 @@ fn main() {
         ctx.map_or(0, |c| c.policies.len())
     );
     println!("services of the last pod: {services:?}");
-    assert_eq!(services.len(), 1, "the last pod is behind one Service");
+    assert_eq!(services.len(), 1, "the last pod is behind one Service on 8080");
+    println!("services of the last pod on 9000: {internal:?}");
+    assert_eq!(internal.len(), 1, "and behind the -internal one on 9000");
     println!(
         "VmRSS {:.1} MiB (before loading {:.1} MiB, index ~{:.1} MiB; pods and policies alone {:.1} MiB), VmHWM {:.1} MiB, budget {BUDGET_MIB} MiB",
         mib(rss),
@@ -164,8 +174,7 @@ fn pod(i: usize) -> Pod {
     .unwrap_or_default()
 }
 
-/// Pod `i`'s Deployment: `(namespace, name)`; Service `i` is the Deployment's, and its pods are
-/// `i + k × SERVICES` (see [`pod`]).
+/// Deployment `i`: `(namespace, name)`; its pods are `i + k × DEPLOYMENTS` (see [`pod`]).
 fn deployment(i: usize) -> (String, String) {
     (
         format!("team-{:04}", i % NAMESPACES),
@@ -173,12 +182,28 @@ fn deployment(i: usize) -> (String, String) {
     )
 }
 
+/// Service `i`: `(namespace, Service name, Deployment name)`. The first `DEPLOYMENTS` are the
+/// Deployments' own; the others are a second, `-internal` Service of the same pods.
+fn service_name(i: usize) -> (String, String, String) {
+    let (ns, deploy) = deployment(i % DEPLOYMENTS);
+    let name = if i < DEPLOYMENTS {
+        deploy.clone()
+    } else {
+        format!("{deploy}-internal")
+    };
+    (ns, name, deploy)
+}
+
 fn service(i: usize) -> Service {
-    let (ns, name) = deployment(i);
-    let mut ports = vec![
-        json!({"name": "http", "protocol": "TCP", "port": 80, "targetPort": 8080}),
-        json!({"name": "metrics", "protocol": "TCP", "port": 9090, "targetPort": "metrics"}),
-    ];
+    let (ns, name, deploy) = service_name(i);
+    let mut ports = if i < DEPLOYMENTS {
+        vec![
+            json!({"name": "http", "protocol": "TCP", "port": 80, "targetPort": 8080}),
+            json!({"name": "metrics", "protocol": "TCP", "port": 9090, "targetPort": "metrics"}),
+        ]
+    } else {
+        vec![json!({"name": "grpc", "protocol": "TCP", "port": 9000, "targetPort": 9000})]
+    };
     if i % 10 == 0 {
         ports[0]["nodePort"] = json!(30000 + i / 10);
     }
@@ -186,26 +211,31 @@ fn service(i: usize) -> Service {
     serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": name, "namespace": ns, "uid": uid(4, i), "resourceVersion": "1",
-                     "labels": {"app": name, "team": ns}},
+                     "labels": {"app": deploy, "team": ns}},
         "spec": {"type": if i % 10 == 0 { "NodePort" } else { "ClusterIP" },
                  "clusterIP": v4, "clusterIPs": [v4, format!("fd00:43::{:x}", i)],
                  "ipFamilies": ["IPv4", "IPv6"], "ipFamilyPolicy": "PreferDualStack",
-                 "selector": {"app": name}, "ports": ports}
+                 "selector": {"app": deploy}, "ports": ports}
     }))
     .unwrap_or_default()
 }
 
 fn endpoint_slice(i: usize, v6: bool) -> EndpointSlice {
-    let (ns, name) = deployment(i);
-    let endpoints: Vec<_> = (0..PODS / SERVICES)
+    let (ns, name, deploy) = service_name(i);
+    let endpoints: Vec<_> = (0..PODS / DEPLOYMENTS)
         .map(|k| {
-            let p = i + k * SERVICES;
+            let p = i % DEPLOYMENTS + k * DEPLOYMENTS;
             let addr = if v6 { v6_ip(p) } else { ip(p).to_string() };
             json!({"addresses": [addr], "conditions": {"ready": true, "serving": true, "terminating": false},
                    "nodeName": format!("node-{:03}", p % 100),
-                   "targetRef": {"kind": "Pod", "namespace": ns, "name": format!("{name}-{:05x}", p), "uid": uid(2, p)}})
+                   "targetRef": {"kind": "Pod", "namespace": ns, "name": format!("{deploy}-{:05x}", p), "uid": uid(2, p)}})
         })
         .collect();
+    let ports = if i < DEPLOYMENTS {
+        json!([{"name": "http", "protocol": "TCP", "port": 8080}, {"name": "metrics", "protocol": "TCP", "port": 9090}])
+    } else {
+        json!([{"name": "grpc", "protocol": "TCP", "port": 9000}])
+    };
     serde_json::from_value(json!({
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
         "metadata": {"name": format!("{name}-{}{:05x}", if v6 { "6" } else { "4" }, i), "namespace": ns,
@@ -213,7 +243,7 @@ fn endpoint_slice(i: usize, v6: bool) -> EndpointSlice {
                      "labels": {"kubernetes.io/service-name": name, "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}},
         "addressType": if v6 { "IPv6" } else { "IPv4" },
         "endpoints": endpoints,
-        "ports": [{"name": "http", "protocol": "TCP", "port": 8080}, {"name": "metrics", "protocol": "TCP", "port": 9090}]
+        "ports": ports
     }))
     .unwrap_or_default()
 }
