@@ -73,29 +73,79 @@ impl PolicyCounter {
         let Ok(mut table) = stats.policies.lock() else {
             return;
         };
-        for (key, counts) in &self.0 {
+        let series_key = |key: &[u8], direction, source: PolicySource| {
             let text = String::from_utf8_lossy(key);
             let (namespace, policy) = text.split_once('/').unwrap_or(("", &text));
+            PolicyKey {
+                namespace: namespace.to_string(),
+                policy: policy.to_string(),
+                direction,
+                source: source.as_str(),
+            }
+        };
+        for (key, counts) in &self.0 {
             for (slot, &events) in counts.iter().enumerate().filter(|(_, &n)| n > 0) {
-                let source = SOURCES[slot / 3];
-                let k = PolicyKey {
-                    namespace: namespace.to_string(),
-                    policy: policy.to_string(),
-                    direction: DIRECTIONS[slot % 3],
-                    source: source.as_str(),
+                let (source, direction) = (SOURCES[slot / 3], slot % 3);
+                // A suppressed message is limited before its direction is known: suppressions
+                // go to the series without a direction, always the same one (a counter).
+                let suppressed = match direction {
+                    0 => by_series.remove(&(source as usize, &key[..])).unwrap_or(0),
+                    _ => 0,
                 };
-                let sup = by_series
-                    .get(&(source as usize, &key[..]))
-                    .copied()
-                    .unwrap_or(0);
                 table.insert(
-                    k,
-                    Counts {
-                        events,
-                        suppressed: sup,
-                    },
+                    series_key(key, DIRECTIONS[direction], source),
+                    Counts { events, suppressed },
                 );
             }
         }
+        // Suppressions of a rule with no written message without a direction (every message
+        // suppressed, or only directed ones written): a series of their own.
+        for ((source, key), suppressed) in by_series {
+            if table.len() >= crate::metrics::MAX_POLICY_SERIES {
+                break;
+            }
+            let k = series_key(key, DIRECTIONS[0], SOURCES[source]);
+            table.entry(k).or_default().suppressed = suppressed;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(stats: &Stats) -> Vec<(String, &'static str, u64, u64)> {
+        let table = stats.policies.lock().unwrap();
+        table
+            .iter()
+            .map(|(k, c)| {
+                let name = format!("{}/{}", k.namespace, k.policy);
+                (name, k.direction, c.events, c.suppressed)
+            })
+            .collect()
+    }
+
+    /// A policy the limits silenced entirely still has its suppressions counted; suppressions
+    /// stay on the series without a direction even when directed messages were written.
+    #[test]
+    fn suppressed_only_policies_get_a_series() {
+        let mut counter = PolicyCounter::default();
+        let mut counts = [0u64; 9];
+        counts[1] = 4; // policy rule, ingress
+        counter.0.insert(b"shop/written"[..].into(), counts);
+        let stats = Stats::default();
+        let suppressed = [
+            ("shop/written".to_string(), 3),
+            ("shop/silenced".to_string(), 7),
+        ];
+        counter.publish(&stats, &suppressed);
+        assert_eq!(
+            series(&stats),
+            [
+                ("shop/silenced".to_string(), "", 0, 7),
+                ("shop/written".to_string(), "", 0, 3),
+                ("shop/written".to_string(), "ingress", 4, 0),
+            ]
+        );
     }
 }
