@@ -9,11 +9,17 @@ use crate::attribute::Attribution;
 use crate::decode::Packet;
 use crate::source::nflog::NflogMsg;
 
-/// An interface name (at most `IFNAMSIZ` bytes), stored inline.
+/// An interface name (at most `IFNAMSIZ` bytes), stored inline, with what the renderers
+/// would otherwise check on every line (names are made once per interface, rendered per
+/// message).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct IfName {
     len: u8,
     bytes: [u8; 16],
+    /// It holds a control byte (syslogemu escapes it).
+    control: bool,
+    /// It is not a JSON string as it is (see `render::json_plain`).
+    json_escape: bool,
 }
 
 impl IfName {
@@ -21,14 +27,27 @@ impl IfName {
         let mut bytes = [0u8; 16];
         let len = name.len().min(16);
         bytes[..len].copy_from_slice(&name[..len]);
+        let name = &bytes[..len];
         IfName {
             len: len as u8,
+            control: crate::render::has_control(name),
+            json_escape: !crate::render::json_plain(name),
             bytes,
         }
     }
 
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len as usize]
+    }
+
+    /// Whether the name holds a control byte.
+    pub fn has_control(&self) -> bool {
+        self.control
+    }
+
+    /// Whether the name is printable ASCII without `"` and `\`.
+    pub fn json_plain(&self) -> bool {
+        !self.json_escape
     }
 }
 

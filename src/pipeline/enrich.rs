@@ -77,6 +77,11 @@ impl Enricher {
         }
     }
 
+    /// Whether messages are resolved at all (the daemon watches the API).
+    pub fn attributes(&self) -> bool {
+        self.index.is_some()
+    }
+
     /// The context of one message; `None` without an index or when it knows nothing.
     pub fn resolve(
         &mut self,

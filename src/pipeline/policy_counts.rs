@@ -38,7 +38,12 @@ impl PolicyCounter {
             Some(Direction::Egress) => 2,
         };
         let slot = ev.attribution.source as usize * 3 + direction;
-        let key = if self.0.contains_key(key) || self.0.len() < crate::metrics::MAX_POLICY_SERIES {
+        // One lookup for a known key (two cost about 200 instructions per message).
+        if let Some(c) = self.0.get_mut(key) {
+            c[slot] += 1;
+            return;
+        }
+        let key = if self.0.len() < crate::metrics::MAX_POLICY_SERIES {
             key
         } else {
             OTHER_SERIES

@@ -15,7 +15,7 @@ use crate::decode::{Icmp, Network, Transport};
 use crate::event::Event;
 
 use super::time::LocalClock;
-use super::{has_control, with_cursor, Cursor};
+use super::{has_control, with_cursor, Cursor, TCP_FLAGS};
 
 const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_TCP: u8 = 6;
@@ -59,9 +59,21 @@ struct Escapes {
 impl Escapes {
     #[inline]
     fn new(bytes: &[u8]) -> Self {
-        let clean = !has_control(bytes);
-        let max = if clean { bytes.len() } else { 4 * bytes.len() };
-        Escapes { clean, max }
+        Self::known(bytes, has_control(bytes))
+    }
+
+    /// With the check made already (interface names carry theirs).
+    #[inline]
+    fn known(bytes: &[u8], control: bool) -> Self {
+        let max = if control {
+            4 * bytes.len()
+        } else {
+            bytes.len()
+        };
+        Escapes {
+            clean: !control,
+            max,
+        }
     }
 
     #[inline]
@@ -86,8 +98,8 @@ impl Body {
     #[inline]
     fn new(ev: &Event<'_>) -> Self {
         let prefix = Escapes::new(ev.msg.prefix.unwrap_or_default());
-        let indev = Escapes::new(ev.indev.as_bytes());
-        let outdev = Escapes::new(ev.outdev.as_bytes());
+        let indev = Escapes::known(ev.indev.as_bytes(), ev.indev.has_control());
+        let outdev = Escapes::known(ev.outdev.as_bytes(), ev.outdev.has_control());
         let mac = ev.msg.mac_header().map_or(0, <[u8]>::len);
         // "<prefix> IN=<in> OUT=<out> MAC=<mac> " and the fixed-size rest.
         let max = prefix.max + indev.max + outdev.max + 3 * mac + 16 + FIXED_MAX;
@@ -163,12 +175,8 @@ fn ipv4(ev: &Event<'_>, h: Option<crate::decode::Ipv4Info>, c: &mut Cursor<'_>) 
         c.bytes(b"LEN=0 TOS=00 PREC=0x00 TTL=0 ID=0 PROTO=0 ");
         return;
     };
-    c.bytes(b"SRC=");
-    c.ipv4(h.src);
-    c.bytes(b" DST=");
-    c.ipv4(h.dst);
-    c.bytes(b" LEN=");
-    c.dec(h.tot_len as u32);
+    addresses(c, h.src, h.dst, Cursor::ipv4);
+    length(c, h.tot_len as u32);
     // TOS without "0x", PREC with it; ECT(1) (bit 0) is masked away by IPTOS_TOS_MASK.
     c.bytes(b" TOS=");
     c.hex2(h.tos & 0x1e, true);
@@ -229,48 +237,37 @@ fn proto(protocol: u8, ip_protocol: u8, t: &Transport, c: &mut Cursor<'_>) {
             c.bytes(b" WINDOW=");
             c.dec(tcp.window as u32);
             c.byte(b' ');
-            use crate::decode::TcpFlags as F;
-            for (flag, name) in [
-                (F::URG, b"URG "),
-                (F::ACK, b"ACK "),
-                (F::PSH, b"PSH "),
-                (F::RST, b"RST "),
-                (F::SYN, b"SYN "),
-                (F::FIN, b"FIN "),
-            ] {
-                // Written always, kept only when set: no branch per flag.
-                c.bytes(name);
-                c.back(4 * !tcp.flags.has(flag) as usize);
-            }
+            // ulogd2 prints neither CWR nor ECE.
+            c.tcp_flags(tcp.flags, &TCP_FLAGS[2..]);
             c.bytes(b"URGP=");
-            let urgp = if tcp.flags.has(F::URG) { tcp.urgent } else { 0 };
+            let urg = tcp.flags.has(crate::decode::TcpFlags::URG);
+            let urgp = if urg { tcp.urgent } else { 0 };
             c.dec(urgp as u32);
             c.byte(b' ');
         }
-        IPPROTO_UDP => {
-            c.bytes(b"PROTO=UDP ");
-            let Transport::Udp { sport, dport, len } = *t else {
-                c.bytes(b"INCOMPLETE");
-                return;
+        IPPROTO_UDP | IPPROTO_SCTP => {
+            let udp = protocol == IPPROTO_UDP;
+            c.var(if udp {
+                &b"PROTO=UDP "[..]
+            } else {
+                b"PROTO=SCTP "
+            });
+            let (sport, dport, len) = match *t {
+                Transport::Udp { sport, dport, len } if udp => (sport, dport, Some(len)),
+                Transport::Sctp { sport, dport } if !udp => (sport, dport, None),
+                _ => {
+                    c.bytes(b"INCOMPLETE");
+                    return;
+                }
             };
             c.bytes(b"SPT=");
             c.dec(sport as u32);
             c.bytes(b" DPT=");
             c.dec(dport as u32);
-            c.bytes(b" LEN=");
-            c.dec(len as u32);
-            c.byte(b' ');
-        }
-        IPPROTO_SCTP => {
-            c.bytes(b"PROTO=SCTP ");
-            let Transport::Sctp { sport, dport } = *t else {
-                c.bytes(b"INCOMPLETE");
-                return;
-            };
-            c.bytes(b"SPT=");
-            c.dec(sport as u32);
-            c.bytes(b" DPT=");
-            c.dec(dport as u32);
+            if let Some(len) = len {
+                c.bytes(b" LEN=");
+                c.dec(len as u32);
+            }
             c.byte(b' ');
         }
         _ => {
@@ -287,16 +284,13 @@ fn proto(protocol: u8, ip_protocol: u8, t: &Transport, c: &mut Cursor<'_>) {
 /// IPv4 ICMP: the extras are chosen by the *code* (ulogd2 bug, printpkt.c), and filled by BASE
 /// only for the matching *types*, so most combinations print zeroes.
 fn icmp(t: &Transport, c: &mut Cursor<'_>) {
-    c.bytes(b"PROTO=ICMP ");
-    let Transport::Icmp(Icmp { kind, code, rest }) = *t else {
-        c.bytes(b"INCOMPLETE");
+    let header = match *t {
+        Transport::Icmp(i) => Some(i),
+        _ => None,
+    };
+    let Some(Icmp { kind, code, rest }) = type_and_code(c, b"PROTO=ICMP ", header) else {
         return;
     };
-    c.bytes(b"TYPE=");
-    c.dec8(kind);
-    c.bytes(b" CODE=");
-    c.dec8(code);
-    c.byte(b' ');
     let echo = matches!(kind, 0 | 8);
     let gateway = if matches!(kind, 5 | 12) { rest } else { 0 };
     match code {
@@ -328,6 +322,23 @@ fn icmp(t: &Transport, c: &mut Cursor<'_>) {
     }
 }
 
+/// `PROTO=<name> `, then the ICMP or ICMPv6 header's `TYPE=… CODE=… `, or `INCOMPLETE`
+/// without a header (no trailing space, as in ulogd2).
+#[inline(always)]
+fn type_and_code(c: &mut Cursor<'_>, proto: &[u8], header: Option<Icmp>) -> Option<Icmp> {
+    c.var(proto);
+    let Some(i) = header else {
+        c.bytes(b"INCOMPLETE");
+        return None;
+    };
+    c.bytes(b"TYPE=");
+    c.dec8(i.kind);
+    c.bytes(b" CODE=");
+    c.dec8(i.code);
+    c.byte(b' ');
+    Some(i)
+}
+
 fn ipv6(ev: &Event<'_>, h: Option<crate::decode::Ipv6Info>, c: &mut Cursor<'_>) {
     let Some(h) = h else {
         // Every field is skipped when invalid, except the final switch on `ip6.nexthdr`,
@@ -335,12 +346,8 @@ fn ipv6(ev: &Event<'_>, h: Option<crate::decode::Ipv6Info>, c: &mut Cursor<'_>) 
         c.bytes(b"PROTO=0 ");
         return;
     };
-    c.bytes(b"SRC=");
-    c.ipv6(h.src);
-    c.bytes(b" DST=");
-    c.ipv6(h.dst);
-    c.bytes(b" LEN=");
-    c.dec(h.payload_len as u32 + 40);
+    addresses(c, h.src, h.dst, Cursor::ipv6);
+    length(c, h.payload_len as u32 + 40);
     c.bytes(b" TC=");
     c.dec8(h.traffic_class);
     c.bytes(b" HOPLIMIT=");
@@ -369,16 +376,13 @@ fn ipv6(ev: &Event<'_>, h: Option<crate::decode::Ipv6Info>, c: &mut Cursor<'_>) 
             proto(next, ip_protocol, &ev.packet.transport, c)
         }
         IPPROTO_ICMPV6 => {
-            c.bytes(b"PROTO=ICMPv6 ");
-            let Transport::Icmpv6(Icmp { kind, code, rest }) = ev.packet.transport else {
-                c.bytes(b"INCOMPLETE");
+            let header = match ev.packet.transport {
+                Transport::Icmpv6(i) => Some(i),
+                _ => None,
+            };
+            let Some(Icmp { kind, rest, .. }) = type_and_code(c, b"PROTO=ICMPv6 ", header) else {
                 return;
             };
-            c.bytes(b"TYPE=");
-            c.dec8(kind);
-            c.bytes(b" CODE=");
-            c.dec8(code);
-            c.byte(b' ');
             if matches!(kind, 128 | 129) {
                 c.bytes(b"ID=");
                 c.dec(rest >> 16);
@@ -395,12 +399,25 @@ fn ipv6(ev: &Event<'_>, h: Option<crate::decode::Ipv6Info>, c: &mut Cursor<'_>) 
     }
 }
 
+/// `SRC=<src> DST=<dst>`, each address written by `write`.
+#[inline(always)]
+fn addresses<'c, A>(c: &mut Cursor<'c>, src: A, dst: A, write: impl Fn(&mut Cursor<'c>, A)) {
+    c.bytes(b"SRC=");
+    write(c, src);
+    c.bytes(b" DST=");
+    write(c, dst);
+}
+
+/// ` LEN=<len>`, the packet's length after its addresses.
+#[inline(always)]
+fn length(c: &mut Cursor<'_>, len: u32) {
+    c.bytes(b" LEN=");
+    c.dec(len);
+}
+
 fn arp(a: Option<crate::decode::ArpInfo>, c: &mut Cursor<'_>) {
     if let Some(a) = a {
-        c.bytes(b"SRC=");
-        c.ipv4(a.sender_ip);
-        c.bytes(b" DST=");
-        c.ipv4(a.target_ip);
+        addresses(c, a.sender_ip, a.target_ip, Cursor::ipv4);
         c.byte(b' ');
     }
     c.bytes(b"PROTO=ARP ");

@@ -170,13 +170,9 @@ fn system_zone() -> TimeZone {
 mod tests {
     use super::*;
 
-    #[test]
-    fn formats_utc() {
-        // The test binary may run with any TZ; force UTC for this process's conversions.
-        std::env::set_var("TZ", "UTC");
-        let mut c = LocalClock::new();
+    /// 2026-11-07 09:05:03.000042 UTC as `ctime|rfc3339` by `c`.
+    fn both_formats(mut c: LocalClock) -> String {
         let mut out = Vec::new();
-        // 2026-11-07 09:05:03 UTC
         let t = Timestamp {
             sec: 1_794_042_303,
             usec: 42,
@@ -184,8 +180,15 @@ mod tests {
         c.push_ctime(t, &mut out);
         out.push(b'|');
         c.push_rfc3339(t, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn formats_utc() {
+        // The test binary may run with any TZ; force UTC for this process's conversions.
+        std::env::set_var("TZ", "UTC");
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            both_formats(LocalClock::new()),
             "Nov  7 09:05:03|2026-11-07T09:05:03.000042+00:00"
         );
     }
@@ -193,17 +196,8 @@ mod tests {
     #[test]
     fn formats_a_zone_with_an_offset() {
         let tz = TimeZone::posix("EST5EDT,M3.2.0,M11.1.0").unwrap();
-        let mut c = LocalClock::with_zone(tz);
-        let mut out = Vec::new();
-        let t = Timestamp {
-            sec: 1_794_042_303,
-            usec: 42,
-        };
-        c.push_ctime(t, &mut out);
-        out.push(b'|');
-        c.push_rfc3339(t, &mut out);
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            both_formats(LocalClock::with_zone(tz)),
             "Nov  7 04:05:03|2026-11-07T04:05:03.000042-05:00"
         );
     }

@@ -172,6 +172,9 @@ pub struct NflogMsg<'a> {
 
 impl<'a> NflogMsg<'a> {
     /// Parses the body of an `NFULNL_MSG_PACKET` message (after the netlink header).
+    // Inlined into the pipeline: returned through `Result`, the large struct was copied once
+    // more (about 60 instructions per message, callgrind).
+    #[inline(always)]
     pub fn parse(body: &'a [u8]) -> Result<Self, ParseError> {
         if body.len() < 4 {
             return Err(ParseError::MissingNfgen);
@@ -206,10 +209,7 @@ impl<'a> NflogMsg<'a> {
                     msg.hwaddr = Some(&d[4..4 + n]);
                 }
                 NFULA_PAYLOAD => msg.payload = data,
-                NFULA_PREFIX => {
-                    let end = data.iter().position(|&b| b == 0).unwrap_or(data.len());
-                    msg.prefix = Some(&data[..end]);
-                }
+                NFULA_PREFIX => msg.prefix = Some(until_nul(data)),
                 NFULA_UID => msg.uid = Some(be32(data, kind)?),
                 NFULA_GID => msg.gid = Some(be32(data, kind)?),
                 NFULA_SEQ => msg.seq = Some(be32(data, kind)?),
@@ -266,6 +266,25 @@ impl<'a> Iterator for Attributes<'a> {
         self.buf = &self.buf[align4(len).min(self.buf.len())..];
         Some(Ok((kind, data)))
     }
+}
+
+/// `data` up to its first NUL, eight bytes at a time (a byte loop cost about 100 instructions
+/// per message, `memchr` 80, callgrind).
+#[inline]
+fn until_nul(data: &[u8]) -> &[u8] {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let mut words = data.chunks_exact(8);
+    for (i, w) in (&mut words).enumerate() {
+        let x = u64::from_le_bytes(w.try_into().unwrap_or_default());
+        // The lowest flagged byte is the first zero byte (borrows only run upwards).
+        let zero = x.wrapping_sub(ONES) & !x & (ONES << 7);
+        if zero != 0 {
+            return &data[..8 * i + (zero.trailing_zeros() / 8) as usize];
+        }
+    }
+    let rest = words.remainder();
+    let end = data.len() - rest.len();
+    &data[..end + rest.iter().position(|&b| b == 0).unwrap_or(rest.len())]
 }
 
 /// The attribute data when it holds at least `n` bytes (the kernel may append padding).
@@ -406,6 +425,26 @@ mod tests {
         match Messages::new(buf).next().expect("one message")? {
             Netlink::Packet(body) => NflogMsg::parse(body),
             other => panic!("not a packet: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn prefixes_end_at_the_first_nul() {
+        for (data, want) in [
+            (&b""[..], &b""[..]),
+            (b"abc", b"abc"),
+            (b"abc\0", b"abc"),
+            (b"abcdefg\0", b"abcdefg"),
+            (b"abcdefgh\0\0\0\0", b"abcdefgh"),
+            (
+                b"DROP by policy default/deny-db\0\0",
+                b"DROP by policy default/deny-db",
+            ),
+            (b"\0abcdefghijk", b""),
+            (b"ab\x01\x80\xff\0cdefghijklmnop\0", b"ab\x01\x80\xff"),
+            (b"abcdefghijklmnopq", b"abcdefghijklmnopq"),
+        ] {
+            assert_eq!(until_nul(data), want, "{data:?}");
         }
     }
 
