@@ -88,6 +88,8 @@ fn main() {
         ..flow
     });
     let counts = index.counts();
+    // The daemon gives freed heap back once its watches have synced (as here, after loading).
+    netpol_nflog::metrics::trim_heap();
     let rss = status_kib("VmRSS");
     let hwm = status_kib("VmHWM");
     let mib = |kib: u64| kib as f64 / 1024.0;

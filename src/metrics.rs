@@ -797,8 +797,9 @@ fn set_zero_linger(fd: std::os::fd::RawFd) {
     }
 }
 
-/// Gives freed heap memory back to the system (glibc keeps it otherwise).
-fn trim_heap() {
+/// Gives freed heap memory back to the system (glibc keeps it otherwise): after a connection
+/// flood, and once the Kubernetes watches have loaded their initial lists.
+pub fn trim_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim(3) has no preconditions.
     unsafe {

@@ -28,7 +28,7 @@ use kube::runtime::watcher::Event;
 
 use super::rules::{self, NamedPort, Peer, PodInfo, Query, Rules, Verdict};
 use super::selector::{Labels, Selector, SelectorError};
-use super::{Attribution, Direction, Flow, KubeContext, PodMeta, PolicyRef, PolicySource};
+use super::{Attribution, Direction, Flow, KubeContext, Name, PodMeta, PolicyRef, PolicySource};
 use crate::limit::{self, Limit, LimitError};
 
 /// An object's uid (a UUID) as a number: 16 bytes instead of a 36-byte string.
@@ -542,17 +542,19 @@ impl Index {
             meta.owner_references.as_deref().unwrap_or_default(),
             &labels,
         );
-        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
         let ports = self.named_ports(pod);
+        let mut name_of = |s: &str| Name::from(self.strings.get(s));
+        let meta = PodMeta {
+            pod: name.to_string(),
+            namespace: name_of(meta.namespace.as_deref().unwrap_or_default()),
+            workload_kind: Some(name_of(kind)),
+            workload: Some(name_of(&workload)),
+            node: node.map(&mut name_of),
+        };
         PodEntry {
             uid,
-            meta: Arc::new(PodMeta {
-                pod: name.to_string(),
-                namespace: meta.namespace.clone().unwrap_or_default(),
-                workload_kind: Some(kind.to_string()),
-                workload: Some(workload.to_string()),
-                node,
-            }),
+            meta: Arc::new(meta),
             labels,
             ips,
             ports,

@@ -284,6 +284,9 @@ where
                 state.on_event(&ev);
                 if matches!(ev, Event::InitDone) {
                     tracing::info!(kind, objects, "Kubernetes watch synced");
+                    // A list leaves its pages and the index's outgrown tables freed but kept
+                    // by glibc: give them back once, after each (re)list.
+                    crate::metrics::trim_heap();
                 }
             }
             Err(e) => {

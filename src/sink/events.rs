@@ -210,7 +210,7 @@ fn key_of(ev: &Event<'_>) -> Option<Key> {
         _ => String::new(),
     };
     Some(Key {
-        namespace: protected.namespace.clone(),
+        namespace: protected.namespace.to_string(),
         pod: protected.pod.clone(),
         policy,
         egress: ctx.direction == Some(Direction::Egress),

@@ -36,6 +36,9 @@ use super::{uid_of, Index, IpMap, Store, Uid};
 use crate::attribute::rules;
 use crate::attribute::{Flow, ServiceHit, ServiceVia};
 
+/// An empty place in [`Peers::endpoints`].
+const NO_SLOT: u32 = u32::MAX;
+
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
@@ -51,9 +54,11 @@ pub(super) struct Peers {
     /// Every slice by its slot, the number the endpoint tables hold (4 bytes, not 8).
     slots: Vec<Option<Arc<SliceEntry>>>,
     free_slots: Vec<u32>,
-    /// Endpoint address → the slot of the first slice that holds it; the others (a pod behind
-    /// several Services) in `more_endpoints`, which stays small.
-    endpoints: IpMap<u32>,
+    /// Endpoint address → the slots of the first two slices that hold it ([`NO_SLOT`] when only
+    /// one does): a pod is commonly behind one or two Services, and two inline slots cost 4
+    /// bytes more per address where a list would cost a 24-byte `Vec` and an allocation. The
+    /// third and later (rare) are in `more_endpoints`.
+    endpoints: IpMap<[u32; 2]>,
     more_endpoints: IpMap<Vec<u32>>,
     /// Slices' port lists, shared: most Services expose the same few ports.
     port_sets: HashSet<Arc<[SlicePort]>>,
@@ -141,17 +146,27 @@ impl Peers {
         };
         let slot = entry.slot;
         for ip in entry.addresses() {
-            if self.endpoints.get(&ip) == Some(&slot) {
-                match self.more_endpoints.get_mut(&ip).and_then(Vec::pop) {
-                    Some(next) => {
-                        self.endpoints.insert(ip, next);
-                    }
-                    None => {
-                        self.endpoints.remove(&ip);
-                    }
+            let Some(pair) = self.endpoints.get_mut(&ip) else {
+                continue;
+            };
+            let mut emptied = false;
+            if let Some(i) = pair.iter().position(|&s| s == slot) {
+                // Close the gap, and refill the second place from the overflow list.
+                let next = self
+                    .more_endpoints
+                    .get_mut(&ip)
+                    .and_then(Vec::pop)
+                    .unwrap_or(NO_SLOT);
+                if i == 0 {
+                    pair[0] = pair[1];
                 }
+                pair[1] = next;
+                emptied = pair[0] == NO_SLOT;
             } else if let Some(more) = self.more_endpoints.get_mut(&ip) {
                 more.retain(|s| *s != slot);
+            }
+            if emptied {
+                self.endpoints.remove(&ip);
             }
             if self.more_endpoints.get(&ip).is_some_and(Vec::is_empty) {
                 self.more_endpoints.remove(&ip);
@@ -202,12 +217,18 @@ impl Peers {
         self.endpoints
             .get(&ip)
             .into_iter()
+            .flatten()
+            .filter(|&&slot| slot != NO_SLOT)
             .chain(self.more_endpoints.get(&ip).into_iter().flatten())
             .filter_map(|slot| self.slots.get(*slot as usize)?.as_deref())
     }
 
     fn endpoint_addresses(&self) -> usize {
-        self.endpoints.len() + self.more_endpoints.values().map(Vec::len).sum::<usize>()
+        let inline = self
+            .endpoints
+            .values()
+            .map(|p| 1 + usize::from(p[1] != NO_SLOT));
+        inline.sum::<usize>() + self.more_endpoints.values().map(Vec::len).sum::<usize>()
     }
 
     #[cfg(test)]
@@ -438,15 +459,17 @@ impl Index {
             ports: peers.port_set(ports),
         });
         for ip in entry.addresses() {
-            if peers.endpoints.get(&ip).is_some() {
-                match peers.more_endpoints.get_mut(&ip) {
+            match peers.endpoints.get_mut(&ip) {
+                None => {
+                    peers.endpoints.insert(ip, [slot, NO_SLOT]);
+                }
+                Some(pair) if pair[1] == NO_SLOT => pair[1] = slot,
+                Some(_) => match peers.more_endpoints.get_mut(&ip) {
                     Some(more) => more.push(slot),
                     None => {
                         peers.more_endpoints.insert(ip, vec![slot]);
                     }
-                }
-            } else {
-                peers.endpoints.insert(ip, slot);
+                },
             }
         }
         peers.slots[slot as usize] = Some(entry.clone());

@@ -706,8 +706,9 @@ fn replicas_share_one_label_set() {
     }
     let c = idx.counts();
     assert_eq!((c.pods, c.interned_label_sets), (10, 1));
-    // Four strings: two keys, two values.
-    assert_eq!(c.interned_strings, 4);
+    // Seven strings: two keys, two values, and the pods' namespace, workload kind and node (their
+    // workload, web, is the app label's value).
+    assert_eq!(c.interned_strings, 7);
 }
 
 // ---- Narrowing by evidence and rule evaluation ---------------------------------------------
@@ -1527,12 +1528,12 @@ fn deletes_and_relists_remove_services_slices_and_nodes() {
     idx.node_event(&Event::Delete(node("node-b", &[], &[])));
     assert_eq!(idx.counts().nodes, 0);
 
-    // Everything gone: the interned strings go too.
+    // Everything gone: the interned strings go too (node-a's name stays: its pods hold it).
     idx.service_event(&Event::Init);
     idx.service_event(&Event::InitDone);
     idx.endpoint_slice_event(&Event::Init);
     idx.endpoint_slice_event(&Event::InitDone);
-    for s in ["db-headless", "cache", "redis", "pg", "node-a"] {
+    for s in ["db-headless", "cache", "redis", "pg"] {
         assert!(!idx.strings.0.contains(s), "{s} still interned");
     }
 }
