@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
 # Throughput / loss / CPU comparison: netpol-nflogd versus ulogd2 (LOGEMU), on
-# the K3s-style rule "NFLOG group 100 then DROP" in OUTPUT.
+# the K3s-style rule "NFLOG group 100 then DROP" in OUTPUT (or INPUT).
 #
 # Run as root (it creates a network namespace; all traffic stays inside it):
 #
 #   cargo build --release && sudo benches/vs-ulogd.sh
 #   sudo RATES="50000 0" N=500000 benches/vs-ulogd.sh
+#   sudo CHAIN=INPUT SENDERS=2 RATES=0 benches/vs-ulogd.sh   # past the OUTPUT sender's ceiling
 #
 # Environment:
 #   RATES       target send rates in packets/s, 0 = flat out   (default "100000 200000 300000 0")
 #   N           packets per run                                 (default 1000000)
+#   CHAIN       OUTPUT or INPUT: where the rule pair sits       (default OUTPUT)
+#               On OUTPUT the DROP fails each send with EPERM, which ends flood.c's
+#               sendmmsg call: one system call per packet, about 200k packets/s on one
+#               core. On INPUT (-i lo: the datagram loops back first) a call sends a
+#               whole batch, so the offered load can go well past that.
+#   SENDERS     flood.c sender processes, each with its own socket (default 1)
+#   BATCH       packets per sendmmsg call                       (default 256)
 #   NFLOGD      netpol-nflogd binary   (default <repo>/target/release/netpol-nflogd;
 #               if it does not exist, only ulogd is measured)
 #   NFLOGD_ARGS extra arguments for netpol-nflogd, split on blanks (default none),
@@ -41,6 +49,9 @@ REPO=$(cd "$SCRIPT_DIR/.." && pwd)
 
 RATES=${RATES:-"100000 200000 300000 0"}
 N=${N:-1000000}
+CHAIN=${CHAIN:-OUTPUT}
+SENDERS=${SENDERS:-1}
+BATCH=${BATCH:-256}
 NFLOGD=${NFLOGD:-$REPO/target/release/netpol-nflogd}
 ULOGD=${ULOGD:-/usr/sbin/ulogd}
 TOOLS=${TOOLS:-"ulogd nflogd"}
@@ -80,7 +91,11 @@ trap 'exit 130' INT TERM
 gcc -O2 -Wall -o "$WORK/flood" "$SCRIPT_DIR/flood/flood.c"
 
 # --- namespace and rules -----------------------------------------------------
-bench_netns OUTPUT "-o lo" $PORT "$PREFIX"
+case $CHAIN in
+    OUTPUT) bench_netns OUTPUT "-o lo" $PORT "$PREFIX" ;;
+    INPUT) bench_netns INPUT "-i lo" $PORT "$PREFIX" ;;
+    *) die "CHAIN must be OUTPUT or INPUT" ;;
+esac
 
 # child_of PID: the single child of a /usr/bin/time wrapper (ip netns exec execs
 # the logger, so this is the logger itself).
@@ -138,11 +153,11 @@ run_one() { # TOOL RATE
     [[ $ok == 1 ]] || { cat "$err" >&2; die "$tool did not bind group $GROUP within 10 s"; }
     sleep 0.2
 
-    nsx iptables -Z OUTPUT
+    nsx iptables -Z "$CHAIN"
     local fl
     # In the background + wait, so that a SIGINT/SIGTERM to this script is
     # handled at once (bash runs traps only between foreground commands).
-    ip netns exec "$NS" "$WORK/flood" 127.0.0.1 $PORT "$N" "$rate" >"$WORK/flood.out" &
+    ip netns exec "$NS" "$WORK/flood" 127.0.0.1 $PORT "$N" "$rate" "$BATCH" "$SENDERS" >"$WORK/flood.out" &
     local fpid=$!
     STARTED+=("$fpid")
     wait "$fpid" || die "flood failed"
@@ -185,7 +200,7 @@ run_one() { # TOOL RATE
     fi
 
     local counter lines cpu
-    counter=$(rule_counter OUTPUT)
+    counter=$(rule_counter "$CHAIN")
     lines=$(wc -l <"$out" 2>/dev/null || echo 0)
     cpu=$(tail -n1 "$tfile" | awk '{ printf "%.2f", $1 + $2 }')
     local sent_rate
@@ -242,7 +257,7 @@ done
 
 # --- report --------------------------------------------------------------------
 echo
-echo "# netpol-nflogd vs ulogd2 $(ulogd_version) — NFLOG group $GROUP + DROP on OUTPUT, UDP on lo"
+echo "# netpol-nflogd vs ulogd2 $(ulogd_version) — NFLOG group $GROUP + DROP on $CHAIN, UDP on lo, flood.c: $SENDERS sender(s), batches of $BATCH"
 bench_report_host
 echo "# N=$N per run, flush wait ${FLUSH_WAIT}s, SETTLE=$SETTLE (catchup = s from end of flood until output stopped growing), ulogd: LOGEMU sync=1 buffer 64M/max 128M; nflogd: $NFLOGD"
 echo "# rate 0 = flat out; sent/s is what flood.c achieved; lost% = (counter - lines) / counter"
