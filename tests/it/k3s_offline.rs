@@ -142,7 +142,7 @@ fn k3s_capture_and_snapshot_attribute_as_the_daemon_did() {
         .arg("--kube-snapshot")
         .arg(&snap)
         .args([
-            "--node",
+            "--capture-node",
             NODE,
             "--hostname",
             crate::support::k3s::HOSTNAME,
