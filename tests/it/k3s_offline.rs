@@ -6,10 +6,10 @@
 //! The attribution table's traffic runs (bridged and routed pod traffic, IPv4 and IPv6, the
 //! ClusterIP, the truncated prefix two policies share, pod-chain-only drops). The test then writes
 //! the cluster's objects as `kubectl get … -A -o json` would (a `List`), and on the "laptop" runs
-//! `nflog-tail -r capture.pcap --kube-snapshot cluster.json --capture-node node-1 -o json`: each event
-//! must equal the daemon's own JSON event, field for field (policy, candidates, direction, pods,
-//! workloads, `count`, headers, time), except the interface names, which a capture only knows
-//! as indexes (`if7`), mapped back with the node's own index table.
+//! `nflog-tail -r capture.pcap --kube-snapshot cluster.json --capture-node node-1 -o json`: each
+//! event must equal the daemon's own JSON event, field for field (policy, candidates, direction,
+//! pods, workloads, Services, nodes, `count`, headers, time), except the interface names, which a
+//! capture only knows as indexes (`if7`), mapped back with the node's own index table.
 
 use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt;
