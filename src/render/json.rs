@@ -525,6 +525,9 @@ fn icmp(c: &mut Cursor<'_>, i: Icmp, echo: bool, [kind, code, id, seq]: IcmpKeys
 /// policy object) at `text[..split]`, then the direction and both sides at `text[split..]`.
 struct ContextText<'t> {
     text: &'t [u8],
+    /// The policy object's start, `{"namespace":…,"name":…`, at `text[..head]` when the
+    /// context resolved the one policy the event reports (see `Event::reported_policy`).
+    head: usize,
     split: usize,
 }
 
@@ -546,47 +549,76 @@ impl Context<'_> {
 /// Rendered Kubernetes contexts, by context. The index hands out the same `Arc` for every
 /// message of a flow, so its strings (pods, workloads, policies) are checked and copied into a
 /// line as one block instead of field by field (about 2,000 instructions per event, callgrind).
-/// Direct-mapped by the `Arc`'s address; each slot keeps its `Arc`, so the address cannot be
+/// Set-associative by the `Arc`'s address; each slot keeps its `Arc`, so the address cannot be
 /// reused for another context while the slot holds it.
 pub struct ContextCache {
+    /// 16 sets of [`WAYS`] slots.
     slots: Vec<Slot>,
+    /// Counts lookups, to find the least recently used slot of a set.
+    clock: u64,
 }
 
 #[derive(Default)]
 struct Slot {
     ctx: Option<Arc<KubeContext>>,
     text: Vec<u8>,
+    head: usize,
     split: usize,
+    /// When it was last used ([`ContextCache::clock`]).
+    used: u64,
 }
 
-/// Slots of a [`ContextCache`] (a power of two): a node's busy flows at once.
+/// Slots of a [`ContextCache`], 16 sets of [`WAYS`]: a node's busy flows at once.
 const CONTEXT_SLOTS: usize = 64;
+const WAYS: usize = 4;
 
 impl Default for ContextCache {
     fn default() -> Self {
         ContextCache {
             slots: (0..CONTEXT_SLOTS).map(|_| Slot::default()).collect(),
+            clock: 0,
         }
     }
 }
 
 impl ContextCache {
     fn get(&mut self, ctx: &Arc<KubeContext>) -> ContextText<'_> {
+        // Four ways per set, the least recently used replaced: contexts that share a set
+        // (direct-mapped, two of a handful of busy flows did, callgrind) do not evict each other.
         let addr = Arc::as_ptr(ctx) as usize as u64;
-        let i = ((addr >> 4).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize % CONTEXT_SLOTS;
-        let slot = &mut self.slots[i];
-        if !slot.ctx.as_ref().is_some_and(|c| Arc::ptr_eq(c, ctx)) {
+        let set = ((addr >> 4).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 60) as usize;
+        let ways = &mut self.slots[WAYS * set..][..WAYS];
+        self.clock += 1;
+        let hit = ways
+            .iter()
+            .position(|s| s.ctx.as_ref().is_some_and(|c| Arc::ptr_eq(c, ctx)));
+        let way = hit.unwrap_or_else(|| {
+            let (oldest, _) = ways
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, s)| s.used)
+                .unwrap_or((0, &ways[0]));
+            oldest
+        });
+        let slot = &mut ways[way];
+        slot.used = self.clock;
+        if hit.is_none() {
             slot.text.clear();
-            slot.split = with_cursor(&mut slot.text, context_max(ctx), |c| {
+            (slot.head, slot.split) = with_cursor(&mut slot.text, context_max(ctx), |c| {
+                if let ([p], true) = (&ctx.policies[..], ctx.resolved) {
+                    namespace_and_name(c, &p.namespace, &p.name);
+                }
+                let head = c.len();
                 candidates(c, ctx);
                 let split = c.len();
                 sides(c, ctx);
-                split
+                (head, split)
             });
             slot.ctx = Some(ctx.clone());
         }
         ContextText {
             text: &slot.text,
+            head: slot.head,
             split: slot.split,
         }
     }
@@ -608,9 +640,11 @@ fn context_max(c: &KubeContext) -> usize {
         128 + both(s.namespace.as_bytes(), s.name.as_bytes()) + opt(s.port_name.as_deref())
     });
     let policies = c.policies.iter();
-    256 + policies
-        .map(|p| both(p.namespace.as_bytes(), p.name.as_bytes()))
-        .sum::<usize>()
+    let head = c.policies.first();
+    256 + head.map_or(0, |p| both(p.namespace.as_bytes(), p.name.as_bytes()))
+        + policies
+            .map(|p| both(p.namespace.as_bytes(), p.name.as_bytes()))
+            .sum::<usize>()
         + pod(c.src.as_deref())
         + pod(c.dest.as_deref())
         + opt(c.src_node.as_deref())
@@ -641,15 +675,21 @@ fn policy(ev: &Event<'_>, ctx: Option<Context<'_>>, prefix_plain: bool, c: &mut 
     c.byte(b'"');
     match ev.reported_policy() {
         Some(r) => {
-            c.bytes(b",\"policy\":{\"namespace\":");
-            string(c, r.namespace);
-            c.bytes(key!("name"));
-            match r.name {
-                Some(name) => string(c, name),
-                None => c.bytes(b"null"),
+            c.bytes(b",\"policy\":");
+            match &ctx {
+                Some(Context::Text(t)) if t.head > 0 => c.var(&t.text[..t.head]),
+                _ => {
+                    c.bytes(b"{\"namespace\":");
+                    string(c, r.namespace);
+                    c.bytes(key!("name"));
+                    match r.name {
+                        Some(name) => string(c, name),
+                        None => c.bytes(b"null"),
+                    }
+                }
             }
             match &ctx {
-                Some(Context::Text(t)) => c.var(&t.text[..t.split]),
+                Some(Context::Text(t)) => c.var(&t.text[t.head..t.split]),
                 Some(Context::Direct(x)) => candidates(c, x),
                 None => c.bytes(b",\"resolved\":false,\"candidates\":[]}"),
             }
