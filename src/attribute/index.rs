@@ -549,7 +549,7 @@ impl Index {
             pod: name.to_string(),
             namespace: name_of(meta.namespace.as_deref().unwrap_or_default()),
             workload_kind: Some(name_of(kind)),
-            workload: Some(name_of(&workload)),
+            workload: Some(name_of(workload)),
             node: node.map(&mut name_of),
         };
         PodEntry {
