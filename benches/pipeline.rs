@@ -281,7 +281,7 @@ fn default_processor() -> Processor {
     processor(&[Format::Syslogemu, Format::Json])
         .with_correlation(std::time::Duration::from_millis(200))
         .with_kube(index())
-        .with_tail(Arc::new(std::sync::atomic::AtomicUsize::new(1)))
+        .with_tail(Arc::new(std::sync::atomic::AtomicUsize::new(1)), false)
 }
 
 /// K3s-shaped pairs: each packet logged by its policy's rule, then by the pod chain.

@@ -41,7 +41,8 @@
 #
 # ulogd2 runs with the Debian stack and sync=1 (as /etc/ulogd.conf ships), plus a
 # generous netlink buffer: netlink_socket_buffer_size=64 MiB, maxsize=128 MiB.
-# netpol-nflogd runs with --no-rate-limit --stdout none and its defaults otherwise.
+# netpol-nflogd runs with --no-rate-limit --stdout none --tail-socket "" (syslogemu only, the work
+# ulogd2 LOGEMU does: no JSON, no tail ring) and its defaults otherwise.
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -127,7 +128,7 @@ run_one() { # TOOL RATE
             cmd=("$ULOGD" -c "$WORK/ulogd.conf")
             ;;
         nflogd)
-            cmd=("$NFLOGD" --syslogemu-file "$out" --stdout none --no-rate-limit --stats-file "$stats")
+            cmd=("$NFLOGD" --syslogemu-file "$out" --stdout none --tail-socket "" --no-rate-limit --stats-file "$stats")
             local -a nflogd_args=()
             read -r -a nflogd_args <<<"${NFLOGD_ARGS:-}"
             cmd+=("${nflogd_args[@]}")

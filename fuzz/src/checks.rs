@@ -82,7 +82,7 @@ fn processor(correlation: Option<Duration>) -> (Processor, Arc<AtomicUsize>) {
         Stats::new(),
         true,
     )
-    .with_tail(clients.clone());
+    .with_tail(clients.clone(), false);
     if let Some(window) = correlation {
         p = p.with_correlation(window);
     }

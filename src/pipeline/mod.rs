@@ -108,7 +108,9 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<Arc<Stats>> {
                     )
                 },
             )?;
-            proc = proc.with_tail(t.clients.clone());
+            // With a ring, every event is rendered for it, client or not: `nflog-tail --last N`
+            // then shows what happened before it connected. The node-wide cap bounds the cost.
+            proc = proc.with_tail(t.clients.clone(), cfg.tail_ring > 0);
             Some(t)
         }
     };

@@ -60,13 +60,21 @@ impl Buffer {
     }
 }
 
-/// Records for `nflog-tail` clients, rendered only while one is connected.
+/// Records for `nflog-tail` clients, rendered while one is connected, or always when the tail
+/// socket keeps a history (`tail.ring`) for `nflog-tail --last N`.
 struct Tail {
     clients: Arc<AtomicUsize>,
+    history: bool,
     chunk: Chunk,
     /// The syslogemu lines of the current record, and where each one is.
     scratch: Vec<u8>,
     spans: Vec<(usize, usize)>,
+}
+
+impl Tail {
+    fn active(&self) -> bool {
+        self.history || self.clients.load(Relaxed) > 0
+    }
 }
 
 #[derive(Default)]
@@ -103,10 +111,12 @@ impl Outputs {
         id
     }
 
-    /// Also renders records for `nflog-tail` (while `clients` is non-zero).
-    pub fn set_tail(&mut self, clients: Arc<AtomicUsize>) {
+    /// Also renders records for `nflog-tail`: while `clients` is non-zero, or always with
+    /// `history` (the socket's ring must hold the most recent events when a client asks).
+    pub fn set_tail(&mut self, clients: Arc<AtomicUsize>, history: bool) {
         self.tail = Some(Tail {
             clients,
+            history,
             chunk: Chunk::default(),
             scratch: Vec::new(),
             spans: Vec::new(),
@@ -129,16 +139,14 @@ impl Outputs {
         }
     }
 
-    fn tail_connected(&self) -> bool {
-        self.tail
-            .as_ref()
-            .is_some_and(|t| t.clients.load(Relaxed) > 0)
+    fn tail_active(&self) -> bool {
+        self.tail.as_ref().is_some_and(Tail::active)
     }
 
     /// Whether any output takes events (JSON sinks, tail clients) right now.
     pub fn wants_events(&self) -> bool {
         self.outputs.iter().any(|o| !o.kind.per_message())
-            || self.tail_connected()
+            || self.tail_active()
             || self.events.is_some()
     }
 
@@ -163,7 +171,7 @@ impl Outputs {
         for o in self.outputs.iter_mut().filter(|o| !o.kind.per_message()) {
             o.render(renderer, ev);
         }
-        if let Some(t) = self.tail.as_mut().filter(|t| t.clients.load(Relaxed) > 0) {
+        if let Some(t) = self.tail.as_mut().filter(|t| t.active()) {
             render_tail(renderer, ev, bodies, received, t);
         }
         if let Some(e) = &mut self.events {

@@ -88,9 +88,10 @@ impl Processor {
         self
     }
 
-    /// Also renders records for `nflog-tail` (while `clients` is non-zero).
-    pub fn with_tail(mut self, clients: Arc<AtomicUsize>) -> Self {
-        self.outputs.set_tail(clients);
+    /// Also renders records for `nflog-tail`: while `clients` is non-zero, or always with
+    /// `history` (the tail socket keeps a ring for `nflog-tail --last N`).
+    pub fn with_tail(mut self, clients: Arc<AtomicUsize>, history: bool) -> Self {
+        self.outputs.set_tail(clients, history);
         self
     }
 

@@ -46,7 +46,7 @@ impl Decoder {
                 .with_correlation(WINDOW)
                 .with_ifnames(ifnames)
                 // One client: this one, so tail records are always rendered.
-                .with_tail(Arc::new(AtomicUsize::new(1)));
+                .with_tail(Arc::new(AtomicUsize::new(1)), false);
         if let Some(s) = snapshot {
             processor = processor.with_kube(s.index);
         }

@@ -918,7 +918,7 @@ fn tail_prints_and_writes_every_message_of_a_packet() {
         ],
         &[],
     );
-    // The daemon renders tail records only while a client is connected: connect first.
+    // Clients connected before the packet: they get it live, not from the ring.
     let pcap = sb.path("out.pcap");
     let sock_arg = sock.to_str().unwrap();
     let follow = |name: &str, args: &[&str]| {
@@ -1187,4 +1187,58 @@ fn tail_filters_services_nodes_and_classes_from_the_daemon() {
     }
     let status = d.terminate();
     assert!(status.success(), "daemon: {status}\n{}", d.stderr_text());
+}
+
+/// `nflog-tail --last N` right after drops that happened while no client was connected: the
+/// daemon keeps its ring filled, so the N most recent events are there.
+#[test]
+fn tail_last_shows_events_from_before_any_client() {
+    let sb = Sandbox::new("tail-last");
+    sb.udp_log_and_drop(9997, "DROP by policy default/deny-udp");
+    let log = sb.path("syslogemu.log");
+    let sock = sb.path("tail.sock");
+    let d = Daemon::start(
+        &sb,
+        "daemon",
+        &[
+            "--no-rate-limit",
+            "--stdout",
+            "none",
+            "--metrics-listen",
+            "",
+            "--syslogemu-file",
+            log.to_str().unwrap(),
+            "--tail-socket",
+            sock.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let lo = "127.0.0.1".parse().unwrap();
+    sb.send_udp(lo, lo, 9997, 3);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lines(&read_lossy(&log)) < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not log 3 drops: {}",
+            d.stderr_text()
+        );
+        sleep(Duration::from_millis(50));
+    }
+    // The last packet's event is written when the correlation window (50 ms) has passed.
+    sleep(Duration::from_millis(500));
+    // Bounded: without the ring's history nflog-tail would wait for live events forever.
+    let out = Command::new("timeout")
+        .args(["10", TAIL, "-S", sock.to_str().unwrap(), "--no-reconnect"])
+        .args(["--last", "2", "-c", "2", "-o", "json"])
+        .output()
+        .expect("run nflog-tail");
+    let seqs: Vec<u64> = stdout_of(&out)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("JSON record");
+            v["oob.seq.local"].as_u64().expect("a sequence number")
+        })
+        .collect();
+    // The last two of the three messages (sequence numbers 0, 1, 2).
+    assert_eq!(seqs, [1, 2], "{}", stdout_of(&out));
 }

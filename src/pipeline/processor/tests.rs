@@ -320,7 +320,7 @@ fn tail_records_carry_every_message_of_the_packet() {
     let clients = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(1));
     let mut p = p
         .with_correlation(Duration::from_secs(60))
-        .with_tail(clients);
+        .with_tail(clients, false);
     let pkt = ipv4(17, 0, 0x4000, 0, A, B, &udp(40000, 53, b"q"));
     let mut buf = Vec::new();
     message(&mut buf, b"DROP by policy shop/deny", 0, &pkt);
