@@ -249,9 +249,15 @@ fn check_record(r: &Record) {
             // No syslogemu line to print (a JSON record): warned once, nothing written.
             continue;
         }
-        assert_one_line(&out, &format!("{format:?} output"));
+        // syslogemu: one line per NFLOG message of the event (a packet several rules logged is
+        // one event); the other formats: one line per event.
+        let lines = match format {
+            OutputFormat::Syslogemu => 1 + r.further.len() as u64,
+            _ => 1,
+        };
+        assert_lines(&out, lines, &format!("{format:?} output"));
         let text = String::from_utf8_lossy(&out);
-        let body = &text[..text.len() - 1];
+        let body = text[..text.len() - 1].replace('\n', " ");
         assert!(
             !body.chars().any(|c| c.is_control()
                 || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')),
