@@ -105,12 +105,14 @@ fn k3s_capture_and_snapshot_attribute_as_the_daemon_did() {
         node.send(&r.flow);
     }
     node.settle();
-    tail.signal(libc::SIGINT);
+    // SIGTERM, not SIGINT: a shell running this in the background has SIGINT ignored, and an
+    // ignored signal stays ignored in the programs it starts.
+    tail.signal(libc::SIGTERM);
     let (status, _) = tail.wait_exit(Duration::from_secs(10));
     let tail_text = std::fs::read_to_string(&out).unwrap();
-    // Ctrl-C ends a capture; each record was flushed as it came.
+    // A signal ends a capture; each record was flushed as it came.
     assert!(
-        status.success() || status.signal() == Some(libc::SIGINT),
+        status.success() || status.signal() == Some(libc::SIGTERM),
         "nflog-tail: {status}: {tail_text}"
     );
 
