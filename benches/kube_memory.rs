@@ -99,7 +99,11 @@ fn main() {
         ctx.map_or(0, |c| c.policies.len())
     );
     println!("services of the last pod: {services:?}");
-    assert_eq!(services.len(), 1, "the last pod is behind one Service on 8080");
+    assert_eq!(
+        services.len(),
+        1,
+        "the last pod is behind one Service on 8080"
+    );
     println!("services of the last pod on 9000: {internal:?}");
     assert_eq!(internal.len(), 1, "and behind the -internal one on 9000");
     println!(

@@ -159,11 +159,7 @@ pub fn open_source(opts: &Options) -> Result<Box<dyn Source>> {
             &opts.hostname,
             opts.snapshot.clone(),
         )?),
-        SourceSpec::File(path) => input::open(
-            path,
-            &opts.hostname,
-            opts.snapshot.clone(),
-        )?,
+        SourceSpec::File(path) => input::open(path, &opts.hostname, opts.snapshot.clone())?,
     })
 }
 

@@ -373,8 +373,8 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tail::{Item, Source};
     use crate::source::nflog::build::Packet;
+    use crate::tail::{Item, Source};
 
     /// An NFLOG body as the kernel lays it out (build::Packet), without the netlink header.
     fn body(prefix: &[u8]) -> Vec<u8> {
@@ -455,7 +455,10 @@ mod tests {
                 "{line}"
             );
             // Always stored in this host's order, ready for the writer.
-            assert_eq!(recs[0].nflog.as_deref(), Some(&body(b"DROP by policy default/x")[..]));
+            assert_eq!(
+                recs[0].nflog.as_deref(),
+                Some(&body(b"DROP by policy default/x")[..])
+            );
             assert_eq!(recs[0].further.len(), 1);
             assert_eq!(recs[0].further[0].nflog, body(b""));
         }
@@ -564,7 +567,10 @@ mod tests {
         let back = replay(bytes).unwrap();
         assert_eq!(back.len(), 1);
         assert_eq!(back[0].prefix, "DROP by policy a/b");
-        assert_eq!(back[0].nflog.as_deref(), Some(&body(b"DROP by policy a/b")[..]));
+        assert_eq!(
+            back[0].nflog.as_deref(),
+            Some(&body(b"DROP by policy a/b")[..])
+        );
         assert_eq!(back[0].further[0].nflog, body(b""));
     }
 

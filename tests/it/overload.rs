@@ -43,7 +43,15 @@ fn start_daemon(sb: &Sandbox, tag: &str, extra: &[&str]) -> (Daemon, PathBuf, Pa
         // ring the daemon also builds an event per packet and falls further behind; a loss at the
         // very end of a congestion period is then more likely, and the kernel reports ENOBUFS
         // only once per congestion period, so such a trailing loss is seen by no later message.)
-        .args(["--stdout", "none", "--tail-socket", "", "--no-rate-limit", "--group", "100"])
+        .args([
+            "--stdout",
+            "none",
+            "--tail-socket",
+            "",
+            "--no-rate-limit",
+            "--group",
+            "100",
+        ])
         .stats(&stats)
         .args(extra)
         .start();
