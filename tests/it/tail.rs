@@ -879,6 +879,32 @@ fn tail_interactive_restores_the_terminal_on_signals() {
     }
 }
 
+/// The daemon in `sb` writing syslogemu (hostname `tailhost`) and serving a tail socket, no rate
+/// limit, no metrics: `(daemon, syslogemu file, socket)`.
+fn daemon_with_tail_socket(sb: &Sandbox) -> (Daemon, std::path::PathBuf, std::path::PathBuf) {
+    let log = sb.path("syslogemu.log");
+    let sock = sb.path("tail.sock");
+    let d = Daemon::start(
+        sb,
+        "daemon",
+        &[
+            "--no-rate-limit",
+            "--hostname",
+            "tailhost",
+            "--stdout",
+            "none",
+            "--metrics-listen",
+            "",
+            "--syslogemu-file",
+            log.to_str().unwrap(),
+            "--tail-socket",
+            sock.to_str().unwrap(),
+        ],
+        &[],
+    );
+    (d, log, sock)
+}
+
 /// The real daemon logs one packet under two rules: two lines in its syslogemu file, one tail
 /// record carrying both messages. `nflog-tail -o syslogemu` prints the file's two lines and `-w`
 /// writes two pcap records, as `tcpdump -i nflog:100` would.
@@ -898,26 +924,7 @@ fn tail_prints_and_writes_every_message_of_a_packet() {
     );
     sb.iptables(&[&m[..], &nflog].concat());
     sb.iptables(&[&m[..], &["-j", "DROP"]].concat());
-    let log = sb.path("syslogemu.log");
-    let sock = sb.path("tail.sock");
-    let mut d = Daemon::start(
-        &sb,
-        "daemon",
-        &[
-            "--no-rate-limit",
-            "--hostname",
-            "tailhost",
-            "--stdout",
-            "none",
-            "--metrics-listen",
-            "",
-            "--syslogemu-file",
-            log.to_str().unwrap(),
-            "--tail-socket",
-            sock.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let (mut d, log, sock) = daemon_with_tail_socket(&sb);
     // Clients connected before the packet: they get it live, not from the ring.
     let pcap = sb.path("out.pcap");
     let sock_arg = sock.to_str().unwrap();
@@ -1195,35 +1202,12 @@ fn tail_filters_services_nodes_and_classes_from_the_daemon() {
 fn tail_last_shows_events_from_before_any_client() {
     let sb = Sandbox::new("tail-last");
     sb.udp_log_and_drop(9997, "DROP by policy default/deny-udp");
-    let log = sb.path("syslogemu.log");
-    let sock = sb.path("tail.sock");
-    let d = Daemon::start(
-        &sb,
-        "daemon",
-        &[
-            "--no-rate-limit",
-            "--stdout",
-            "none",
-            "--metrics-listen",
-            "",
-            "--syslogemu-file",
-            log.to_str().unwrap(),
-            "--tail-socket",
-            sock.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let (_daemon, log, sock) = daemon_with_tail_socket(&sb);
     let lo = "127.0.0.1".parse().unwrap();
     sb.send_udp(lo, lo, 9997, 3);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while lines(&read_lossy(&log)) < 3 {
-        assert!(
-            Instant::now() < deadline,
-            "the daemon did not log 3 drops: {}",
-            d.stderr_text()
-        );
-        sleep(Duration::from_millis(50));
-    }
+    crate::support::wait::wait_until("the daemon to log 3 drops", Duration::from_secs(10), || {
+        lines(&read_lossy(&log)) >= 3
+    });
     // The last packet's event is written when the correlation window (50 ms) has passed.
     sleep(Duration::from_millis(500));
     // Bounded: without the ring's history nflog-tail would wait for live events forever.
