@@ -18,7 +18,7 @@ use crate::attribute::index::Index;
 use crate::attribute::Attribution;
 use crate::correlate::{Added, Correlator, First, Open};
 use crate::decode;
-use crate::event::{Event, IfName, Timestamp};
+use crate::event::{Event, Timestamp};
 use crate::limit::{self, Limiter};
 use crate::render::syslog::SyslogFormat;
 use crate::render::{Format, Renderer};
@@ -30,8 +30,6 @@ use crate::stats::Stats;
 pub struct Processor {
     accounting: Accounting,
     ifnames: IfNames,
-    /// The last interface names looked up in this batch (see [`Processor::ifname`]).
-    ifname_memo: [(u32, IfName); 2],
     enricher: Enricher,
     limiter: Limiter,
     /// The current message's limit key (reused: no allocation per message).
@@ -58,7 +56,6 @@ impl Processor {
         Processor {
             accounting: Accounting::new(stats, fresh_instances),
             ifnames: IfNames::new(),
-            ifname_memo: Default::default(),
             enricher: Enricher::default(),
             limiter,
             limit_key: Vec::new(),
@@ -135,7 +132,6 @@ impl Processor {
     pub fn handle_batch(&mut self, buf: &[u8], received: Timestamp, acks: &mut Vec<u32>) {
         self.batch_started = Instant::now();
         self.ifnames.set_now(self.batch_started);
-        self.ifname_memo = Default::default();
         for m in Messages::new(buf) {
             match m {
                 Ok(Netlink::Packet(body)) => self.packet(body, received),
@@ -149,25 +145,8 @@ impl Processor {
 
     /// One NFLOG packet message through every stage.
     pub fn handle_packet(&mut self, body: &[u8], received: Timestamp) {
-        self.ifname_memo = Default::default();
+        self.ifnames.set_now(Instant::now());
         self.packet(body, received);
-    }
-
-    /// The name of interface `index`, remembered for the rest of the batch: the cache lookup
-    /// (a hash and a clock comparison, about 100 instructions) is made once per batch for the
-    /// few interfaces a batch sees, not once per message. Slot 0 is the input, 1 the output.
-    #[inline]
-    fn ifname(&mut self, slot: usize, index: u32) -> IfName {
-        let (memo_index, memo) = self.ifname_memo[slot];
-        if memo_index == index && index != 0 {
-            return memo;
-        }
-        let name = self.ifnames.name(index);
-        // An empty name may be a failed lookup, which the next message retries.
-        if !name.as_bytes().is_empty() {
-            self.ifname_memo[slot] = (index, name);
-        }
-        name
     }
 
     fn packet(&mut self, body: &[u8], received: Timestamp) {
@@ -211,8 +190,8 @@ impl Processor {
             context = self.enricher.resolve(&attribution, flow);
         }
         let ev = Event {
-            indev: self.ifname(0, msg.indev),
-            outdev: self.ifname(1, msg.outdev),
+            indev: self.ifnames.name(msg.indev),
+            outdev: self.ifnames.name(msg.outdev),
             time: event_time(&msg, received),
             msg,
             packet,
